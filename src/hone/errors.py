@@ -4,19 +4,24 @@ from __future__ import annotations
 
 
 class HoneError(Exception):
-    """A user-facing error: `where` (file:line, config path, ...), `what` went wrong, a `hint`."""
+    """A user-facing error: `where` (file:line, config path, ...), `what` went wrong, a `hint`,
+    and `issues`, every located problem found (a data file or config may have many)."""
 
     exit_code = 1
 
-    def __init__(self, what: str, *, where: str = "", hint: str = "") -> None:
+    def __init__(self, what: str, *, where: str = "", hint: str = "", issues: list | None = None) -> None:
         super().__init__(what)
         self.where = where
         self.what = what
         self.hint = hint
+        self.issues = list(issues or [])
 
     def __str__(self) -> str:
-        text = f"{self.where}: {self.what}" if self.where else self.what
-        return f"{text}\n  hint: {self.hint}" if self.hint else text
+        lines = [f"{self.where}: {self.what}" if self.where else self.what]
+        lines += [f"  {issue}" for issue in self.issues]
+        if self.hint:
+            lines.append(f"  hint: {self.hint}")
+        return "\n".join(lines)
 
 
 class ConfigError(HoneError):
@@ -26,18 +31,9 @@ class ConfigError(HoneError):
 
 
 class DataError(HoneError):
-    """A data file cannot be used; `issues` holds every problem found, each already located."""
+    """A data file cannot be used."""
 
     exit_code = 3
-
-    def __init__(self, what: str, *, where: str = "", hint: str = "", issues: list | None = None) -> None:
-        super().__init__(what, where=where, hint=hint)
-        self.issues = list(issues or [])
-
-    def __str__(self) -> str:
-        lines = [super().__str__()]
-        lines += [f"  {issue}" for issue in self.issues]
-        return "\n".join(lines)
 
 
 class ModelError(HoneError):

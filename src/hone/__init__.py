@@ -1,0 +1,23 @@
+"""hone: fine-tune pretrained language models end to end, on your own machine.
+
+    import hone
+    result = hone.train("run.yaml", ["train.lr=1e-4"])
+    hone.evaluate("heldout.jsonl", adapter=result.run_dir, metric="json").metrics
+    hone.generate("Two large pepperoni pizzas, delivered", adapter=result.run_dir)
+"""
+
+__version__ = "0.1.0"
+__all__ = ["train", "evaluate", "generate", "load_config"]
+
+
+def __getattr__(name: str):
+    # Lazy: `import hone` stays instant; torch and transformers load with the first real call.
+    if name in ("train", "evaluate", "generate"):
+        from hone import api
+
+        return getattr(api, name)
+    if name == "load_config":
+        from hone.config.load import load_config
+
+        return load_config
+    raise AttributeError(f"module 'hone' has no attribute {name!r}")

@@ -1,0 +1,94 @@
+"""hone's Python API; the CLI is a thin layer over these functions."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from hone.config.load import load_config
+from hone.config.schema import RunConfig
+from hone.errors import ConfigError, HoneError
+
+
+def train(config: RunConfig | str | Path | dict | None = None, overrides: list[str] | dict | None = None, *,
+          resume: str | Path | None = None, preset: str | None = None, progress: bool = True, log=print):
+    """Fine-tune as `config` says (a RunConfig, a YAML path or a dict); `resume` continues a run dir.
+
+    Returns a `TrainResult` (run_dir, adapter_dir, steps, metrics). When `eval.file` is set, the
+    tuned model is scored on it and the scores land in the metrics and the adapter's hone.json.
+    """
+    from hone.models.artifact import update_metrics
+    from hone.train.loop import run_training
+
+    if resume is not None:
+        run_dir = Path(resume)
+        if not (run_dir / "config.yaml").is_file():
+            raise ConfigError("not a run directory (no config.yaml)", where=str(run_dir))
+        config = load_config(run_dir / "config.yaml", overrides)
+    else:
+        config = load_config(config, overrides, preset=preset)
+        run_dir = Path(config.output_dir) / (config.name or time.strftime("%Y%m%d-%H%M%S"))
+        if (run_dir / "checkpoints").exists():
+            raise ConfigError(f"run directory {run_dir} already holds a run", where="name",
+                              hint=f"continue it with --resume {run_dir}, or choose another name=")
+    result = run_training(config, run_dir, resume=resume is not None, progress=progress, log=log)
+    if config.eval.file:
+        scores = evaluate(config.eval.file, adapter=result.adapter_dir, metric=config.eval.metric,
+                          max_new_tokens=config.eval.max_new_tokens, batch_size=config.eval.batch_size,
+                          progress=progress).metrics
+        result.metrics.update({f"eval_{k}": v for k, v in scores.items()})
+        update_metrics(result.adapter_dir, result.metrics)
+    return result
+
+
+def evaluate(file: str | Path, *, adapter: str | Path | None = None, model: str | None = None,
+             metric: str = "exact_match", prompt=None, max_new_tokens: int = 256, batch_size: int = 16,
+             progress: bool = True):
+    """Score the base `model` or a tuned `adapter` on a held-out chat file; returns an EvalResult."""
+    from hone.evaluate.task import evaluate_task, read_task
+
+    loaded, tokenizer = load_for_inference(adapter=adapter, model=model)
+    items = read_task(str(file))
+    return evaluate_task(loaded, tokenizer, items, metric, prompt=prompt, max_new_tokens=max_new_tokens,
+                         batch_size=batch_size, progress=progress)
+
+
+def generate(prompt: str | list[dict] | list[list[dict]], *, adapter: str | Path | None = None,
+             model: str | None = None, system: str | None = None, max_new_tokens: int = 256,
+             temperature: float = 0.0, top_p: float = 1.0, seed: int | None = None):
+    """Complete a prompt (a string, a message list, or a list of message lists) with a base or tuned model.
+
+    Returns a string for a single prompt and a list of strings for a list of conversations.
+    """
+    from hone.infer.generate import generate_batch
+
+    loaded, tokenizer = load_for_inference(adapter=adapter, model=model)
+    single = not (isinstance(prompt, list) and prompt and isinstance(prompt[0], list))
+    conversations = [_messages(prompt, system)] if single else [_messages(p, system) for p in prompt]
+    outputs = generate_batch(loaded, tokenizer, conversations, max_new_tokens=max_new_tokens,
+                             temperature=temperature, top_p=top_p, seed=seed)
+    return outputs[0] if single else outputs
+
+
+def load_for_inference(*, adapter=None, model: str | None = None):
+    """(model, tokenizer) for a tuned artifact or a base model spec (the default model if neither)."""
+    from hone.models.artifact import load_tuned
+    from hone.models.load import load_model
+    from hone.models.registry import DEFAULT_MODEL
+    from hone.train.loop import set_threads
+
+    set_threads(None)
+    if adapter is not None:
+        if model is not None:
+            raise HoneError("give an adapter or a model, not both", where="--model",
+                            hint="an adapter already names its base model in hone.json")
+        loaded, tokenizer, _ = load_tuned(adapter)
+        return loaded, tokenizer
+    loaded, tokenizer, _ = load_model(model or DEFAULT_MODEL)
+    return loaded, tokenizer
+
+
+def _messages(prompt, system: str | None) -> list[dict]:
+    messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
+    if system is not None and not (messages and messages[0]["role"] == "system"):
+        messages.insert(0, {"role": "system", "content": system})
+    return messages

@@ -1,0 +1,238 @@
+"""Training record formats (chat, prompt/completion, alpaca, text), detected per JSONL record.
+
+Every format except `text` becomes a list of chat messages, so templating and loss masking have a
+single path. Detection is by keys: a record claims a format when it holds any of that format's keys;
+claiming none or two is an error that lists the shapes hone accepts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+
+ROLES = ("system", "user", "assistant")
+MESSAGE_KEYS = ("role", "content", "name", "weight")
+
+# format name -> the keys that make a record claim it, and the shape shown in error messages.
+FORMAT_KEYS = {
+    "chat": ("messages",),
+    "prompt_completion": ("prompt", "completion"),
+    "alpaca": ("instruction", "input", "output"),
+    "text": ("text",),
+}
+FORMAT_SHAPES = {
+    "chat": '{"messages": [{"role": "user", "content": ...}, {"role": "assistant", "content": ...}]}',
+    "prompt_completion": '{"prompt": ..., "completion": ...}',
+    "alpaca": '{"instruction": ..., "input": ... (optional), "output": ...}',
+    "text": '{"text": ...}',
+}
+
+
+@dataclass
+class Example:
+    """One training record: chat `messages` (role, content, weight) or raw `text`, and where it came from."""
+
+    format: str
+    messages: list[dict] | None = None
+    text: str | None = None
+    where: str = ""
+
+
+class RecordError(ValueError):
+    """A record does not fit its format; `field` is a path into the record such as `messages[2].role`."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}" if field else message)
+        self.field = field
+        self.message = message
+
+
+def parse_record(obj: dict) -> Example:
+    """Detect the format of one decoded JSON object and turn it into an `Example` (without `where`)."""
+    if not isinstance(obj, dict):
+        raise RecordError("", f"is {a_json_type(obj)}; expected a JSON object")
+    claimed = [name for name, keys in FORMAT_KEYS.items() if any(key in obj for key in keys)]
+    if len(claimed) != 1:
+        shapes = "; ".join(f"{name} {FORMAT_SHAPES[name]}" for name in FORMAT_KEYS)
+        if claimed:
+            found = ", ".join(sorted(k for name in claimed for k in FORMAT_KEYS[name] if k in obj))
+            raise RecordError("", f"keys {found} mix formats {' and '.join(claimed)}; use one of: {shapes}")
+        keys = ", ".join(sorted(obj)) or "none"
+        raise RecordError("", f"unknown format (keys: {keys}); expected one of: {shapes}")
+    return PARSERS[claimed[0]](obj)
+
+
+def parse_chat(obj: dict) -> Example:
+    """The OpenAI fine-tuning chat format: `{"messages": [{"role", "content", "weight"?, "name"?}, ...]}`."""
+    messages = obj["messages"]
+    if not isinstance(messages, list):
+        raise RecordError("messages", f"is {a_json_type(messages)}; expected an array of messages")
+    if not messages:
+        raise RecordError("messages", "is empty; expected at least a user and an assistant message")
+    parsed = [parse_message(message, f"messages[{i}]") for i, message in enumerate(messages)]
+    check_conversation(parsed)
+    return Example(format="chat", messages=parsed)
+
+
+def parse_message(message: object, field: str) -> dict:
+    """Validate one chat message and return it as `{"role", "content", "weight"}` (content joined to text)."""
+    if not isinstance(message, dict):
+        raise RecordError(field, f"is {a_json_type(message)}; expected an object with role and content")
+    for key in message:
+        if key not in MESSAGE_KEYS:
+            raise RecordError(f"{field}.{key}", f"unexpected key; allowed: {', '.join(MESSAGE_KEYS)}")
+    if "role" not in message:
+        raise RecordError(f"{field}.role", "is missing; expected system|user|assistant")
+    role = message["role"]
+    if not isinstance(role, str):
+        raise RecordError(f"{field}.role", f"is {a_json_type(role)}; expected system|user|assistant")
+    if role not in ROLES:
+        raise RecordError(f"{field}.role", f"is {role!r}; expected system|user|assistant")
+    if "content" not in message:
+        raise RecordError(f"{field}.content", "is missing")
+    content = content_text(message["content"], f"{field}.content")
+    if role != "system" and not content.strip():
+        raise RecordError(f"{field}.content", f"is empty; {role} messages need text")
+    if "name" in message and not isinstance(message["name"], str):
+        raise RecordError(f"{field}.name", f"is {a_json_type(message['name'])}; expected a string")
+    weight = 1
+    if "weight" in message:
+        weight = message["weight"]
+        if role != "assistant":
+            raise RecordError(f"{field}.weight", f"is set on a {role} message; only assistant messages take a weight")
+        if type(weight) is not int or weight not in (0, 1):
+            raise RecordError(f"{field}.weight", f"is {json.dumps(weight)}; expected 0 or 1")
+    return {"role": role, "content": content, "weight": weight}
+
+
+def content_text(content: object, field: str) -> str:
+    """Message content as one string: a string as-is, or a list of `{"type": "text", "text"}` parts joined."""
+    if isinstance(content, str):
+        return content
+    if not isinstance(content, list):
+        raise RecordError(field, f"is {a_json_type(content)}; expected a string or an array of text parts")
+    texts = []
+    for i, part in enumerate(content):
+        where = f"{field}[{i}]"
+        if not isinstance(part, dict):
+            raise RecordError(where, f"is {a_json_type(part)}; expected {{\"type\": \"text\", \"text\": ...}}")
+        if part.get("type") != "text":
+            raise RecordError(f"{where}.type", f"is {json.dumps(part.get('type'))}; only \"text\" parts are supported")
+        text = part.get("text")
+        if not isinstance(text, str):
+            raise RecordError(f"{where}.text", f"is {a_json_type(text)}; expected a string")
+        texts.append(text)
+    return "".join(texts)
+
+
+def check_conversation(messages: list[dict]) -> None:
+    """Check the turn structure: a user message before the first reply, and something to train on."""
+    replies = [i for i, m in enumerate(messages) if m["role"] == "assistant"]
+    if not replies:
+        raise RecordError("messages", "has no assistant message; there is nothing to train on")
+    first_turn = next(i for i, m in enumerate(messages) if m["role"] != "system")
+    if messages[first_turn]["role"] == "assistant":
+        # Chat templates that insert a default system prompt render [] and [assistant] inconsistently,
+        # and many templates reject it outright; a reply needs something to reply to.
+        raise RecordError(f"messages[{first_turn}].role", "is 'assistant'; the conversation must start with a user message")
+    if not any(messages[i]["weight"] == 1 for i in replies):
+        raise RecordError("messages", "every assistant message has weight 0; at least one must have weight 1")
+
+
+def parse_prompt_completion(obj: dict) -> Example:
+    """`{"prompt", "completion"}` -> a user message and an assistant reply."""
+    prompt = required_text(obj, "prompt")
+    completion = required_text(obj, "completion")
+    return Example(format="prompt_completion", messages=[user(prompt), assistant(completion)])
+
+
+def parse_alpaca(obj: dict) -> Example:
+    """`{"instruction", "input"?, "output"}` -> user = instruction (+ blank line + input), assistant = output."""
+    instruction = required_text(obj, "instruction")
+    extra = obj.get("input", "")
+    if extra is None:
+        extra = ""
+    if not isinstance(extra, str):
+        raise RecordError("input", f"is {a_json_type(extra)}; expected a string")
+    output = required_text(obj, "output")
+    prompt = f"{instruction}\n\n{extra}" if extra.strip() else instruction
+    return Example(format="alpaca", messages=[user(prompt), assistant(output)])
+
+
+def parse_text(obj: dict) -> Example:
+    """`{"text"}` -> raw text for continued pre-training; every token is a target."""
+    return Example(format="text", text=required_text(obj, "text"))
+
+
+PARSERS = {
+    "chat": parse_chat,
+    "prompt_completion": parse_prompt_completion,
+    "alpaca": parse_alpaca,
+    "text": parse_text,
+}
+
+
+def required_text(obj: dict, key: str) -> str:
+    """The non-empty string at `obj[key]`, or a RecordError naming the key."""
+    if key not in obj:
+        raise RecordError(key, "is missing")
+    value = obj[key]
+    if not isinstance(value, str):
+        raise RecordError(key, f"is {a_json_type(value)}; expected a string")
+    if not value.strip():
+        raise RecordError(key, "is empty")
+    return value
+
+
+def user(content: str) -> dict:
+    return {"role": "user", "content": content, "weight": 1}
+
+
+def assistant(content: str) -> dict:
+    return {"role": "assistant", "content": content, "weight": 1}
+
+
+def json_type(value: object) -> str:
+    """The JSON name of a decoded value's type, for error messages ('number', 'array', ...)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, (int, float)):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    if isinstance(value, dict):
+        return "object"
+    return type(value).__name__
+
+
+def a_json_type(value: object) -> str:
+    """The JSON type name with its article ('a number', 'an array', 'null'), for error messages."""
+    name = json_type(value)
+    if name == "null":
+        return name
+    return f"an {name}" if name[0] in "aeiou" else f"a {name}"
+
+
+def example_key(example: Example) -> str:
+    """A hash of the example's normalized content: roles and texts, whitespace collapsed, weights ignored.
+
+    Two records with the same key train the same thing (a prompt/completion and an alpaca record
+    with the same texts collide on purpose); the validation split keys on it so duplicates never
+    straddle train and validation.
+    """
+    if example.text is not None:
+        normalized = ["text", squash(example.text)]
+    else:
+        normalized = [[m["role"], squash(m["content"])] for m in example.messages or []]
+    payload = json.dumps(normalized, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+
+
+def squash(text: str) -> str:
+    return re.sub(r"\s+", " ", text).strip()

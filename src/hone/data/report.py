@@ -1,0 +1,140 @@
+"""`hone data check FILE`: everything wrong or notable about a data file, before any compute is spent."""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+
+from hone.data.formats import example_key
+from hone.data.read import Issue, iter_records
+from hone.data.template import IGNORE, tokenize_example
+from hone.errors import DataError, HoneError
+
+
+@dataclass
+class DataReport:
+    """What `check_file` found: counts, every issue, duplicates, and token statistics when tokenized."""
+
+    path: str
+    lines: int = 0  # non-blank lines, i.e. records
+    valid: int = 0
+    formats: dict[str, int] = field(default_factory=dict)
+    issues: list[Issue] = field(default_factory=list)
+    duplicates: list[tuple[int, int]] = field(default_factory=list)  # (line, line it repeats)
+    max_length: int | None = None
+    token_stats: dict[str, float] | None = None  # count, min, mean, p50, p95, max
+    target_tokens: int | None = None  # tokens trained on, after truncation
+    truncated: list[tuple[int, int]] = field(default_factory=list)  # (line, full length in tokens)
+    untrainable: list[int] = field(default_factory=list)  # lines with no target left after truncation
+
+    @property
+    def ok(self) -> bool:
+        """True when there are records, all valid; duplicates and truncation are warnings only."""
+        return self.valid > 0 and not self.issues
+
+    def to_dict(self) -> dict:
+        """A JSON-able dict (issues as objects, tuples as lists) with `ok` included."""
+        data = asdict(self)
+        data["duplicates"] = [list(pair) for pair in self.duplicates]
+        data["truncated"] = [list(pair) for pair in self.truncated]
+        data["ok"] = self.ok
+        return data
+
+    def render(self) -> str:
+        """A readable report: a summary block, then every issue as `file:line: field: message`."""
+        invalid = self.lines - self.valid
+        out = [f"{self.path}: {self.lines} records, {self.valid} valid, {invalid} invalid"]
+        if self.formats:
+            out.append("  formats: " + ", ".join(f"{name} {count}" for name, count in sorted(self.formats.items())))
+        if self.duplicates:
+            shown = ", ".join(f"line {line} repeats line {first}" for line, first in self.duplicates[:5])
+            more = f", and {len(self.duplicates) - 5} more" if len(self.duplicates) > 5 else ""
+            out.append(f"  duplicates: {len(self.duplicates)} ({shown}{more})")
+        if self.token_stats:
+            s = self.token_stats
+            out.append(
+                f"  tokens per example: min {s['min']:.0f}, mean {s['mean']:.1f}, p50 {s['p50']:.0f}, "
+                f"p95 {s['p95']:.0f}, max {s['max']:.0f} over {s['count']:.0f} examples; "
+                f"{self.target_tokens} target tokens"
+            )
+        if self.truncated:
+            shown = ", ".join(f"line {line} ({length} tokens)" for line, length in self.truncated[:5])
+            more = f", and {len(self.truncated) - 5} more" if len(self.truncated) > 5 else ""
+            out.append(f"  truncated to max_length={self.max_length}: {len(self.truncated)} ({shown}{more})")
+        if self.untrainable:
+            lines = ", ".join(str(line) for line in self.untrainable[:10])
+            out.append(f"  no target tokens left after truncation: {len(self.untrainable)} (lines {lines})")
+        if self.issues:
+            out.append(f"issues ({len(self.issues)}):")
+            out += [f"  {issue}" for issue in self.issues]
+        out.append("ok" if self.ok else "not ok")
+        return "\n".join(out)
+
+
+def check_file(path, tokenizer=None, *, max_length: int = 512, loss_on: str = "assistant") -> DataReport:
+    """Read a data file leniently and report on it; never raises for bad lines or a bad file.
+
+    A missing, oversized or empty file becomes an issue at line 0. With a tokenizer, each valid
+    example is also templated and tokenized: its full length goes into the statistics, lengths
+    over `max_length` are listed as truncated, and template failures become issues on that line.
+    """
+    report = DataReport(path=str(path), max_length=max_length if tokenizer is not None else None)
+    formats: Counter[str] = Counter()
+    first_line: dict[str, int] = {}
+    lengths: list[int] = []
+    targets = 0
+    try:
+        for line, result in iter_records(path):
+            report.lines += 1
+            if isinstance(result, Issue):
+                report.issues.append(result)
+                continue
+            if tokenizer is not None:
+                try:
+                    tokens = tokenize_example(result, tokenizer, loss_on=loss_on)
+                except HoneError as error:
+                    report.issues.append(Issue(str(path), line, "", error.what))
+                    continue
+                lengths.append(len(tokens.input_ids))
+                kept = sum(label != IGNORE for label in tokens.labels[:max_length])
+                targets += kept
+                if len(tokens.input_ids) > max_length:
+                    report.truncated.append((line, len(tokens.input_ids)))
+                    if kept == 0:
+                        report.untrainable.append(line)
+            report.valid += 1
+            formats[result.format] += 1
+            key = example_key(result)
+            if key in first_line:
+                report.duplicates.append((line, first_line[key]))
+            else:
+                first_line[key] = line
+    except DataError as error:
+        report.issues.append(Issue(str(path), 0, "", error.what))
+    if report.lines == 0 and not report.issues:
+        report.issues.append(Issue(str(path), 0, "", "the file has no records; write one JSON object per line"))
+    report.formats = dict(formats)
+    if tokenizer is not None:
+        report.token_stats = length_stats(lengths)
+        report.target_tokens = targets
+    return report
+
+
+def length_stats(lengths: list[int]) -> dict[str, float] | None:
+    """count, min, mean, p50, p95 and max of token lengths (nearest-rank percentiles); None if empty."""
+    if not lengths:
+        return None
+    ordered = sorted(lengths)
+
+    def percentile(q: float) -> int:
+        return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
+
+    return {
+        "count": len(ordered),
+        "min": ordered[0],
+        "mean": sum(ordered) / len(ordered),
+        "p50": percentile(0.5),
+        "p95": percentile(0.95),
+        "max": ordered[-1],
+    }

@@ -1,0 +1,173 @@
+"""Render examples with the model's chat template and mark which tokens are training targets.
+
+The mask comes from character spans, not from token-level guesses: each assistant turn spans from
+the end of the rendered prefix `messages[:i]` + generation prompt to the end of the rendered
+`messages[:i+1]` (trailing whitespace dropped), so the end-of-turn token (`<|im_end|>`) is learned
+and the newline after it is not. This only works when every prefix rendering is a prefix of the
+full rendering; templates that rewrite earlier turns (e.g. drop reasoning from all but the last
+reply) break that, and we raise instead of silently training on the wrong tokens. The text is
+tokenized with a cut at each reply's start, so the tokens before a reply are exactly the tokens a
+generation request for that conversation starts from (`prompt_ids`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from hone.data.formats import Example
+from hone.errors import HoneError
+
+IGNORE = -100  # label of a token that is not a training target (the Hugging Face convention)
+
+
+@dataclass
+class TokenizedExample:
+    """Token ids and labels (labels[t] = input_ids[t] for targets, else -100; not shifted)."""
+
+    input_ids: list[int]
+    labels: list[int]
+    where: str
+    truncated: bool = False
+
+
+def tokenize_example(
+    example: Example, tokenizer, *, loss_on: str = "assistant", max_length: int | None = None
+) -> TokenizedExample:
+    """Tokenize one example; targets are weight-1 assistant turns (`loss_on="assistant"`) or every token ("all").
+
+    Text examples get eos appended and every token is a target. Examples longer than `max_length`
+    are cut on the right and marked `truncated`.
+    """
+    if loss_on not in ("assistant", "all"):
+        raise HoneError(f"loss_on is {loss_on!r}; expected 'assistant' or 'all'", where=example.where)
+    if example.text is not None:
+        input_ids = tokenizer(example.text, add_special_tokens=False)["input_ids"] + [eos_id(tokenizer)]
+        labels = list(input_ids)
+    elif loss_on == "all":
+        full = render(example.messages or [], tokenizer, where=example.where)
+        input_ids = list(tokenizer(full, add_special_tokens=False)["input_ids"])
+        labels = list(input_ids)
+    else:
+        input_ids, labels = tokenize_chat(example, tokenizer)
+    truncated = max_length is not None and len(input_ids) > max_length
+    if truncated:
+        input_ids, labels = input_ids[:max_length], labels[:max_length]
+    return TokenizedExample(input_ids=input_ids, labels=labels, where=example.where, truncated=truncated)
+
+
+def tokenize_chat(example: Example, tokenizer) -> tuple[list[int], list[int]]:
+    """Token ids of the rendered conversation and labels that keep only weight-1 assistant turns."""
+    messages = example.messages or []
+    full = render(messages, tokenizer, where=example.where)
+    spans = assistant_spans(messages, full, tokenizer, where=example.where)
+    input_ids, starts = tokenize_cut(full, [start for _, (start, _) in spans], tokenizer)
+    trained = [span for i, span in spans if messages[i]["weight"] == 1]
+    labels = [
+        token if any(start <= offset < end for start, end in trained) else IGNORE
+        for token, offset in zip(input_ids, starts)
+    ]
+    return input_ids, labels
+
+
+def tokenize_cut(text: str, cuts: list[int], tokenizer) -> tuple[list[int], list[int]]:
+    """Token ids and start offsets of `text`, tokenized so that no token crosses a cut (a reply's start).
+
+    BPE can merge the generation prompt's last character with a reply's first ones (SmolLM2 merges
+    "\n" + "\n" or "\n" + "  "), which would give training a token that generation never sees after
+    the prompt and would drop the reply's first characters from the loss. Cutting there makes the
+    tokens before each reply exactly the generation prompt's tokens. If cutting changes the text
+    itself (a tokenizer that prepends a space to every piece), the uncut tokenization is used.
+    """
+    whole = tokenize_pieces(text, [], tokenizer)
+    cut = tokenize_pieces(text, cuts, tokenizer)
+    if cut[0] == whole[0] or tokenizer.decode(cut[0]) == tokenizer.decode(whole[0]):
+        return cut
+    return whole
+
+
+def tokenize_pieces(text: str, cuts: list[int], tokenizer) -> tuple[list[int], list[int]]:
+    """Token ids and start offsets of `text` tokenized piece by piece between the given cut positions."""
+    bounds = [0, *sorted(set(cuts)), len(text)]
+    ids: list[int] = []
+    starts: list[int] = []
+    for begin, end in zip(bounds, bounds[1:]):
+        if begin == end:
+            continue
+        try:
+            encoded = tokenizer(text[begin:end], add_special_tokens=False, return_offsets_mapping=True)
+        except NotImplementedError as error:  # slow (pure Python) tokenizers have no offsets
+            raise HoneError(
+                "the tokenizer cannot report character offsets, which the loss mask needs",
+                hint="use the model's fast tokenizer (tokenizer.json), or set loss_on='all'",
+            ) from error
+        ids += encoded["input_ids"]
+        starts += [begin + offset[0] for offset in encoded["offset_mapping"]]
+    return ids, starts
+
+
+def assistant_spans(messages: list[dict], full: str, tokenizer, *, where: str = "") -> list[tuple[int, tuple[int, int]]]:
+    """(message index, (start, end)) character span in `full` of each assistant turn's reply and end token."""
+    spans = []
+    for i, message in enumerate(messages):
+        if message["role"] != "assistant":
+            continue
+        before = render(messages[:i], tokenizer, add_generation_prompt=True, where=where)
+        through = render(messages[: i + 1], tokenizer, where=where)
+        for prefix in (before, through):
+            if not full.startswith(prefix):
+                raise prefix_error(i, prefix, full, where)
+        start, end = len(before), len(through.rstrip())
+        if message["content"].strip() not in full[start:end]:
+            raise HoneError(
+                f"the chat template does not render assistant message {i} verbatim after the generation prompt",
+                where=where,
+                hint="use a template whose generation prompt is exactly what precedes each assistant reply",
+            )
+        spans.append((i, (start, end)))
+    return spans
+
+
+def prefix_error(index: int, prefix: str, full: str, where: str) -> HoneError:
+    """The error for a template whose rendering of the first turns is not a prefix of the whole."""
+    at = next((k for k, (a, b) in enumerate(zip(prefix, full)) if a != b), min(len(prefix), len(full)))
+    return HoneError(
+        f"the chat template renders the conversation up to message {index} differently from the start of "
+        f"the whole conversation (first difference at character {at}: {prefix[at:at + 30]!r} vs {full[at:at + 30]!r}), "
+        "so assistant turns cannot be located for the loss mask",
+        where=where,
+        hint="use a template that renders earlier turns the same whatever follows them "
+        "(templates that drop reasoning from earlier replies do not), or set loss_on='all'",
+    )
+
+
+def prompt_ids(messages: list[dict], tokenizer) -> list[int]:
+    """Token ids a generation request starts from: the conversation plus the assistant generation prompt."""
+    text = render(messages, tokenizer, add_generation_prompt=True)
+    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def render(messages: list[dict], tokenizer, *, add_generation_prompt: bool = False, where: str = "") -> str:
+    """The chat template applied to role/content only (hone's extra keys never reach the template)."""
+    plain = [{"role": m["role"], "content": m["content"]} for m in messages]
+    if not getattr(tokenizer, "chat_template", None):
+        raise HoneError(
+            "the tokenizer has no chat template, so chat examples cannot be rendered",
+            where=where,
+            hint="use an instruct/chat model, or give the data as {\"text\": ...} records",
+        )
+    try:
+        text = tokenizer.apply_chat_template(plain, tokenize=False, add_generation_prompt=add_generation_prompt)
+    except Exception as error:  # jinja raises arbitrary exceptions (e.g. raise_exception in the template)
+        raise HoneError(
+            f"the chat template failed to render this conversation: {error}",
+            where=where,
+            hint="check the message roles and order against what the model's template accepts",
+        ) from error
+    return text
+
+
+def eos_id(tokenizer) -> int:
+    """The tokenizer's end-of-sequence id, or a HoneError when it has none."""
+    if tokenizer.eos_token_id is None:
+        raise HoneError("the tokenizer has no eos token", hint="set tokenizer.eos_token before tokenizing text records")
+    return tokenizer.eos_token_id

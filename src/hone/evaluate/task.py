@@ -1,0 +1,53 @@
+"""Score a model on a held-out chat file: generate each final assistant turn and grade it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+from hone.data.read import read_examples
+from hone.errors import DataError
+from hone.evaluate.metrics import METRICS, score
+from hone.infer.generate import generate_batch
+
+
+@dataclass
+class TaskItem:
+    messages: list[dict]  # the conversation up to (not including) the reference turn
+    reference: str
+    where: str
+
+
+@dataclass
+class EvalResult:
+    metrics: dict
+    predictions: list[str] = field(default_factory=list)
+    items: list[TaskItem] = field(default_factory=list)
+
+
+def read_task(path: str) -> list[TaskItem]:
+    """Held-out items: every chat-like record's last assistant turn is the reference."""
+    examples, _ = read_examples(path, strict=True)
+    items = []
+    for ex in examples:
+        if not ex.messages or ex.messages[-1]["role"] != "assistant":
+            raise DataError("the last message must be the assistant's reference answer", where=ex.where)
+        items.append(TaskItem([{k: m[k] for k in ("role", "content")} for m in ex.messages[:-1]],
+                              ex.messages[-1]["content"], ex.where))
+    return items
+
+
+def evaluate_task(model, tokenizer, items: list[TaskItem], metric: str, *,
+                  prompt: Callable[[list[dict]], list[dict]] | None = None,
+                  max_new_tokens: int = 256, batch_size: int = 16, progress: bool = True) -> EvalResult:
+    """Greedy-generate an answer per item (optionally re-prompted by `prompt`) and score it."""
+    from tqdm.auto import tqdm
+
+    if metric not in METRICS:
+        score(metric, [], [])  # raises the error listing known metrics
+    conversations = [prompt(item.messages) if prompt else item.messages for item in items]
+    with tqdm(total=len(items), desc="eval", unit="ex", disable=not progress) as bar:
+        predictions = generate_batch(model, tokenizer, conversations, max_new_tokens=max_new_tokens,
+                                     batch_size=batch_size, progress=bar.update)
+    metrics = score(metric, predictions, [item.reference for item in items])
+    return EvalResult(metrics, predictions, items)

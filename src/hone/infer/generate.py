@@ -1,0 +1,132 @@
+"""Batched generation from chat messages with a base or tuned model (greedy or sampling).
+
+hone owns its decoding loop (rather than `model.generate`) so it can reuse one KV cache for the
+prefix that every prompt shares (a long system prompt or few-shot examples are prefilled once,
+not once per prompt), and so serving can later batch requests the same way.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+
+from hone.data.template import prompt_ids
+
+MIN_SHARED_PREFIX = 16  # tokens; below this, prefilling the prefix separately is not worth it
+
+
+@torch.no_grad()
+def generate_batch(model, tokenizer, conversations: list[list[dict]], *, max_new_tokens: int = 256,
+                   temperature: float = 0.0, top_p: float = 1.0, seed: int | None = None,
+                   batch_size: int = 16, progress=None) -> list[str]:
+    """Complete each conversation's next assistant turn; prompts are rendered with the tokenizer's chat
+    template (the artifact's, for a tuned model) and batched by length."""
+    encoded = [prompt_ids(messages, tokenizer) for messages in conversations]
+    generator = torch.Generator().manual_seed(seed) if seed is not None else None
+    stop = stop_token_ids(model, tokenizer)
+    model.eval()
+    prefix_len = shared_prefix_length(encoded)
+    prefix_cache = prefill(model, encoded[0][:prefix_len]) if prefix_len else None
+    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
+    outputs: list[str] = [""] * len(encoded)
+    for start in range(0, len(order), batch_size):
+        chunk = order[start:start + batch_size]
+        suffixes = [encoded[i][prefix_len:] for i in chunk]
+        cache = _expand(prefix_cache, len(chunk)) if prefix_cache is not None else None
+        tokens = decode(model, suffixes, prefix_len, cache, pad_id=tokenizer.pad_token_id, stop=stop,
+                        max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, generator=generator)
+        for i, ids in zip(chunk, tokens):
+            outputs[i] = tokenizer.decode(ids, skip_special_tokens=True).strip()
+        if progress is not None:
+            progress(len(chunk))
+    return outputs
+
+
+def decode(model, prompts: list[list[int]], offset: int, cache, *, pad_id: int, stop: set[int],
+           max_new_tokens: int, temperature: float, top_p: float, generator=None) -> list[list[int]]:
+    """Decode a batch of token prompts that continue a cached prefix of `offset` tokens (or none).
+
+    Prompts are left-padded; the 2D attention mask hides padding and position ids skip it, so
+    each row computes exactly what it would alone.
+    """
+    from transformers import DynamicCache
+
+    batch, width = len(prompts), max(len(p) for p in prompts)
+    real = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
+    ids = torch.tensor([[pad_id] * (width - len(p)) + p for p in prompts])
+    mask = torch.cat([torch.ones(batch, offset, dtype=torch.long), real], dim=1)
+    positions = (offset + real.cumsum(1) - 1).clamp(min=0)
+    cache = cache if cache is not None else DynamicCache()
+    out = model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
+                use_cache=True, logits_to_keep=1)
+    next_position = positions[:, -1:] + 1
+    done = torch.zeros(batch, dtype=torch.bool)
+    generated: list[torch.Tensor] = []
+    stop_ids = torch.tensor(sorted(stop))
+    for _ in range(max_new_tokens):
+        token = pick_next(out.logits[:, -1].float(), temperature, top_p, generator)
+        token = torch.where(done, torch.full_like(token, pad_id), token)
+        generated.append(token)
+        done |= torch.isin(token, stop_ids)
+        if bool(done.all()):
+            break
+        mask = torch.cat([mask, torch.ones(batch, 1, dtype=torch.long)], dim=1)
+        out = model(input_ids=token[:, None], attention_mask=mask, position_ids=next_position,
+                    past_key_values=cache, use_cache=True)
+        next_position = next_position + 1
+    rows = torch.stack(generated, dim=1).tolist() if generated else [[] for _ in range(batch)]
+    return [_until_stop(row, stop) for row in rows]
+
+
+def pick_next(logits: torch.Tensor, temperature: float, top_p: float, generator=None) -> torch.Tensor:
+    """Greedy when temperature is 0; otherwise sample from the temperature-scaled nucleus (top_p)."""
+    if temperature <= 0:
+        return logits.argmax(dim=-1)
+    probs = torch.softmax(logits / temperature, dim=-1)
+    if top_p < 1.0:
+        sorted_probs, sorted_ids = probs.sort(dim=-1, descending=True)
+        outside = sorted_probs.cumsum(-1) - sorted_probs > top_p  # keep the smallest set reaching top_p
+        sorted_probs = sorted_probs.masked_fill(outside, 0.0)
+        probs = torch.zeros_like(probs).scatter_(-1, sorted_ids, sorted_probs)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+
+
+def shared_prefix_length(prompts: list[list[int]]) -> int:
+    """Tokens every prompt starts with (leaving each at least one token), or 0 if too few to matter."""
+    if len(prompts) < 2:
+        return 0
+    limit = min(len(p) for p in prompts) - 1
+    first = prompts[0]
+    n = 0
+    while n < limit and all(p[n] == first[n] for p in prompts):
+        n += 1
+    return n if n >= MIN_SHARED_PREFIX else 0
+
+
+def prefill(model, ids: list[int]):
+    from transformers import DynamicCache
+
+    cache = DynamicCache()
+    model(input_ids=torch.tensor([ids]), past_key_values=cache, use_cache=True, logits_to_keep=1)
+    return cache
+
+
+def stop_token_ids(model, tokenizer) -> set[int]:
+    stop = {tokenizer.eos_token_id}
+    configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    stop |= set(configured if isinstance(configured, list) else [configured])
+    return {t for t in stop if t is not None}
+
+
+def _expand(cache, batch: int):
+    cache = copy.deepcopy(cache)
+    cache.batch_repeat_interleave(batch)
+    return cache
+
+
+def _until_stop(row: list[int], stop: set[int]) -> list[int]:
+    for n, token in enumerate(row):
+        if token in stop:
+            return row[:n]
+    return row

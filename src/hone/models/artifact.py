@@ -1,0 +1,95 @@
+"""The tuned-model artifact: the method's files (PEFT's format for LoRA) plus `hone.json`.
+
+`hone.json` makes the folder self-describing: the base model's id and weight hash, the chat
+template used in training (serving renders prompts with the same one), method, objective, metrics.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+from hone.errors import ModelError
+
+MANIFEST = "hone.json"
+
+
+def write_artifact(directory: Path, model, method, config, source, tokenizer, metrics: dict) -> Path:
+    """Write atomically: a half-written artifact never replaces a complete one."""
+    from hone import __version__
+
+    directory = Path(directory)
+    tmp = directory.with_name(directory.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    method.save(model, tmp)
+    manifest = {
+        "format": "hone-artifact/1",
+        "hone_version": __version__,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "base_model": {"id": source.id, "kind": source.kind, "sha256": source.sha256},
+        "chat_template": tokenizer.chat_template,
+        "method": config.method.model_dump(mode="json"),
+        "objective": config.objective.model_dump(mode="json"),
+        "data": {"train": config.data.train, "validation": config.data.validation,
+                 "max_length": config.data.max_length, "loss_on": config.data.loss_on},
+        "metrics": metrics,
+    }
+    (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))
+    if directory.exists():
+        shutil.rmtree(directory)
+    os.rename(tmp, directory)
+    return directory
+
+
+def read_manifest(directory: Path) -> dict:
+    path = Path(directory) / MANIFEST
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ModelError(f"no {MANIFEST} here: not a hone adapter", where=str(directory),
+                         hint="pass a run directory or its adapter/ folder") from None
+    except ValueError as exc:
+        raise ModelError(f"{MANIFEST} is not valid JSON: {exc}", where=str(path)) from None
+
+
+def update_metrics(directory: Path, metrics: dict) -> None:
+    manifest = read_manifest(directory)
+    manifest["metrics"] = {**manifest.get("metrics", {}), **metrics}
+    tmp = Path(directory) / (MANIFEST + ".tmp")
+    tmp.write_text(json.dumps(manifest, indent=2))
+    os.replace(tmp, Path(directory) / MANIFEST)
+
+
+def adapter_dir(path: str | Path) -> Path:
+    """Accept a run directory or the adapter folder itself."""
+    path = Path(path)
+    if (path / "adapter" / MANIFEST).is_file():
+        return path / "adapter"
+    if (path / MANIFEST).is_file():
+        return path
+    raise ModelError("not a hone run or adapter directory", where=str(path),
+                     hint="expected RUN/adapter/hone.json (written when `hone train` finishes)")
+
+
+def load_tuned(path: str | Path):
+    """(model, tokenizer, manifest) for a tuned artifact: its base, then the method's weights on top.
+
+    The base's weights hash is checked against the one recorded at training time.
+    """
+    from hone.methods import method_for
+    from hone.models.load import load_model
+
+    directory = adapter_dir(path)
+    manifest = read_manifest(directory)
+    base = manifest["base_model"]
+    model, tokenizer, source = load_model(base["id"])
+    if base.get("sha256") and source.sha256 and base["sha256"] != source.sha256:
+        raise ModelError(f"base model {base['id']!r} differs from the one this adapter was trained on",
+                         where=str(directory), hint="load the adapter on the exact base it was trained from")
+    if manifest.get("chat_template"):
+        tokenizer.chat_template = manifest["chat_template"]
+    model = method_for(manifest["method"]["type"]).load(model, directory)
+    return model, tokenizer, manifest

@@ -1,0 +1,209 @@
+"""The one training loop. Method (what trains) and objective (the loss) are passed in; nothing
+here depends on which they are."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from hone.config.load import dump_config
+from hone.config.schema import RunConfig
+from hone.data.pack import collate, pack_rows, plan_batches
+from hone.data.prepare import prepare_data
+from hone.methods import method_for
+from hone.models.load import load_model, resolve_model
+from hone.objectives import build_objective
+from hone.models.artifact import write_artifact
+from hone.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from hone.train.metrics import MetricsLog
+from hone.train.optim import build_optimizer, build_scheduler
+from hone.train.precision import autocast, resolve_precision
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    adapter_dir: Path
+    steps: int
+    metrics: dict
+
+
+def set_threads(threads: int | None) -> None:
+    torch.set_num_threads(threads or len(os.sched_getaffinity(0)))
+
+
+def run_training(config: RunConfig, run_dir: Path, *, resume: bool = False, progress: bool = True,
+                 log=print) -> TrainResult:
+    """Train `config` into `run_dir` (config.yaml, metrics.jsonl, checkpoints/, adapter/)."""
+    set_threads(config.train.threads)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(dump_config(config))
+    source = resolve_model(config.model)
+    model, tokenizer, source = load_model(source)
+    data = prepare_data(config.data, tokenizer, seed=config.train.seed)
+    log(data.summary())
+
+    method = method_for(config.method.type)
+    objective = build_objective(config.objective)
+    torch.manual_seed(config.train.seed)
+    model = method.apply(model, config.method)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    precision = resolve_precision(config.train.precision)
+    log(f"model: {source.id} ({total / 1e6:.1f}M params), method {config.method.type}: "
+        f"{trainable:,} trainable ({trainable / total:.2%}), precision {precision}")
+
+    plan = StepPlan(data.train, config)
+    optimizer = build_optimizer(model.parameters(), config.train)
+    scheduler = build_scheduler(optimizer, config.train, plan.total_steps)
+    metrics = MetricsLog(run_dir / "metrics.jsonl")
+    step = 0
+    checkpoint = latest_checkpoint(run_dir) if resume else None
+    if checkpoint is not None:
+        step = load_checkpoint(checkpoint, model, optimizer, scheduler)["step"]
+        metrics.truncate_after(step)
+        log(f"resumed from {checkpoint} (step {step} of {plan.total_steps})")
+    elif resume:
+        log("no checkpoint found; starting from step 0")
+        metrics.truncate_after(0)
+    else:
+        metrics.truncate_after(0)
+
+    validation = _rows(data.validation, config, tokenizer.pad_token_id)
+    bar = _progress_bar(plan.total_steps, step, progress)
+    model.train()
+    last_eval = None
+    try:
+        while step < plan.total_steps:
+            started = time.perf_counter()
+            batches = [collate(ex, rows, tokenizer.pad_token_id) for ex, rows in plan.micro_batches(step)]
+            units = sum(objective.units(b) for b in batches)
+            loss_sum, tokens = 0.0, 0
+            for batch in batches:
+                with autocast(precision):
+                    loss, parts = objective.loss(model, batch)
+                (loss / max(units, 1)).backward()
+                loss_sum += parts["loss_sum"]
+                tokens += int(batch["n_tokens"])
+            grad_norm = _clip(model, config.train.max_grad_norm)
+            lr = scheduler.get_last_lr()[0]
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            seconds = time.perf_counter() - started
+            record = {"step": step, "epoch": round(plan.epoch_at(step), 4), "loss": loss_sum / max(units, 1),
+                      "lr": lr, "grad_norm": grad_norm, "tokens": tokens, "targets": units,
+                      "tokens_per_s": tokens / seconds, "seconds": seconds}
+            metrics.append(record)
+            bar.update(1)
+            bar.set_postfix(loss=f"{record['loss']:.4f}", tok_s=f"{record['tokens_per_s']:.0f}")
+            if validation and (_every(step, config.train.eval_every) or step == plan.total_steps):
+                with autocast(precision):
+                    last_eval = evaluate_loss(model, objective, validation)
+                metrics.append({"step": step, **last_eval})
+                bar.write(f"step {step}: val_loss {last_eval['val_loss']:.4f} ppl {last_eval['val_ppl']:.2f}")
+                model.train()
+            if _every(step, config.train.save_every) and step < plan.total_steps:
+                save_checkpoint(run_dir, step, model, optimizer, scheduler, {"total_steps": plan.total_steps})
+    except KeyboardInterrupt:
+        bar.close()
+        save_checkpoint(run_dir, step, model, optimizer, scheduler, {"total_steps": plan.total_steps})
+        log(f"\ninterrupted at step {step}; checkpoint saved. Continue with: hone train --resume {run_dir}")
+        raise
+    bar.close()
+    save_checkpoint(run_dir, step, model, optimizer, scheduler, {"total_steps": plan.total_steps})
+    model.eval()
+    summary = metrics.summary()
+    if last_eval:
+        summary.update(last_eval)
+    adapter_dir = write_artifact(run_dir / "adapter", model, method, config, source, tokenizer, summary)
+    return TrainResult(run_dir, adapter_dir, step, summary)
+
+
+class StepPlan:
+    """The deterministic sequence of micro-batches: epoch e shuffles with (seed, e); optimizer step s
+    takes micro-batches [s * grad_accum, (s + 1) * grad_accum) of the concatenated epochs."""
+
+    def __init__(self, examples, config: RunConfig) -> None:
+        self.examples = examples
+        self.lengths = [len(e.input_ids) for e in examples]
+        self.train = config.train
+        self.capacity = config.data.max_length if config.data.packing else None
+        self._epochs: dict[int, list[list[int]]] = {}
+        per_epoch = len(self._epoch(0))
+        self.micro_per_epoch = per_epoch
+        steps = math.ceil(config.train.epochs * per_epoch / config.train.grad_accum)
+        self.total_steps = min(steps, config.train.max_steps) if config.train.max_steps else steps
+
+    def _epoch(self, epoch: int) -> list[list[int]]:
+        if epoch not in self._epochs:
+            self._epochs = {epoch: plan_batches(self.lengths, batch_size=self.train.batch_size,
+                                                batch_tokens=self.train.batch_tokens,
+                                                seed=self.train.seed, epoch=epoch)}
+        return self._epochs[epoch]
+
+    def epoch_at(self, step: int) -> float:
+        return step * self.train.grad_accum / self.micro_per_epoch
+
+    def micro_batches(self, step: int):
+        """(examples, rows) for each micro-batch of optimizer step `step`."""
+        for index in range(step * self.train.grad_accum, (step + 1) * self.train.grad_accum):
+            epoch, offset = divmod(index, self.micro_per_epoch)
+            indices = self._epoch(epoch)[offset]
+            examples = [self.examples[i] for i in indices]
+            rows = pack_rows([len(e.input_ids) for e in examples], self.capacity) if self.capacity else None
+            yield examples, rows
+
+
+@torch.no_grad()
+def evaluate_loss(model, objective, batches) -> dict:
+    """Mean loss per target unit over pre-collated batches, and its perplexity."""
+    model.eval()
+    loss_sum, units = 0.0, 0
+    for batch in batches:
+        _, parts = objective.loss(model, batch)
+        loss_sum += parts["loss_sum"]
+        units += objective.units(batch)
+    loss = loss_sum / max(units, 1)
+    return {"val_loss": loss, "val_ppl": math.exp(min(loss, 50.0))}
+
+
+def _rows(examples, config: RunConfig, pad_id: int, rows_per_batch: int = 8):
+    """Collate validation examples once: packed rows, a few rows per batch."""
+    if not examples:
+        return []
+    capacity = config.data.max_length if config.data.packing else None
+    order = list(range(len(examples)))
+    rows = pack_rows([len(e.input_ids) for e in examples], capacity) if capacity else [[i] for i in order]
+    batches = []
+    for start in range(0, len(rows), rows_per_batch):
+        chunk = rows[start:start + rows_per_batch]
+        flat = [i for row in chunk for i in row]
+        local = {i: n for n, i in enumerate(flat)}
+        batches.append(collate([examples[i] for i in flat], [[local[i] for i in row] for row in chunk], pad_id))
+    return batches
+
+
+def _clip(model, max_norm: float | None) -> float:
+    params = [p for p in model.parameters() if p.grad is not None]
+    if not params:
+        return 0.0
+    norm = torch.nn.utils.clip_grad_norm_(params, max_norm if max_norm else float("inf"))
+    return float(norm)
+
+
+def _every(step: int, interval: int | None) -> bool:
+    return bool(interval) and step % interval == 0
+
+
+def _progress_bar(total: int, initial: int, enabled: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, desc="train", unit="step", disable=not enabled, dynamic_ncols=True)
