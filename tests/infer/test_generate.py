@@ -14,9 +14,11 @@ QUESTIONS = ["Order a large pizza", "What is the capital of France?", "1 2 3", "
 @pytest.fixture(scope="module")
 def model(tiny_tokenizer):
     model = tiny_model(tiny_tokenizer, seed=1)
-    with torch.no_grad():  # sharpen the random logits so greedy decoding wanders instead of stopping at once
-        model.get_input_embeddings().weight.mul_(40.0)
-        model.get_input_embeddings().weight[tiny_tokenizer.eos_token_id] = 0.0
+    # A random untied output head: greedy decoding then wanders through the vocabulary instead of
+    # repeating the last token (what a tied random model does), so there is text to compare.
+    head = torch.randn(len(tiny_tokenizer), model.config.hidden_size, generator=torch.Generator().manual_seed(0))
+    head[tiny_tokenizer.eos_token_id] = 0.0
+    model.lm_head.weight = torch.nn.Parameter(head)
     return model
 
 

@@ -16,7 +16,7 @@ def train_tiny(tmp_path, tiny_model_dir, pizza_files):
 
     def run(*overrides, name="run", resume=None):
         base = [f"model={tiny_model_dir}", f"data.train={pizza_files[0]}", f"output_dir={tmp_path}",
-                f"name={name}", "train.lr=5e-3", "train.threads=1", "data.max_length=128"]
+                f"name={name}", "train.lr=5e-3", "train.threads=1", "data.max_length=384"]
         return train(None, base + list(overrides), resume=resume, progress=False, log=lambda *a: None)
 
     return run

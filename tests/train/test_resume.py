@@ -23,7 +23,7 @@ def _cmd(*args):
 def test_resume_after_kill_matches_uninterrupted(tmp_path, tiny_model_dir, pizza_files):
     common = [f"model={tiny_model_dir}", f"data.train={pizza_files[0]}", f"output_dir={tmp_path}",
               "train.max_steps=40", "train.save_every=5", "train.batch_size=2", "train.lr=5e-3",
-              "train.threads=1", "data.max_length=128", "--no-progress"]
+              "train.threads=1", "data.max_length=384", "--no-progress"]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     subprocess.run(_cmd(*common, "name=whole"), check=True, capture_output=True, env=env)
 

@@ -76,14 +76,19 @@ def pack_rows(lengths: Sequence[int], capacity: int) -> list[list[int]]:
     return rows
 
 
-def collate(examples: list[TokenizedExample], rows: list[list[int]] | None, pad_id: int) -> dict:
+def collate(examples: list[TokenizedExample], rows: list[list[int]] | None, pad_id: int, *,
+            mask: bool = True) -> dict:
     """Tensors for one micro-batch; `rows` lists the examples packed into each row (None: one per row).
 
     Returns input_ids, targets (already shifted, -100 at each example's last token and at padding),
-    position_ids (restarting per example), segment_ids (1.. per example, 0 = padding), attention_mask
-    (R, 1, L, L) bool with True = attend, and the scalars n_tokens and n_targets.
+    position_ids (restarting per example), segment_ids (1.. per example, 0 = padding), segments (per
+    row, the (start, end) of each example and of the padding, for segment attention), attention_mask
+    (R, 1, L, L) bool with True = attend (None when `mask` is False), and the scalars n_tokens and
+    n_targets.
     """
     import torch
+
+    from hone.models.attention import segment_bounds
 
     if rows is None:
         rows = [[i] for i in range(len(examples))]
@@ -111,7 +116,8 @@ def collate(examples: list[TokenizedExample], rows: list[list[int]] | None, pad_
         "targets": targets,
         "position_ids": position_ids,
         "segment_ids": segment_ids,
-        "attention_mask": block_causal_mask(segment_ids),
+        "segments": segment_bounds(segment_ids),
+        "attention_mask": block_causal_mask(segment_ids) if mask else None,
         "n_tokens": (segment_ids > 0).sum(),
         "n_targets": (targets != IGNORE).sum(),
     }

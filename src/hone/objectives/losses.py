@@ -10,31 +10,34 @@ class _LinearCrossEntropy(torch.autograd.Function):
 
     The gradients are computed chunk by chunk during the forward pass (as in fused
     linear-cross-entropy kernels) and only scaled in backward, so peak memory is one chunk of
-    logits, and the flops equal a plain forward + backward.
+    logits, and the flops equal a plain forward + backward. The matmuls run in the inputs' dtype
+    (bf16 inputs: bf16 matmuls); softmax, loss and accumulation are at least fp32.
     """
 
     @staticmethod
     def forward(ctx, hidden, weight, targets, chunk_size):  # hidden (N, H), weight (V, H), targets (N,)
         need_h, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         grad_h = torch.empty_like(hidden) if need_h else None
-        grad_w = torch.zeros_like(weight, dtype=torch.float32) if need_w else None
-        total = hidden.new_zeros((), dtype=torch.float32)
+        acc = torch.promote_types(hidden.dtype, torch.float32)  # at least fp32 for logits and the sum
+        grad_w = torch.zeros_like(weight, dtype=acc) if need_w else None
+        total = hidden.new_zeros((), dtype=acc)
         rows = torch.arange(min(chunk_size, hidden.shape[0]), device=hidden.device)
         for start in range(0, hidden.shape[0], chunk_size):
             h = hidden[start:start + chunk_size]
             t = targets[start:start + chunk_size]
-            logits = (h @ weight.T).float()  # (n, V)
-            lse = torch.logsumexp(logits, dim=-1)
+            logits = (h @ weight.T).to(acc)  # (n, V); the matmul runs in the inputs' dtype
+            log_probs = torch.log_softmax(logits, dim=-1)  # one fused pass
+            del logits
             r = rows[: h.shape[0]]
-            total += (lse - logits[r, t]).sum()
+            total -= log_probs[r, t].sum()
             if need_h or need_w:
-                probs = logits.sub_(lse[:, None]).exp_()  # softmax, in place
+                probs = log_probs.exp_()  # softmax, in place
                 probs[r, t] -= 1.0  # d loss / d logits
                 probs = probs.to(hidden.dtype)
                 if need_h:
                     grad_h[start:start + chunk_size] = probs @ weight
                 if need_w:
-                    grad_w += (probs.T @ h).float()
+                    grad_w += (probs.T @ h).to(acc)
         ctx.save_for_backward(grad_h, grad_w.to(weight.dtype) if need_w else None)
         return total
 

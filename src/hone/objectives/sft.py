@@ -22,13 +22,16 @@ def build(config: Config) -> "SFT":
 
 
 def hidden_states(model, batch):
-    """The decoder's final hidden states (R, L, H) for a collated batch; no logits are computed."""
-    out = model.get_decoder()(
-        input_ids=batch["input_ids"],
-        position_ids=batch["position_ids"],
-        attention_mask=batch["attention_mask"],
-        use_cache=False,
-    )
+    """The decoder's final hidden states (R, L, H) for a collated batch; no logits are computed.
+
+    A batch collated without a mask is meant for segment attention (`hone.models.attention`).
+    """
+    if batch["attention_mask"] is None:
+        attention = {"hone_segments": batch["segments"]}
+    else:
+        attention = {"attention_mask": batch["attention_mask"]}
+    out = model.get_decoder()(input_ids=batch["input_ids"], position_ids=batch["position_ids"],
+                              use_cache=False, **attention)
     return out.last_hidden_state
 
 
@@ -45,6 +48,7 @@ class SFT:
         targets = batch["targets"]  # (R, L), already shifted: the next token of the same example
         keep = targets.ne(-100)
         head = model.get_output_embeddings().weight
-        with torch.autocast(hidden.device.type, enabled=False):  # the loss stays fp32 under autocast
-            loss_sum = linear_cross_entropy(hidden[keep].float(), head.float(), targets[keep], self.chunk_tokens)
+        with torch.autocast(hidden.device.type, enabled=False):  # softmax and loss in fp32, also under autocast
+            h = hidden[keep]
+            loss_sum = linear_cross_entropy(h, head.to(h.dtype), targets[keep], self.chunk_tokens)
         return loss_sum, {"loss_sum": loss_sum.detach().item(), "targets": int(keep.sum())}

@@ -17,13 +17,14 @@ from hone.config.schema import RunConfig
 from hone.data.pack import collate, pack_rows, plan_batches
 from hone.data.prepare import prepare_data
 from hone.methods import method_for
+from hone.models.attention import use_segment_attention
 from hone.models.load import load_model, resolve_model
 from hone.objectives import build_objective
 from hone.models.artifact import write_artifact
 from hone.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from hone.train.metrics import MetricsLog
 from hone.train.optim import build_optimizer, build_scheduler
-from hone.train.precision import autocast, resolve_precision
+from hone.train.precision import autocast, cast_frozen, resolve_precision
 
 
 @dataclass
@@ -51,15 +52,17 @@ def run_training(config: RunConfig, run_dir: Path, *, resume: bool = False, prog
 
     method = method_for(config.method.type)
     objective = build_objective(config.objective)
+    segmented = use_segment_attention(model)
     torch.manual_seed(config.train.seed)
     model = method.apply(model, config.method)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())
     precision = resolve_precision(config.train.precision)
+    cast_frozen(model, precision)
     log(f"model: {source.id} ({total / 1e6:.1f}M params), method {config.method.type}: "
         f"{trainable:,} trainable ({trainable / total:.2%}), precision {precision}")
 
-    plan = StepPlan(data.train, config)
+    plan = StepPlan(data.train, config, tokenizer.pad_token_id, segmented)
     optimizer = build_optimizer(model.parameters(), config.train)
     scheduler = build_scheduler(optimizer, config.train, plan.total_steps)
     metrics = MetricsLog(run_dir / "metrics.jsonl")
@@ -75,14 +78,14 @@ def run_training(config: RunConfig, run_dir: Path, *, resume: bool = False, prog
     else:
         metrics.truncate_after(0)
 
-    validation = _rows(data.validation, config, tokenizer.pad_token_id)
+    validation = _rows(data.validation, config, tokenizer.pad_token_id, segmented)
     bar = _progress_bar(plan.total_steps, step, progress)
     model.train()
     last_eval = None
     try:
         while step < plan.total_steps:
             started = time.perf_counter()
-            batches = [collate(ex, rows, tokenizer.pad_token_id) for ex, rows in plan.micro_batches(step)]
+            batches = list(plan.micro_batches(step))
             units = sum(objective.units(b) for b in batches)
             loss_sum, tokens = 0.0, 0
             for batch in batches:
@@ -129,18 +132,26 @@ def run_training(config: RunConfig, run_dir: Path, *, resume: bool = False, prog
 
 class StepPlan:
     """The deterministic sequence of micro-batches: epoch e shuffles with (seed, e); optimizer step s
-    takes micro-batches [s * grad_accum, (s + 1) * grad_accum) of the concatenated epochs."""
+    takes micro-batches [s * grad_accum, (s + 1) * grad_accum) of the concatenated epochs.
 
-    def __init__(self, examples, config: RunConfig) -> None:
+    With packing and segment attention, a micro-batch is one row holding all its examples (no
+    padding at all); with packing alone, rows of `max_length` under a block-diagonal mask; without
+    packing, one padded row per example.
+    """
+
+    def __init__(self, examples, config: RunConfig, pad_id: int, segmented: bool) -> None:
         self.examples = examples
         self.lengths = [len(e.input_ids) for e in examples]
         self.train = config.train
-        self.capacity = config.data.max_length if config.data.packing else None
+        self.packing = config.data.packing
+        self.capacity = None if segmented else config.data.max_length
+        self.pad_id = pad_id
+        self.segmented = segmented
         self._epochs: dict[int, list[list[int]]] = {}
         per_epoch = len(self._epoch(0))
         self.micro_per_epoch = per_epoch
         steps = math.ceil(config.train.epochs * per_epoch / config.train.grad_accum)
-        self.total_steps = min(steps, config.train.max_steps) if config.train.max_steps else steps
+        self.total_steps = config.train.max_steps or steps
 
     def _epoch(self, epoch: int) -> list[list[int]]:
         if epoch not in self._epochs:
@@ -153,13 +164,15 @@ class StepPlan:
         return step * self.train.grad_accum / self.micro_per_epoch
 
     def micro_batches(self, step: int):
-        """(examples, rows) for each micro-batch of optimizer step `step`."""
+        """The collated micro-batches of optimizer step `step`."""
         for index in range(step * self.train.grad_accum, (step + 1) * self.train.grad_accum):
             epoch, offset = divmod(index, self.micro_per_epoch)
-            indices = self._epoch(epoch)[offset]
-            examples = [self.examples[i] for i in indices]
-            rows = pack_rows([len(e.input_ids) for e in examples], self.capacity) if self.capacity else None
-            yield examples, rows
+            examples = [self.examples[i] for i in self._epoch(epoch)[offset]]
+            rows = None
+            if self.packing:
+                lengths = [len(e.input_ids) for e in examples]
+                rows = pack_rows(lengths, self.capacity) if self.capacity else [list(range(len(examples)))]
+            yield collate(examples, rows, self.pad_id, mask=not self.segmented)
 
 
 @torch.no_grad()
@@ -175,8 +188,8 @@ def evaluate_loss(model, objective, batches) -> dict:
     return {"val_loss": loss, "val_ppl": math.exp(min(loss, 50.0))}
 
 
-def _rows(examples, config: RunConfig, pad_id: int, rows_per_batch: int = 8):
-    """Collate validation examples once: packed rows, a few rows per batch."""
+def _rows(examples, config: RunConfig, pad_id: int, segmented: bool, rows_per_batch: int = 8):
+    """Collate validation examples once: rows of max_length (packed when packing is on), a few per batch."""
     if not examples:
         return []
     capacity = config.data.max_length if config.data.packing else None
@@ -187,7 +200,8 @@ def _rows(examples, config: RunConfig, pad_id: int, rows_per_batch: int = 8):
         chunk = rows[start:start + rows_per_batch]
         flat = [i for row in chunk for i in row]
         local = {i: n for n, i in enumerate(flat)}
-        batches.append(collate([examples[i] for i in flat], [[local[i] for i in row] for row in chunk], pad_id))
+        batches.append(collate([examples[i] for i in flat], [[local[i] for i in row] for row in chunk], pad_id,
+                               mask=not segmented))
     return batches
 
 

@@ -31,3 +31,13 @@ def autocast(precision: str, device: str = "cpu"):
     if precision == "bf16":
         return torch.autocast(device, dtype=torch.bfloat16)
     return contextlib.nullcontext()
+
+
+def cast_frozen(model, precision: str) -> None:
+    """Under bf16, store frozen weights in bf16 (half the memory, no per-step casts); trainable
+    weights stay fp32 so the optimizer updates full-precision masters."""
+    if precision != "bf16":
+        return
+    for param in model.parameters():
+        if not param.requires_grad and param.dtype == torch.float32:
+            param.data = param.data.to(torch.bfloat16)
