@@ -24,7 +24,7 @@ from hone.models.artifact import write_artifact
 from hone.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from hone.train.metrics import MetricsLog
 from hone.train.optim import build_optimizer, build_scheduler
-from hone.train.precision import autocast, cast_frozen, resolve_precision
+from hone.train.precision import autocast, prepare_for_precision, resolve_precision
 
 
 @dataclass
@@ -45,6 +45,7 @@ def run_training(config: RunConfig, run_dir: Path, *, resume: bool = False, prog
     set_threads(config.train.threads)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(dump_config(config))
+    log(f"run: {run_dir} (resolved config in config.yaml)")
     source = resolve_model(config.model)
     model, tokenizer, source = load_model(source)
     data = prepare_data(config.data, tokenizer, seed=config.train.seed)
@@ -58,7 +59,7 @@ def run_training(config: RunConfig, run_dir: Path, *, resume: bool = False, prog
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())
     precision = resolve_precision(config.train.precision)
-    cast_frozen(model, precision)
+    prepare_for_precision(model, precision)
     log(f"model: {source.id} ({total / 1e6:.1f}M params), method {config.method.type}: "
         f"{trainable:,} trainable ({trainable / total:.2%}), precision {precision}")
 
@@ -70,13 +71,10 @@ def run_training(config: RunConfig, run_dir: Path, *, resume: bool = False, prog
     checkpoint = latest_checkpoint(run_dir) if resume else None
     if checkpoint is not None:
         step = load_checkpoint(checkpoint, model, optimizer, scheduler)["step"]
-        metrics.truncate_after(step)
         log(f"resumed from {checkpoint} (step {step} of {plan.total_steps})")
     elif resume:
         log("no checkpoint found; starting from step 0")
-        metrics.truncate_after(0)
-    else:
-        metrics.truncate_after(0)
+    metrics.truncate_after(step)  # a resumed run rewrites what came after its checkpoint
 
     validation = _rows(data.validation, config, tokenizer.pad_token_id, segmented)
     bar = _progress_bar(plan.total_steps, step, progress)
@@ -85,25 +83,12 @@ def run_training(config: RunConfig, run_dir: Path, *, resume: bool = False, prog
     try:
         while step < plan.total_steps:
             started = time.perf_counter()
-            batches = list(plan.micro_batches(step))
-            units = sum(objective.units(b) for b in batches)
-            loss_sum, tokens = 0.0, 0
-            for batch in batches:
-                with autocast(precision):
-                    loss, parts = objective.loss(model, batch)
-                (loss / max(units, 1)).backward()
-                loss_sum += parts["loss_sum"]
-                tokens += int(batch["n_tokens"])
-            grad_norm = _clip(model, config.train.max_grad_norm)
-            lr = scheduler.get_last_lr()[0]
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
+            record = optimizer_step(model, objective, list(plan.micro_batches(step)), optimizer, scheduler,
+                                    precision, config.train.max_grad_norm)
             step += 1
             seconds = time.perf_counter() - started
-            record = {"step": step, "epoch": round(plan.epoch_at(step), 4), "loss": loss_sum / max(units, 1),
-                      "lr": lr, "grad_norm": grad_norm, "tokens": tokens, "targets": units,
-                      "tokens_per_s": tokens / seconds, "seconds": seconds}
+            record = {"step": step, "epoch": round(plan.epoch_at(step), 4), **record,
+                      "tokens_per_s": record["tokens"] / seconds, "seconds": seconds}
             metrics.append(record)
             bar.update(1)
             bar.set_postfix(loss=f"{record['loss']:.4f}", tok_s=f"{record['tokens_per_s']:.0f}")
@@ -128,6 +113,25 @@ def run_training(config: RunConfig, run_dir: Path, *, resume: bool = False, prog
         summary.update(last_eval)
     adapter_dir = write_artifact(run_dir / "adapter", model, method, config, source, tokenizer, summary)
     return TrainResult(run_dir, adapter_dir, step, summary)
+
+
+def optimizer_step(model, objective, batches, optimizer, scheduler, precision: str, max_grad_norm) -> dict:
+    """One optimizer step over its micro-batches; the loss is normalised by the objective's units
+    (target tokens for SFT) summed over all of them, so accumulation equals one big batch."""
+    units = sum(objective.units(b) for b in batches)
+    loss_sum, tokens = 0.0, 0
+    for batch in batches:
+        with autocast(precision):
+            loss, parts = objective.loss(model, batch)
+        (loss / max(units, 1)).backward()
+        loss_sum += parts["loss_sum"]
+        tokens += int(batch["n_tokens"])
+    grad_norm = _clip(model, max_grad_norm)
+    lr = scheduler.get_last_lr()[0]
+    optimizer.step()
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    return {"loss": loss_sum / max(units, 1), "lr": lr, "grad_norm": grad_norm, "tokens": tokens, "targets": units}
 
 
 class StepPlan:
@@ -193,8 +197,8 @@ def _rows(examples, config: RunConfig, pad_id: int, segmented: bool, rows_per_ba
     if not examples:
         return []
     capacity = config.data.max_length if config.data.packing else None
-    order = list(range(len(examples)))
-    rows = pack_rows([len(e.input_ids) for e in examples], capacity) if capacity else [[i] for i in order]
+    lengths = [len(e.input_ids) for e in examples]
+    rows = pack_rows(lengths, capacity) if capacity else [[i] for i in range(len(examples))]
     batches = []
     for start in range(0, len(rows), rows_per_batch):
         chunk = rows[start:start + rows_per_batch]

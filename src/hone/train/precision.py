@@ -33,11 +33,15 @@ def autocast(precision: str, device: str = "cpu"):
     return contextlib.nullcontext()
 
 
-def cast_frozen(model, precision: str) -> None:
+def prepare_for_precision(model, precision: str) -> None:
     """Under bf16, store frozen weights in bf16 (half the memory, no per-step casts); trainable
-    weights stay fp32 so the optimizer updates full-precision masters."""
+    weights stay fp32 so the optimizer updates full-precision masters. Adapter layers' own casting of
+    inputs to their fp32 weights is switched off: autocast already runs those matmuls in bf16."""
     if precision != "bf16":
         return
     for param in model.parameters():
         if not param.requires_grad and param.dtype == torch.float32:
             param.data = param.data.to(torch.bfloat16)
+    for module in model.modules():
+        if hasattr(module, "cast_input_dtype_enabled"):
+            module.cast_input_dtype_enabled = False
