@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+
 from hone.config.load import load_config
 from hone.config.schema import RunConfig
 from hone.errors import ConfigError, HoneError
@@ -30,6 +31,10 @@ def train(config: RunConfig | str | Path | dict | None = None, overrides: list[s
         if (run_dir / "checkpoints").exists():
             raise ConfigError(f"run directory {run_dir} already holds a run", where="name",
                               hint=f"continue it with --resume {run_dir}, or choose another name=")
+    if config.eval.file:
+        from hone.evaluate.task import read_task
+
+        read_task(config.eval.file)  # a bad eval file fails now, not after training
     result = run_training(config, run_dir, resume=resume is not None, progress=progress, log=log)
     if config.eval.file:
         scores = evaluate(config.eval.file, adapter=result.adapter_dir, metric=config.eval.metric,

@@ -18,7 +18,7 @@ from hone.data.pack import collate, pack_rows, plan_batches
 from hone.data.prepare import prepare_data
 from hone.methods import method_for
 from hone.models.attention import use_segment_attention
-from hone.models.load import load_model, resolve_model
+from hone.models.load import load_model, load_tokenizer, resolve_model
 from hone.objectives import build_objective
 from hone.models.artifact import write_artifact
 from hone.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
@@ -43,13 +43,13 @@ def run_training(config: RunConfig, run_dir: Path, *, resume: bool = False, prog
                  log=print) -> TrainResult:
     """Train `config` into `run_dir` (config.yaml, metrics.jsonl, checkpoints/, adapter/)."""
     set_threads(config.train.threads)
+    source = resolve_model(config.model)
+    data = prepare_data(config.data, load_tokenizer(source), seed=config.train.seed)  # fail before any writes
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(dump_config(config))
     log(f"run: {run_dir} (resolved config in config.yaml)")
-    source = resolve_model(config.model)
-    model, tokenizer, source = load_model(source)
-    data = prepare_data(config.data, tokenizer, seed=config.train.seed)
     log(data.summary())
+    model, tokenizer, source = load_model(source)
 
     method = method_for(config.method.type)
     objective = build_objective(config.objective)
