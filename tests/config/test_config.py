@@ -57,3 +57,12 @@ def test_malformed_override_and_yaml(tmp_path):
 @pytest.mark.parametrize("name", presets())
 def test_presets_are_valid(name):
     assert load_config(preset=name).model == "smollm2-135m-instruct"
+
+
+def test_the_example_configs_are_valid():
+    from pathlib import Path
+
+    configs = sorted((Path(__file__).parents[2] / "examples").glob("*/config.yaml"))
+    assert configs
+    for path in configs:
+        assert load_config(path, preset="demo").data.train
