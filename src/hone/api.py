@@ -49,10 +49,12 @@ def evaluate(file: str | Path, *, adapter: str | Path | None = None, model: str 
              metric: str = "exact_match", prompt=None, max_new_tokens: int = 256, batch_size: int = 16,
              progress: bool = True):
     """Score the base `model` or a tuned `adapter` on a held-out chat file; returns an EvalResult."""
+    from hone.evaluate.metrics import metric_for
     from hone.evaluate.task import evaluate_task, read_task
 
-    loaded, tokenizer = load_for_inference(adapter=adapter, model=model)
+    metric_for(metric)  # bad input fails before a model is loaded
     items = read_task(str(file))
+    loaded, tokenizer = load_for_inference(adapter=adapter, model=model)
     return evaluate_task(loaded, tokenizer, items, metric, prompt=prompt, max_new_tokens=max_new_tokens,
                          batch_size=batch_size, progress=progress)
 

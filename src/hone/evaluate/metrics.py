@@ -119,21 +119,25 @@ METRICS: dict[str, Callable[[str, str], dict[str, float]]] = {
 }
 
 
-def score(metric_name: str, predictions: list[str], references: list[str]) -> dict[str, float]:
-    """The mean of each of the metric's keys over the examples, plus `n`, the number of examples."""
+def metric_for(metric_name: str) -> Callable[[str, str], dict[str, float]]:
     if metric_name not in METRICS:
         raise HoneError(
             f"unknown metric {metric_name!r}",
             where="metric",
             hint=f"known metrics: {', '.join(sorted(METRICS))}",
         )
+    return METRICS[metric_name]
+
+
+def score(metric_name: str, predictions: list[str], references: list[str]) -> dict[str, float]:
+    """The mean of each of the metric's keys over the examples, plus `n`, the number of examples."""
+    metric = metric_for(metric_name)
     if len(predictions) != len(references):
         raise HoneError(
             f"{len(predictions)} predictions for {len(references)} references",
             where=f"metric {metric_name}",
             hint="pass one prediction per reference, in the same order",
         )
-    metric = METRICS[metric_name]
     per_example = [metric(p, r) for p, r in zip(predictions, references)]
     totals: dict[str, float] = {}
     for result in per_example:

@@ -7,7 +7,7 @@ from typing import Callable
 
 from hone.data.read import read_examples
 from hone.errors import DataError
-from hone.evaluate.metrics import METRICS, score
+from hone.evaluate.metrics import metric_for, score
 from hone.infer.generate import generate_batch
 
 
@@ -43,8 +43,7 @@ def evaluate_task(model, tokenizer, items: list[TaskItem], metric: str, *,
     """Greedy-generate an answer per item (optionally re-prompted by `prompt`) and score it."""
     from tqdm.auto import tqdm
 
-    if metric not in METRICS:
-        score(metric, [], [])  # raises the error listing known metrics
+    metric_for(metric)  # an unknown metric fails before any generation
     conversations = [prompt(item.messages) if prompt else item.messages for item in items]
     with tqdm(total=len(items), desc="eval", unit="ex", disable=not progress) as bar:
         predictions = generate_batch(model, tokenizer, conversations, max_new_tokens=max_new_tokens,
