@@ -114,3 +114,17 @@ def test_a_second_run_with_the_same_name_is_refused(train_tiny):
     train_tiny("train.max_steps=1", name="same")
     with pytest.raises(ConfigError, match="--resume"):
         train_tiny("train.max_steps=1", name="same")
+
+
+def test_lenient_data_skips_bad_lines_and_says_how_many(tmp_path, tiny_model_dir, pizza_files):
+    from hone.api import train
+
+    good = open(pizza_files[0]).read().splitlines()[:12]
+    data = tmp_path / "mixed.jsonl"
+    data.write_text("\n".join(good[:6] + ["{broken", '{"messages": []}'] + good[6:]) + "\n")
+    said = []
+    result = train(None, [f"model={tiny_model_dir}", f"data.train={data}", f"output_dir={tmp_path}", "name=lenient",
+                          "data.strict=false", "train.max_steps=1", "train.threads=1"],
+                   progress=False, log=said.append)
+    assert any("skipped 2 invalid lines" in line and f"{data}:7" in line for line in said)
+    assert result.steps == 1
