@@ -2,7 +2,8 @@
 
 Packed rows never leak between examples: targets are shifted inside each example (its last token
 predicts nothing), positions restart at 0 per example, and the 4D attention mask only lets a token
-see earlier tokens of its own example. So a packed row gives the same loss as its examples one by one.
+see earlier tokens of its own example (or, with `mask=False`, the `segments` bounds drive hone's
+segment attention). So a packed row gives the same loss as its examples one by one.
 """
 
 from __future__ import annotations
