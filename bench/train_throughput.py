@@ -59,6 +59,24 @@ def run_one(args) -> None:
                           resource.RUSAGE_SELF).ru_maxrss / 2**20}))
 
 
+def matmul_gflops(dtype_name: str, size: int = 2048, repeats: int = 5) -> float:
+    """This machine's matmul rate (2 threads by default), to put the tokens/s in context."""
+    import time
+
+    import torch
+
+    from hone.train.loop import set_threads
+
+    set_threads(None)
+    dtype = getattr(torch, dtype_name)
+    a, b = torch.randn(size, size).to(dtype), torch.randn(size, size).to(dtype)
+    a @ b
+    started = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    return 2 * size**3 * repeats / (time.perf_counter() - started) / 1e9
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=10)
@@ -88,7 +106,8 @@ def main() -> None:
             out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
             rows.append(json.loads(out.strip().splitlines()[-1]))
     print(f"LoRA SFT (r16, all-linear) on smollm2-135m-instruct, max_length {args.max_length}, "
-          f"{args.steps - 2} timed steps")
+          f"{args.steps - 2} timed steps; this machine's matmul rate: fp32 {matmul_gflops('float32'):.0f}, "
+          f"bf16 {matmul_gflops('bfloat16'):.0f} GFLOP/s")
     print(f"| packing | precision | real tokens/s | peak RSS GiB | tokens | seconds |")
     print("|---|---|---:|---:|---:|---:|")
     for r in rows:
