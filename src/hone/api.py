@@ -14,8 +14,9 @@ def train(config: RunConfig | str | Path | dict | None = None, overrides: list[s
           resume: str | Path | None = None, preset: str | None = None, progress: bool = True, log=print):
     """Fine-tune as `config` says (a RunConfig, a YAML path or a dict); `resume` continues a run dir.
 
-    Returns a `TrainResult` (run_dir, adapter_dir, steps, metrics). When `eval.file` is set, the
-    tuned model is scored on it and the scores land in the metrics and the adapter's hone.json.
+    Returns a `TrainResult` (run_dir, adapter_dir, steps, metrics, evaluation). When `eval.file` is
+    set, the tuned model is scored on it: the scores land in the metrics and the adapter's hone.json,
+    the predictions in `evaluation`.
     """
     from hone.models.artifact import update_metrics
     from hone.train.loop import run_training
@@ -37,10 +38,10 @@ def train(config: RunConfig | str | Path | dict | None = None, overrides: list[s
         read_task(config.eval.file)  # a bad eval file fails now, not after training
     result = run_training(config, run_dir, resume=resume is not None, progress=progress, log=log)
     if config.eval.file:
-        scores = evaluate(config.eval.file, adapter=result.adapter_dir, metric=config.eval.metric,
-                          max_new_tokens=config.eval.max_new_tokens, batch_size=config.eval.batch_size,
-                          progress=progress).metrics
-        result.metrics.update({f"eval_{k}": v for k, v in scores.items()})
+        result.evaluation = evaluate(config.eval.file, adapter=result.adapter_dir, metric=config.eval.metric,
+                                     max_new_tokens=config.eval.max_new_tokens,
+                                     batch_size=config.eval.batch_size, progress=progress)
+        result.metrics.update({f"eval_{k}": v for k, v in result.evaluation.metrics.items()})
         update_metrics(result.adapter_dir, result.metrics)
     return result
 

@@ -19,9 +19,8 @@ COLUMNS = ("json_valid", "field_accuracy", "exact_match")
 
 
 def run_demo(output_dir: str = "runs", overrides: list[str] | None = None, *, progress: bool = True) -> dict:
-    from hone.api import evaluate, train
+    from hone.api import train
     from hone.evaluate.task import evaluate_task, read_task
-    from hone.models.artifact import update_metrics
     from hone.models.load import load_model
 
     started = time.perf_counter()
@@ -29,23 +28,20 @@ def run_demo(output_dir: str = "runs", overrides: list[str] | None = None, *, pr
     run_dir = Path(config.output_dir) / config.name
     shutil.rmtree(run_dir, ignore_errors=True)  # the demo is reproducible: start afresh each time
     train_path, heldout_path = pizza.write_dataset(run_dir / "data")
-    config = load_config(config, {"data.train": str(train_path)})
+    config = load_config(config, {"data.train": str(train_path), "eval.file": str(heldout_path)})
     items = read_task(str(heldout_path))
     eval_args = dict(max_new_tokens=config.eval.max_new_tokens, batch_size=config.eval.batch_size,
                      progress=progress)
 
-    print(f"[1/3] scoring the base model {config.model} on {len(items)} held-out orders", flush=True)
+    print(f"[1/2] scoring the base model {config.model} on {len(items)} held-out orders", flush=True)
     base, tokenizer, _ = load_model(config.model)
     plain = evaluate_task(base, tokenizer, items, "json", **eval_args)
     prompted = evaluate_task(base, tokenizer, items, "json", prompt=_prompted, **eval_args)
     del base
 
-    print(f"[2/3] fine-tuning LoRA on {train_path}", flush=True)
+    print(f"[2/2] fine-tuning LoRA on {train_path}, then scoring the tuned model", flush=True)
     result = train(config, progress=progress)
-
-    print("[3/3] scoring the tuned model", flush=True)
-    tuned = evaluate(heldout_path, adapter=result.adapter_dir, metric="json", **eval_args)
-    update_metrics(result.adapter_dir, {f"eval_{k}": v for k, v in tuned.metrics.items()})
+    tuned = result.evaluation
 
     rows = {"base, task prompt only": plain.metrics, "base, best prompt + 2 examples": prompted.metrics,
             "LoRA-tuned": tuned.metrics}

@@ -119,7 +119,7 @@ def _deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
 def _loc(loc: tuple) -> str:
     parts: list[str] = []
     for i, item in enumerate(loc):
-        if i > 0 and loc[i - 1] in ("method", "objective") and isinstance(item, str) and i == 1:
+        if i == 1 and loc[0] in ("method", "objective"):
             continue  # pydantic's discriminator tag, not a user-visible key
         parts.append(f"[{item}]" if isinstance(item, int) else str(item))
     return ".".join(parts).replace(".[", "[") or "config"

@@ -33,6 +33,7 @@ class TrainResult:
     adapter_dir: Path
     steps: int
     metrics: dict
+    evaluation: object = None  # the EvalResult on `eval.file`, when the config names one
 
 
 def set_threads(threads: int | None) -> None:
