@@ -93,6 +93,9 @@ def _describe(node: ast.AST) -> str:
         return f"calling {name}()"
     if isinstance(node, ast.Constant):
         return f"the constant {node.value!r}"
+    if isinstance(node, (ast.BinOp, ast.UnaryOp, ast.BoolOp, ast.Compare)):
+        operator_node = getattr(node, "op", None) or getattr(node, "ops", [None])[0]
+        return f"the operator {type(operator_node).__name__} in {ast.unparse(node)}"
     return f"{type(node).__name__} ({ast.unparse(node) if hasattr(node, 'lineno') else type(node).__name__})"
 
 
