@@ -163,13 +163,13 @@ def _grader_validate(args) -> int:
 
 
 def _grader_run(args) -> int:
-    from hone.rewards import grade
+    from hone.rewards import grade_outputs
     from hone.rewards.batch import GradeReport, read_graded_file
     from hone.rewards.spec import load_spec
 
     spec = load_spec(args.spec)
     items, outputs = read_graded_file(args.file, args.samples)
-    report = GradeReport(grade(spec, outputs, items), items)
+    report = GradeReport(grade_outputs(spec, outputs, items), items)
     print(json.dumps(report.to_dict(), indent=2) if args.json else report.render())
     return 0
 

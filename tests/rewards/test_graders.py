@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from hone.rewards import grade
+from hone.rewards import grade_outputs
 from hone.rewards.spec import load_spec
 
 USER = Path(__file__).parent / "user_graders.py"
@@ -13,7 +13,7 @@ PIZZA = {"size": "large", "toppings": ["ham", "olives"], "delivery": True}
 
 
 def run(spec: dict, output, item: dict):
-    [result] = grade(load_spec(spec), [output], [item])
+    [result] = grade_outputs(load_spec(spec), [output], [item])
     assert 0.0 <= result.score <= 1.0
     assert result.reason
     return result
@@ -134,7 +134,7 @@ def python_spec(function: str, timeout: float = 5.0) -> dict:
 
 
 def test_python_grader_scores_a_batch_in_one_process():
-    grades = grade(load_spec(python_spec("length_ratio")), ["ab", "abcd", "abcdefgh"], [{"reference": "abcd"}] * 3)
+    grades = grade_outputs(load_spec(python_spec("length_ratio")), ["ab", "abcd", "abcdefgh"], [{"reference": "abcd"}] * 3)
     assert [g.score for g in grades] == [0.5, 1.0, 1.0]
     assert "clipped from 2" in grades[2].reason and grades[2].details["raw_score"] == 2.0
 
@@ -145,27 +145,27 @@ def test_python_grader_scores_a_batch_in_one_process():
     ("missing_function", "cannot load"),
 ])
 def test_python_grader_failures_score_zero_with_the_reason(function, reason):
-    grades = grade(load_spec(python_spec(function)), ["a", "b"], [{}, {}])
+    grades = grade_outputs(load_spec(python_spec(function)), ["a", "b"], [{}, {}])
     assert [g.score for g in grades] == [0.0, 0.0]
     assert all(g.error and reason in g.reason for g in grades)
 
 
 def test_python_grader_that_prints_still_grades():
-    assert [g.score for g in grade(load_spec(python_spec("chatty")), ["a"], [{}])] == [0.5]
+    assert [g.score for g in grade_outputs(load_spec(python_spec("chatty")), ["a"], [{}])] == [0.5]
 
 
 def test_python_grader_that_hangs_or_exits_is_cut_off_and_the_batch_goes_on():
-    grades = grade(load_spec(python_spec("hangs", timeout=1.0)), ["ok", "hang", "ok"], [{}] * 3)
+    grades = grade_outputs(load_spec(python_spec("hangs", timeout=1.0)), ["ok", "hang", "ok"], [{}] * 3)
     assert [g.score for g in grades] == [1.0, 0.0, 1.0]
     assert "timed out after 1 s" in grades[1].reason
-    grades = grade(load_spec(python_spec("exits")), ["exit", "ok"], [{}] * 2)
+    grades = grade_outputs(load_spec(python_spec("exits")), ["exit", "ok"], [{}] * 2)
     assert [g.score for g in grades] == [0.0, 1.0]
     assert "exited (code 3)" in grades[0].reason
 
 
 def test_python_grader_imports_module_colon_function(monkeypatch):
     monkeypatch.chdir(Path(__file__).parents[2])  # the repo root, where `tests` is a package
-    grades = grade(load_spec({"type": "python", "function": "tests.rewards.user_graders:chatty"}), ["a"], [{}])
+    grades = grade_outputs(load_spec({"type": "python", "function": "tests.rewards.user_graders:chatty"}), ["a"], [{}])
     assert grades[0].score == 0.5, grades[0].reason
 
 
@@ -173,22 +173,22 @@ def test_multi_combines_named_graders_by_formula():
     spec = {"type": "multi", "calculate_output": "0.25 * valid + 0.75 * fields",
             "graders": {"valid": {"type": "json", "score": "valid"}, "fields": {"type": "json"}}}
     outputs = [json.dumps(PIZZA), json.dumps({"size": "large"}), "oops"]
-    grades = grade(load_spec(spec), outputs, [{"reference": json.dumps(PIZZA)}] * 3)
+    grades = grade_outputs(load_spec(spec), outputs, [{"reference": json.dumps(PIZZA)}] * 3)
     assert [g.score for g in grades] == pytest.approx([1.0, 0.25 + 0.75 / 3, 0.0])
     assert grades[2].details["valid"]["error"] is True
 
 
 def test_multi_division_by_zero_scores_zero_and_results_are_clipped():
     spec = {"type": "multi", "calculate_output": "1 / a", "graders": {"a": {"type": "string_check"}}}
-    [zero] = grade(load_spec(spec), ["x"], [{"reference": "y"}])
+    [zero] = grade_outputs(load_spec(spec), ["x"], [{"reference": "y"}])
     assert zero.score == 0.0 and "division by zero" in zero.reason
     spec = {**spec, "calculate_output": "max(a, 0.5) * 3 - abs(-1)"}
-    assert grade(load_spec(spec), ["x"], [{"reference": "x"}])[0].score == 1.0  # 2, clipped
-    assert grade(load_spec(spec), ["x"], [{"reference": "y"}])[0].score == 0.5  # 0.5 * 3 - 1
+    assert grade_outputs(load_spec(spec), ["x"], [{"reference": "x"}])[0].score == 1.0  # 2, clipped
+    assert grade_outputs(load_spec(spec), ["x"], [{"reference": "y"}])[0].score == 0.5  # 0.5 * 3 - 1
 
 
 def test_outputs_and_items_must_pair_up():
     from hone.errors import HoneError
 
     with pytest.raises(HoneError, match="2 outputs for 1 items"):
-        grade(load_spec({"type": "string_check"}), ["a", "b"], [{}])
+        grade_outputs(load_spec({"type": "string_check"}), ["a", "b"], [{}])

@@ -25,6 +25,8 @@ def test_every_family_has_a_minimal_valid_spec():
     minimal = {"string_check": {}, "json": {}, "numeric": {}, "text_similarity": {},
                "python": {"function": "m:f"}, "model": {"rubric": "r"}, "score_model": {
                    "input": [{"role": "user", "content": "{{sample.output_text}}"}]},
+               "label_model": {"input": [{"role": "user", "content": "x"}], "labels": ["good", "bad"],
+                               "passing_labels": ["good"]},
                "multi": {"graders": {"a": {"type": "json"}}, "calculate_output": "a"}}
     assert set(minimal) == set(GRADERS)
     for kind, options in minimal.items():
@@ -53,6 +55,8 @@ def test_errors_name_the_path_inside_nested_graders():
     ({"type": "score_model", "input": [{"role": "judge", "content": "x"}]}, "input[0].role: Input should be"),
     ({"type": "multi", "graders": {"a": {"type": "json"}}, "calculate_output": "a + b"},
      "calculate_output: uses b, which is not among the graders (a)"),
+    ({"type": "label_model", "input": [{"role": "user", "content": "x"}], "labels": ["a", "b"],
+      "passing_labels": ["c"]}, "spec: passing_labels ['c'] are not among labels ['a', 'b']"),
     ({"type": "multi", "graders": {}, "calculate_output": "1"}, "graders: Dictionary should have at least 1 item"),
 ])
 def test_invalid_specs(spec, expected):

@@ -66,9 +66,9 @@ def evaluate_task(model, tokenizer, items: list[TaskItem], metric: str, *,
 
 
 def _graded(grader, predictions: list[str], items: list[TaskItem]) -> EvalResult:
-    from hone.rewards import grade
+    from hone.rewards import grade_outputs
     from hone.rewards.batch import GradeReport, task_item
 
     records = [task_item(item.messages, item.reference, item.where) for item in items]
-    report = GradeReport(grade(grader, predictions, records), records)
+    report = GradeReport(grade_outputs(grader, predictions, records), records)
     return EvalResult(report.metrics(), predictions, items, report.grades)

@@ -14,7 +14,8 @@ from typing import Annotated, Any, Protocol, Union
 
 from pydantic import Field, TypeAdapter
 
-from hone.rewards import json_match, model_judge, multi, numeric, python_function, string_check, text_similarity
+from hone.rewards import (json_match, label_model, model_judge, multi, numeric, python_function, string_check,
+                          text_similarity)
 from hone.rewards.grade import Grade, as_sample, failed
 
 GRADERS: dict[str, ModuleType] = {
@@ -25,8 +26,10 @@ GRADERS: dict[str, ModuleType] = {
     "python": python_function,
     "model": model_judge,
     "score_model": model_judge,
+    "label_model": label_model,
     "multi": multi,
 }
+JUDGED = ("model", "score_model", "label_model")
 GRADER_CONFIGS = list(dict.fromkeys(module.Config for module in GRADERS.values()))
 GraderConfig = Annotated[Union[tuple(GRADER_CONFIGS)], Field(discriminator="type")]
 multi.Config.model_rebuild(_types_namespace={"GraderConfig": GraderConfig})
@@ -39,9 +42,17 @@ class Grader(Protocol):
     def grade(self, samples: list[dict], items: list[dict]) -> list[Grade]: ...
 
 
-def build_grader(config, **options) -> Grader:
-    """A grader for a validated spec (see `hone.rewards.spec.load_spec` for raw dicts/files)."""
-    return GRADERS[config.type].build(config, **options)
+def build_grader(config, *, judge=None) -> Grader:
+    """A grader for a validated spec (see `hone.rewards.spec.load_spec` for raw dicts/files).
+
+    `judge`, a loaded `(model, tokenizer)`, serves every judge-model grader in the spec instead of
+    loading the model it names (tests, or an RL loop that already holds the model).
+    """
+    if config.type in JUDGED:
+        return GRADERS[config.type].build(config, judge=judge)
+    if config.type == "multi":
+        return multi.build(config, judge=judge)
+    return GRADERS[config.type].build(config)
 
 
 def grade_safely(grader: Grader, samples: list[dict], items: list[dict]) -> list[Grade]:
@@ -57,15 +68,22 @@ def grade_safely(grader: Grader, samples: list[dict], items: list[dict]) -> list
     return grades
 
 
-def grade(config, outputs: list[Any], items: list[dict], **options) -> list[Grade]:
-    """Grade model outputs (strings or sample dicts) against their items with the spec `config`."""
+def grade_outputs(grader, outputs: list[Any], items: list[dict], *, judge=None) -> list[Grade]:
+    """Grade model outputs (strings or sample dicts) against their items, one Grade per output.
+
+    `grader` is a validated spec (built here; `judge` as for `build_grader`)
+    or an already built Grader: callers that grade many batches (an RL loop) build once with
+    `build_grader` so a judge model is loaded once.
+    """
     from hone.errors import HoneError
 
     if len(outputs) != len(items):
         raise HoneError(f"{len(outputs)} outputs for {len(items)} items", where="grader",
                         hint="pass one model output per item, in the same order")
     samples = [as_sample(output) for output in outputs]
-    return grade_safely(build_grader(config, **options), samples, items)
+    if not hasattr(grader, "grade"):
+        grader = build_grader(grader, judge=judge)
+    return grade_safely(grader, samples, items)
 
 
-__all__ = ["GRADERS", "Grade", "Grader", "GraderConfig", "build_grader", "grade", "grade_safely"]
+__all__ = ["GRADERS", "Grade", "Grader", "GraderConfig", "build_grader", "grade_outputs", "grade_safely"]

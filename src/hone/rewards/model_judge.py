@@ -78,12 +78,16 @@ def rubric_messages(config: Config, sample: dict, item: dict) -> list[dict]:
 
 
 class ModelJudge:
-    """Loads the judge on first use (or takes a loaded `(model, tokenizer)`) and grades in batches."""
+    """Loads the judge on first use (or takes a loaded `(model, tokenizer)`) and grades in batches.
 
-    def __init__(self, config: Config, judge=None) -> None:
+    `parse(answer) -> Grade` reads the judge's answer (a score here, a label for `label_model`).
+    """
+
+    def __init__(self, config, judge=None, parse=None) -> None:
         self.config = config
         self.name = config.name or config.type
         self.judge = judge
+        self.parse = parse or (lambda answer: parse_score(answer, *config.range))
 
     def grade(self, samples: list[dict], items: list[dict]) -> list[Grade]:
         from hone.infer.generate import generate_batch
@@ -101,11 +105,11 @@ class ModelJudge:
             answers = generate_batch(model, tokenizer, prompts, max_new_tokens=self.config.max_new_tokens,
                                      batch_size=self.config.batch_size)
             for i, answer in zip(positions, answers):
-                grades[i] = parse_score(answer, *self.config.range)
+                grades[i] = self.parse(answer)
         return grades
 
     def _messages(self, sample: dict, item: dict) -> list[dict]:
-        if self.config.rubric is not None:
+        if getattr(self.config, "rubric", None) is not None:
             return rubric_messages(self.config, sample, item)
         return [{"role": m.role, "content": render(m.content, sample, item)} for m in self.config.input]
 

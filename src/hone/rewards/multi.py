@@ -148,7 +148,7 @@ class MultiGrader:
         return grades
 
 
-def build(config: Config) -> MultiGrader:
+def build(config: Config, judge=None) -> MultiGrader:
     from hone.rewards import build_grader
 
-    return MultiGrader(config, {name: build_grader(spec) for name, spec in config.graders.items()})
+    return MultiGrader(config, {name: build_grader(spec, judge=judge) for name, spec in config.graders.items()})
