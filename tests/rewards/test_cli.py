@@ -100,3 +100,22 @@ def test_eval_grader_in_the_run_config_is_validated_with_its_path():
     with pytest.raises(ConfigError) as caught:
         load_config({"eval": {"grader": {"type": "bleu"}}})
     assert caught.value.issues[0].startswith("eval.grader: unknown type 'bleu'")
+
+
+def test_a_training_run_scores_eval_file_with_eval_grader(tmp_path, tiny_model_dir):
+    from hone.api import train
+    from hone.examples import pizza
+
+    train_file, heldout = pizza.write_dataset(tmp_path, train=8, heldout=2)
+    grader = {"type": "multi", "calculate_output": "valid",
+              "graders": {"valid": {"type": "json", "score": "valid"}}}
+    result = train({"model": str(tiny_model_dir), "output_dir": str(tmp_path), "name": "graded",
+                    "data": {"train": str(train_file), "max_length": 384},
+                    "train": {"max_steps": 1, "threads": 1},
+                    "eval": {"file": str(heldout), "grader": grader, "max_new_tokens": 4}},
+                   progress=False, log=lambda *a: None)
+    assert result.metrics["eval_n"] == 2
+    assert result.metrics["eval_grader_score"] == sum(g.score for g in result.evaluation.grades) / 2
+    assert all(g.reason for g in result.evaluation.grades)
+    saved = json.loads((result.adapter_dir / "hone.json").read_text())
+    assert "eval_grader_score" in json.dumps(saved)
