@@ -106,3 +106,12 @@ def test_formula_arithmetic_by_hand():
     assert evaluate_formula(parse_formula("0.6 * a + 0.4 * b"), values) == pytest.approx(0.4)
     assert evaluate_formula(parse_formula("-(a - b) / 2 + max(a, b, 0.1)"), values) == pytest.approx(0.375)
     assert evaluate_formula(parse_formula("min(a) + abs(b - a)"), values) == pytest.approx(0.75)
+
+
+def test_the_readme_example_spec_is_valid():
+    from pathlib import Path
+
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    block = readme.split("```json\n")[1].split("```")[0]
+    spec = load_spec(block)
+    assert spec.type == "multi" and set(spec.graders) == {"fields", "schema", "bare"}
