@@ -50,6 +50,7 @@ def test_errors_name_the_path_inside_nested_graders():
     ({"type": "json", "json_schema": {"type": "object", "properties": {"a": {"format": "date"}}}},
      "json_schema: properties.a.format: unsupported schema keyword"),
     ({"type": "python", "function": "no_colon"}, "function: 'no_colon' is not module:function"),
+    ({"type": "python", "function": "m:f", "source": "def grade(s, i): return 1"}, "source: hone does not run code"),
     ({"type": "model"}, "spec: give a rubric or input messages"),
     ({"type": "model", "rubric": "r", "range": [5, 1]}, "spec: range [5.0, 1.0] must go from low to high"),
     ({"type": "score_model", "input": [{"role": "judge", "content": "x"}]}, "input[0].role: Input should be"),

@@ -67,6 +67,16 @@ class Config(GraderBase):
     """`module:function` or `path/to/file.py:function`, called as function(sample, item) -> float."""
     timeout: float = Field(5.0, gt=0, le=600)
     """Seconds each item may take (also the limit for importing the module)."""
+    source: None = Field(None, exclude=True)
+    """Refused: OpenAI's inline code. Put the code in a file and name it in `function`."""
+
+    @field_validator("source", mode="before")
+    @classmethod
+    def _no_inline_code(cls, value):
+        if value is not None:
+            raise ValueError("hone does not run code inside a spec; save it to a file and set "
+                             "function: path/to/file.py:grade")
+        return value
 
     @field_validator("function")
     @classmethod
