@@ -1,0 +1,81 @@
+"""Each method on the tiny model: the loss falls, exactly the intended tensors train, the rest stay
+bit-identical, and hone's generation runs on the result."""
+
+import hashlib
+
+import pytest
+import torch
+
+from hone.infer.generate import generate_batch
+from tests.methods.conftest import CASES, LR, train_steps
+
+
+def checksums(model) -> dict[str, str]:
+    out = {}
+    for name, tensor in [*model.named_parameters(), *model.named_buffers()]:
+        data = tensor.detach().contiguous()
+        out[name] = hashlib.sha256(data.view(torch.uint8).numpy().tobytes()).hexdigest()
+    return out
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_loss_falls_and_only_the_intended_tensors_change(tuned, case):
+    t = tuned(case)
+    _, intended = CASES[case]
+    trainable = {n for n, p in t.model.named_parameters() if p.requires_grad}
+    assert trainable and all(intended(n) for n in trainable), sorted(trainable)[:5]
+    assert all(not intended(n) for n, p in t.model.named_parameters() if not p.requires_grad)
+    before = checksums(t.model)
+    losses = train_steps(t, 6, LR.get(case, 1e-2))
+    assert losses[-1] < losses[0] - 0.01, losses
+    after = checksums(t.model)
+    assert before.keys() == after.keys()
+    changed = {n for n in before if before[n] != after[n]}
+    assert changed == trainable
+
+
+@pytest.mark.parametrize("case", ["qlora", "adapters", "prompt_tuning", "prefix_tuning", "ia3"])
+def test_hone_generation_runs_on_the_tuned_model(tuned, case):
+    t = tuned(case)
+    system = {"role": "system", "content": "You are a helpful assistant. Answer the question in one word. " * 2}
+    prompts = [[system, {"role": "user", "content": q}] for q in ("Order a pizza", "1 2 3")]
+    out = generate_batch(t.model, t.tokenizer, prompts, max_new_tokens=4)
+    assert len(out) == 2 and all(isinstance(o, str) for o in out)
+
+
+@pytest.mark.parametrize("case", ["prompt_tuning", "prefix_tuning"])
+def test_virtual_tokens_on_hones_path_equal_pefts_own_forward(tuned, case):
+    """hone computes prompt/prefix tuning as a learned KV prefix; PEFT concatenates inside its forward."""
+    from tests.methods.conftest import head_logits
+
+    t = tuned(case)
+    train_steps(t, 2, 0.1)
+    one = {k: (v[:1] if torch.is_tensor(v) and v.dim() == 2 else v) for k, v in t.batch.items()}
+    length = int((one["segment_ids"][0] > 0).sum())
+    ids = one["input_ids"][:, :length]
+    with torch.no_grad():
+        peft_logits = t.model(input_ids=ids, attention_mask=torch.ones_like(ids)).logits[:, -length:]
+    t.batch = {**one, "segments": t.batch["segments"][:1]}
+    ours = head_logits(t)[:, :length]
+    torch.testing.assert_close(ours, peft_logits, atol=1e-4, rtol=1e-4)
+
+
+def test_virtual_token_generation_equals_a_plain_greedy_loop_through_peft(tuned):
+    """hone's cached decoding from the learned prefix picks what PEFT's forward would, token by token."""
+    t = tuned("prefix_tuning")
+    train_steps(t, 2, 0.1)
+    messages = [{"role": "user", "content": "Order a large pizza"}]
+    from hone.data.template import prompt_ids
+
+    ids = prompt_ids(messages, t.tokenizer)
+    expected = []
+    for _ in range(5):
+        with torch.no_grad():
+            x = torch.tensor([ids + expected])
+            expected.append(int(t.model(input_ids=x, attention_mask=torch.ones_like(x)).logits[0, -1].argmax()))
+    from hone.infer.generate import decode, decoding_start
+
+    runner, cache, offset = decoding_start(t.model)
+    got = decode(runner, [ids], offset, cache, pad_id=t.tokenizer.pad_token_id, stop=set(), max_new_tokens=5,
+                 temperature=0.0, top_p=1.0)
+    assert got[0] == expected
