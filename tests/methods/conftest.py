@@ -29,6 +29,12 @@ MERGEABLE = ["lora", "dora", "qlora", "ia3", "full", "layers"]
 LR = {"ia3": 0.3, "prompt_tuning": 0.3, "prefix_tuning": 0.1, "full": 3e-3}
 
 
+@pytest.fixture(autouse=True, scope="session")
+def one_thread():
+    """Two cores shared by many processes: one thread per test process is the fastest here."""
+    torch.set_num_threads(1)
+
+
 @pytest.fixture(scope="session")
 def pizza_data(tmp_path_factory):
     return pizza.write_dataset(tmp_path_factory.mktemp("pizza"), train=24, heldout=4)

@@ -66,6 +66,10 @@ def quantize(model, config: Config) -> dict:
         if linear.bias is not None:
             quantized.bias = torch.nn.Parameter(linear.bias.data.clone(), requires_grad=False)
         quantized = quantized.to(linear.weight.device)  # quantizes
+        # On CPUs with AVX512-BF16, bitsandbytes repacks 4-bit weights for a bf16 kernel at the first
+        # no-grad eval forward: inference would then compute in bf16 although training (and the merge)
+        # used `compute_dtype`. Keep one numeric path unless bf16 compute was asked for.
+        quantized.support_avx512bf16_for_cpu &= config.compute_dtype == "bfloat16"
         parent, _, child = name.rpartition(".")
         setattr(model.get_submodule(parent) if parent else model, child, quantized)
     return {"before_bytes": before, "after_bytes": linear_bytes(model), "quantized_layers": len(targets)}
