@@ -43,6 +43,13 @@ class Config(Section):
             raise ValueError("give at least one block index, or leave it unset")
         return value
 
+    @field_validator("modules", mode="before")
+    @classmethod
+    def _known_choice(cls, value):
+        if isinstance(value, str) and value not in MODULE_PATTERNS:
+            raise ValueError(f"{value!r} is not all | attention | mlp; for patterns give a list, e.g. [self_attn.*]")
+        return value
+
     @field_validator("modules")
     @classmethod
     def _some_patterns(cls, value):

@@ -25,6 +25,13 @@ class LoraOptions(Section):
     rslora: bool = False
     """Rank-stabilised scaling alpha / sqrt(rank), which keeps high ranks learning."""
 
+    @field_validator("target_modules", mode="before")
+    @classmethod
+    def _all_linear_or_names(cls, value):
+        if isinstance(value, str) and value != "all-linear":
+            raise ValueError(f"{value!r}: give all-linear or a list of module names, e.g. [q_proj, v_proj]")
+        return value
+
     @field_validator("target_modules")
     @classmethod
     def _some_targets(cls, value):
