@@ -79,3 +79,19 @@ def test_virtual_token_generation_equals_a_plain_greedy_loop_through_peft(tuned)
     got = decode(runner, [ids], offset, cache, pad_id=t.tokenizer.pad_token_id, stop=set(), max_new_tokens=5,
                  temperature=0.0, top_p=1.0)
     assert got[0] == expected
+
+
+def test_qlora_quantizes_every_block_linear_to_nf4_and_reports_the_memory(tuned):
+    import bitsandbytes as bnb
+
+    from hone.methods import qlora
+
+    t = tuned("qlora")
+    quantized = [m for m in t.model.modules() if isinstance(m, bnb.nn.Linear4bit)]
+    assert len(quantized) == 2 * 7  # q, k, v, o, gate, up, down in each of 2 blocks; not the head
+    assert all(m.weight.quant_state.quant_type == "nf4" for m in quantized)
+    report = t.model.hone_quantization
+    linear_params = sum(m.in_features * m.out_features for m in quantized)
+    saved = report["before_bytes"] - report["after_bytes"]
+    assert 3.5 * linear_params * 0.9 < saved < 3.5 * linear_params  # fp32 -> 4 bits, less the block scales
+    assert "MiB ->" in qlora.describe(t.model)

@@ -36,8 +36,15 @@ class Config(LoraOptions):
         return value
 
 
-def linear_bytes(model) -> int:
-    return sum(p.numel() * p.element_size() for p in model.parameters())
+def model_bytes(model) -> int:
+    """Parameter bytes, plus the 4-bit layers' quantization statistics (block scales, codebooks)."""
+    total = sum(p.numel() * p.element_size() for p in model.parameters())
+    for param in model.parameters():
+        state = getattr(param, "quant_state", None)
+        while state is not None:
+            total += sum(t.numel() * t.element_size() for t in (state.absmax, state.code) if t is not None)
+            state = state.state2 if state.nested else None
+    return total
 
 
 def quantize(model, config: Config) -> dict:
@@ -48,7 +55,7 @@ def quantize(model, config: Config) -> dict:
 
     from hone.errors import ConfigError
 
-    before = linear_bytes(model)
+    before = model_bytes(model)
     head = model.get_output_embeddings()
     compute = getattr(torch, config.compute_dtype)
     targets = [(name, module) for name, module in model.named_modules()
@@ -72,7 +79,7 @@ def quantize(model, config: Config) -> dict:
         quantized.support_avx512bf16_for_cpu &= config.compute_dtype == "bfloat16"
         parent, _, child = name.rpartition(".")
         setattr(model.get_submodule(parent) if parent else model, child, quantized)
-    return {"before_bytes": before, "after_bytes": linear_bytes(model), "quantized_layers": len(targets)}
+    return {"before_bytes": before, "after_bytes": model_bytes(model), "quantized_layers": len(targets)}
 
 
 def apply(model, config: Config):
