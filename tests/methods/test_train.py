@@ -41,6 +41,7 @@ def test_hone_generation_runs_on_the_tuned_model(tuned, case):
     prompts = [[system, {"role": "user", "content": q}] for q in ("Order a pizza", "1 2 3")]
     out = generate_batch(t.model, t.tokenizer, prompts, max_new_tokens=4)
     assert len(out) == 2 and all(isinstance(o, str) for o in out)
+    assert generate_batch(t.model, t.tokenizer, prompts, max_new_tokens=4, batch_size=1) == out
 
 
 @pytest.mark.parametrize("case", ["prompt_tuning", "prefix_tuning"])
@@ -60,25 +61,36 @@ def test_virtual_tokens_on_hones_path_equal_pefts_own_forward(tuned, case):
     torch.testing.assert_close(ours, peft_logits, atol=1e-4, rtol=1e-4)
 
 
-def test_virtual_token_generation_equals_a_plain_greedy_loop_through_peft(tuned):
-    """hone's cached decoding from the learned prefix picks what PEFT's forward would, token by token."""
-    t = tuned("prefix_tuning")
-    train_steps(t, 2, 0.1)
-    messages = [{"role": "user", "content": "Order a large pizza"}]
+@pytest.mark.parametrize("case", ["prompt_tuning", "prefix_tuning"])
+def test_virtual_token_generation_equals_a_plain_greedy_loop_through_peft(tuned, case):
+    """hone's batched, cached decoding from the learned prefix (with a shared system prompt prefilled
+    on top of it) picks what PEFT's own forward picks, token by token, for every prompt."""
     from hone.data.template import prompt_ids
+    from hone.infer.generate import stop_token_ids
 
-    ids = prompt_ids(messages, t.tokenizer)
+    t = tuned(case)
+    train_steps(t, 2, 0.1)
+    base = t.model.get_base_model()
+    # A random untied head makes greedy text wander through the vocabulary, so outputs can differ.
+    head = torch.randn(base.lm_head.weight.shape, generator=torch.Generator().manual_seed(0))
+    head[t.tokenizer.eos_token_id] = 0.0
+    base.lm_head.weight = torch.nn.Parameter(head, requires_grad=False)
+    system = {"role": "system", "content": "You are a helpful assistant. Answer the question in one word. " * 2}
+    prompts = [[system, {"role": "user", "content": q}] for q in ("Order a pizza", "1 2 3", "The quick fox")]
+    stop = stop_token_ids(t.model, t.tokenizer)
     expected = []
-    for _ in range(5):
-        with torch.no_grad():
-            x = torch.tensor([ids + expected])
-            expected.append(int(t.model(input_ids=x, attention_mask=torch.ones_like(x)).logits[0, -1].argmax()))
-    from hone.infer.generate import decode, decoding_start
-
-    runner, cache, offset = decoding_start(t.model)
-    got = decode(runner, [ids], offset, cache, pad_id=t.tokenizer.pad_token_id, stop=set(), max_new_tokens=5,
-                 temperature=0.0, top_p=1.0)
-    assert got[0] == expected
+    for messages in prompts:
+        ids, new = prompt_ids(messages, t.tokenizer), []
+        for _ in range(6):
+            with torch.no_grad():
+                x = torch.tensor([ids + new])
+                token = int(t.model(input_ids=x, attention_mask=torch.ones_like(x)).logits[0, -1].argmax())
+            if token in stop:
+                break
+            new.append(token)
+        expected.append(t.tokenizer.decode(new, skip_special_tokens=True).strip())
+    assert any(expected)
+    assert generate_batch(t.model, t.tokenizer, prompts, max_new_tokens=6, batch_size=2) == expected
 
 
 def test_qlora_quantizes_every_block_linear_to_nf4_and_reports_the_memory(tuned):

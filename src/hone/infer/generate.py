@@ -26,7 +26,7 @@ def generate_batch(model, tokenizer, conversations: list[list[dict]], *, max_new
     generator = torch.Generator().manual_seed(seed) if seed is not None else None
     stop = stop_token_ids(model, tokenizer)
     model.eval()
-    model, start_cache, start = decoding_start(model)
+    model, start_cache, virtual = decoding_start(model)
     prefix_len = shared_prefix_length(encoded)
     prefix_cache = prefill(model, encoded[0][:prefix_len], start_cache) if prefix_len else start_cache
     order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
@@ -35,7 +35,7 @@ def generate_batch(model, tokenizer, conversations: list[list[dict]], *, max_new
         chunk = order[start:start + batch_size]
         suffixes = [encoded[i][prefix_len:] for i in chunk]
         cache = _expand(prefix_cache, len(chunk)) if prefix_cache is not None else None
-        tokens = decode(model, suffixes, start + prefix_len, cache, pad_id=tokenizer.pad_token_id, stop=stop,
+        tokens = decode(model, suffixes, virtual + prefix_len, cache, pad_id=tokenizer.pad_token_id, stop=stop,
                         max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, generator=generator)
         for i, ids in zip(chunk, tokens):
             outputs[i] = tokenizer.decode(ids, skip_special_tokens=True).strip()
