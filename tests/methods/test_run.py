@@ -64,3 +64,17 @@ def test_export_merge_on_the_command_line(run, tmp_path):
     assert again.returncode == 2 and "not empty" in again.stderr and "Traceback" not in again.stderr
     missing = subprocess.run([sys.executable, "-m", "hone", "export"], capture_output=True, text=True)
     assert missing.returncode == 2 and "--merge" in missing.stderr
+
+
+@pytest.mark.parametrize("name", ["prefix_tuning", "full"])
+def test_bf16_runs_train_and_save_fp32_tuned_weights(run, name):
+    from safetensors import safe_open
+
+    result = run(name, *RUNS[name], "train.precision=bf16")
+    files = {"prefix_tuning": "adapter_model.safetensors", "full": "model.safetensors"}
+    with safe_open(str(result.adapter_dir / files[name]), "pt") as f:
+        dtypes = {f.get_tensor(k).dtype for k in f.keys()}
+    import torch
+
+    assert dtypes == {torch.float32}
+    assert isinstance(generate("hi", adapter=result.run_dir, max_new_tokens=3), str)
