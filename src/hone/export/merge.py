@@ -32,8 +32,6 @@ class MergeReport:
 
 def merge_artifact(run, out) -> MergeReport:
     """Merge the artifact of `run` (a run directory or its adapter/) into `out`, written atomically."""
-    import torch
-
     from hone.methods import can_merge, method_for
     from hone.models.artifact import adapter_dir, load_tuned, read_manifest
 
@@ -52,7 +50,7 @@ def merge_artifact(run, out) -> MergeReport:
     merged.requires_grad_(False)
     if hasattr(merged.config, "quantization_config"):
         delattr(merged.config, "quantization_config")
-    precision = getattr(method, "MERGE_PRECISION", f"fp32 ({str(torch.float32).removeprefix('torch.')})")
+    precision = getattr(method, "MERGE_PRECISION", "fp32")
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     merged.save_pretrained(tmp)
