@@ -98,6 +98,12 @@ def _parser() -> argparse.ArgumentParser:
     gen.add_argument("--seed", type=int)
     gen.set_defaults(run=_generate)
 
+    export = commands.add_parser("export", help="write a tuned model in another form", description=(
+        "`hone export --merge RUN --out DIR`: a standalone transformers model with the tuning folded in."))
+    export.add_argument("--merge", metavar="RUN", help="a run directory (or its adapter/) to merge into its base")
+    export.add_argument("--out", metavar="DIR", help="the directory to write (must not exist or be empty)")
+    export.set_defaults(run=_export)
+
     demo = commands.add_parser("demo", help="the main job: pizza orders to JSON, before and after LoRA")
     demo.add_argument("--output-dir", default="runs")
     demo.add_argument("overrides", nargs="*", help="key=value settings for the demo's training run")
@@ -181,6 +187,19 @@ def _generate(args) -> int:
     print(generate(prompt, adapter=args.adapter, model=args.model, system=args.system,
                    max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p,
                    seed=args.seed))
+    return 0
+
+
+def _export(args) -> int:
+    from hone.errors import ConfigError
+
+    if not args.merge:
+        raise ConfigError("nothing to export", where="hone export", hint="give --merge RUN --out DIR")
+    if not args.out:
+        raise ConfigError("--merge needs --out DIR", where="hone export")
+    from hone.export.merge import merge_artifact
+
+    print(merge_artifact(args.merge, args.out).render())
     return 0
 
 

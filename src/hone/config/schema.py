@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal, Union
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from hone.config.base import Section
 from hone.methods import METHOD_CONFIGS
@@ -56,11 +56,24 @@ class TrainConfig(Section):
     """Validation loss every N steps (always at the end)."""
     save_every: int | None = Field(None, gt=0)
     """Checkpoint every N steps (always at the end), written atomically."""
+    optimizer: Literal["adamw", "adamw_fused", "adamw_foreach", "adamw_8bit"] = "adamw"
+    """AdamW as torch's default, fused or multi-tensor (foreach) kernels, or bitsandbytes' 8-bit AdamW
+    (both moments in 8 bits: ~2 bytes of optimizer state per parameter instead of 8)."""
     precision: Literal["fp32", "bf16", "auto"] = "fp32"
     """Matmul precision: bf16 autocast keeps fp32 weights and an fp32 loss; `auto` picks bf16 where the
     hardware runs it fast (CUDA with bf16, or a CPU with AVX512-BF16/AMX) and fp32 elsewhere."""
     threads: int | None = Field(None, gt=0)
     """CPU threads for torch (default: the cores available to this process)."""
+
+    @field_validator("optimizer")
+    @classmethod
+    def _optimizer_available(cls, value):
+        from hone.train.optim import optimizer_problem
+
+        problem = optimizer_problem(value)
+        if problem:
+            raise ValueError(problem)
+        return value
 
     @model_validator(mode="before")
     @classmethod
@@ -108,3 +121,13 @@ class RunConfig(Section):
                 elif isinstance(data.get(key), dict) and "type" not in data[key]:
                     data[key] = {"type": default, **data[key]}
         return data
+
+    @model_validator(mode="after")
+    def _method_fits_run(self):
+        """A method may refuse other settings of the run (e.g. packing for virtual-token methods)."""
+        from hone.methods import method_for
+
+        check = getattr(method_for(self.method.type), "check_run", None)
+        if check is not None:
+            check(self)
+        return self

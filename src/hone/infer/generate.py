@@ -26,15 +26,16 @@ def generate_batch(model, tokenizer, conversations: list[list[dict]], *, max_new
     generator = torch.Generator().manual_seed(seed) if seed is not None else None
     stop = stop_token_ids(model, tokenizer)
     model.eval()
+    model, start_cache, virtual = decoding_start(model)
     prefix_len = shared_prefix_length(encoded)
-    prefix_cache = prefill(model, encoded[0][:prefix_len]) if prefix_len else None
+    prefix_cache = prefill(model, encoded[0][:prefix_len], start_cache) if prefix_len else start_cache
     order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
     outputs: list[str] = [""] * len(encoded)
     for start in range(0, len(order), batch_size):
         chunk = order[start:start + batch_size]
         suffixes = [encoded[i][prefix_len:] for i in chunk]
         cache = _expand(prefix_cache, len(chunk)) if prefix_cache is not None else None
-        tokens = decode(model, suffixes, prefix_len, cache, pad_id=tokenizer.pad_token_id, stop=stop,
+        tokens = decode(model, suffixes, virtual + prefix_len, cache, pad_id=tokenizer.pad_token_id, stop=stop,
                         max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, generator=generator)
         for i, ids in zip(chunk, tokens):
             outputs[i] = tokenizer.decode(ids, skip_special_tokens=True).strip()
@@ -104,10 +105,17 @@ def shared_prefix_length(prompts: list[list[int]]) -> int:
     return n if n >= MIN_SHARED_PREFIX else 0
 
 
-def prefill(model, ids: list[int]):
+def decoding_start(model):
+    """(model to run, cache to start from, its length): a tuned model with virtual tokens (prompt or
+    prefix tuning) starts from their cache and decodes with its plain base; others start empty."""
+    custom = getattr(model, "hone_decoding_start", None)
+    return custom() if custom is not None else (model, None, 0)
+
+
+def prefill(model, ids: list[int], cache=None):
     from transformers import DynamicCache
 
-    cache = DynamicCache()
+    cache = cache if cache is not None else DynamicCache()
     model(input_ids=torch.tensor([ids]), past_key_values=cache, use_cache=True, logits_to_keep=1)
     return cache
 

@@ -2,6 +2,10 @@
 
 `apply(model, config)` returns the model with exactly the intended parameters trainable;
 `save(model, directory)` writes the method's artifact; `load(base, directory)` restores it.
+Optional: `merge(model)` returns a plain transformers model with the method folded in (for
+`hone export --merge`), `MERGE_PRECISION` says how; `check_run(run_config)` rejects settings of the
+rest of the run that the method cannot work with (raise ValueError naming the key); `describe(model)`
+returns a line the training log prints after `apply`.
 """
 
 from __future__ import annotations
@@ -9,7 +13,7 @@ from __future__ import annotations
 from types import ModuleType
 from typing import Protocol
 
-from hone.methods import lora
+from hone.methods import adapters, full, ia3, layers, lora, prefix_tuning, prompt_tuning, qlora
 
 
 class Method(Protocol):
@@ -22,9 +26,16 @@ class Method(Protocol):
     def load(self, base, directory): ...
 
 
-METHODS: dict[str, ModuleType] = {"lora": lora}
+METHODS: dict[str, ModuleType] = {
+    "lora": lora, "qlora": qlora, "full": full, "layers": layers, "adapters": adapters,
+    "prompt_tuning": prompt_tuning, "prefix_tuning": prefix_tuning, "ia3": ia3,
+}
 METHOD_CONFIGS = {name: module.Config for name, module in METHODS.items()}
 
 
 def method_for(name: str) -> Method:
     return METHODS[name]  # names are validated by RunConfig before this is reached
+
+
+def can_merge(name: str) -> bool:
+    return hasattr(METHODS[name], "merge")

@@ -1,35 +1,103 @@
-"""LoRA through PEFT: low-rank updates on the chosen linear layers, saved in PEFT's adapter format."""
+"""LoRA through PEFT: low-rank updates on the chosen linear layers, saved in PEFT's adapter format.
+
+Options `dora` (weight-decomposed LoRA, Liu et al. 2024) and `rslora` (alpha / sqrt(rank) scaling,
+Kalajdzievski 2023) are PEFT's. `qlora` shares these options through `LoraOptions`.
+"""
 
 from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from hone.config.base import Section
 
 
-class Config(Section):
-    type: Literal["lora"] = "lora"
+class LoraOptions(Section):
     rank: int = Field(16, gt=0)
     alpha: float = Field(32.0, gt=0)
-    """Scaling numerator: the update is scaled by alpha / rank."""
+    """Scaling numerator: the update is scaled by alpha / rank (alpha / sqrt(rank) with `rslora`)."""
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
     target_modules: list[str] | Literal["all-linear"] = "all-linear"
     """Module names to adapt (e.g. [q_proj, v_proj]) or every linear layer but the output head."""
+    layers_to_transform: list[int] | None = None
+    """Only these transformer block indices get adapters (default: every block)."""
+    rslora: bool = False
+    """Rank-stabilised scaling alpha / sqrt(rank), which keeps high ranks learning."""
+
+    @field_validator("target_modules", mode="before")
+    @classmethod
+    def _all_linear_or_names(cls, value):
+        if isinstance(value, str) and value != "all-linear":
+            raise ValueError(f"{value!r}: give all-linear or a list of module names, e.g. [q_proj, v_proj]")
+        return value
+
+    @field_validator("target_modules")
+    @classmethod
+    def _some_targets(cls, value):
+        if isinstance(value, list) and not value:
+            raise ValueError("name at least one module, or use all-linear")
+        return value
+
+    @field_validator("layers_to_transform")
+    @classmethod
+    def _layer_indices(cls, value):
+        if value is not None:
+            if not value:
+                raise ValueError("give at least one block index, or leave it unset for every block")
+            if any(i < 0 for i in value):
+                raise ValueError("block indices start at 0")
+        return value
 
 
-def apply(model, config: Config):
-    from peft import LoraConfig, get_peft_model
+class Config(LoraOptions):
+    type: Literal["lora"] = "lora"
+    dora: bool = False
+    """Weight-decomposed LoRA: a trainable magnitude per output channel beside the low-rank direction."""
 
-    peft_config = LoraConfig(
+
+def linear_names(model) -> list[str]:
+    """Short names of the linear layers in the model's blocks (what PEFT's all-linear means)."""
+    import torch
+
+    head = model.get_output_embeddings()
+    return sorted({name.rpartition(".")[2] for name, m in model.get_decoder().named_modules()
+                   if isinstance(m, torch.nn.Linear) and m is not head})
+
+
+def peft_config(model, config: LoraOptions, *, dora: bool = False):
+    from peft import LoraConfig
+
+    targets = config.target_modules
+    if targets == "all-linear" and config.layers_to_transform is not None:
+        targets = linear_names(model)  # PEFT takes layers_to_transform only with a list of names
+    return LoraConfig(
         r=config.rank,
         lora_alpha=config.alpha,
         lora_dropout=config.dropout,
-        target_modules=config.target_modules,
+        target_modules=targets,
+        layers_to_transform=config.layers_to_transform,
+        use_rslora=config.rslora,
+        use_dora=dora,
         task_type="CAUSAL_LM",
     )
-    return get_peft_model(model, peft_config)
+
+
+def check_layers(model, config: LoraOptions) -> None:
+    """Block indices beyond the model's depth are an error, not a silently empty adapter."""
+    from hone.errors import ConfigError
+
+    depth = model.config.num_hidden_layers
+    if config.layers_to_transform and max(config.layers_to_transform) >= depth:
+        raise ConfigError(f"block index {max(config.layers_to_transform)} does not exist; the model has {depth} "
+                          "blocks", where="method.layers_to_transform", hint=f"use indices 0..{depth - 1}")
+
+
+def apply(model, config: Config):
+    from peft import get_peft_model
+
+    check_layers(model, config)
+    return get_peft_model(model, peft_config(model, config, dora=config.dora))
 
 
 def save(model, directory) -> None:
@@ -40,3 +108,8 @@ def load(base, directory):
     from peft import PeftModel
 
     return PeftModel.from_pretrained(base, directory).eval()
+
+
+def merge(model):
+    """The base with the low-rank update (and DoRA's magnitudes) folded into its weights."""
+    return model.merge_and_unload()

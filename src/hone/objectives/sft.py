@@ -24,8 +24,12 @@ def build(config: Config) -> "SFT":
 def hidden_states(model, batch):
     """The decoder's final hidden states (R, L, H) for a collated batch; no logits are computed.
 
-    A batch collated without a mask is meant for segment attention (`hone.models.attention`).
+    A batch collated without a mask is meant for segment attention (`hone.models.attention`). A
+    method that changes how hidden states are computed (virtual tokens) sets `model.hone_hidden_states`.
     """
+    custom = getattr(model, "hone_hidden_states", None)
+    if custom is not None:
+        return custom(batch)
     if batch["attention_mask"] is None:
         attention = {"hone_segments": batch["segments"]}
     else:

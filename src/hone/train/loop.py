@@ -57,6 +57,8 @@ def run_training(config: RunConfig, run_dir: Path, *, resume: bool = False, prog
     segmented = use_segment_attention(model)
     torch.manual_seed(config.train.seed)
     model = method.apply(model, config.method)
+    if hasattr(method, "describe"):
+        log(method.describe(model))
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())
     precision = resolve_precision(config.train.precision)

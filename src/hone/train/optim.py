@@ -7,13 +7,30 @@ import math
 import torch
 
 
+def optimizer_problem(name: str) -> str | None:
+    """Why optimizer `name` cannot run here, or None (checked by the config validator, before any model loads)."""
+    import importlib.util
+
+    if name == "adamw_8bit" and importlib.util.find_spec("bitsandbytes") is None:
+        return "adamw_8bit needs bitsandbytes (pip install bitsandbytes); use adamw here"
+    return None
+
+
 def build_optimizer(params, config) -> torch.optim.Optimizer:
-    """AdamW; weight decay only on matrices (not on norms, biases or 1-D adapter vectors)."""
+    """AdamW (`config.optimizer` picks the kernel, or 8-bit states); weight decay only on matrices
+    (not on norms, biases or 1-D adapter vectors)."""
     params = [p for p in params if p.requires_grad]
     decay = [p for p in params if p.ndim >= 2]
     rest = [p for p in params if p.ndim < 2]
     groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": rest, "weight_decay": 0.0}]
-    return torch.optim.AdamW([g for g in groups if g["params"]], lr=config.lr, betas=(0.9, 0.999))
+    groups = [g for g in groups if g["params"]]
+    name = getattr(config, "optimizer", "adamw")
+    if name == "adamw_8bit":
+        import bitsandbytes as bnb
+
+        return bnb.optim.AdamW8bit(groups, lr=config.lr, betas=(0.9, 0.999))
+    kernel = {"adamw_fused": {"fused": True}, "adamw_foreach": {"foreach": True}}.get(name, {})
+    return torch.optim.AdamW(groups, lr=config.lr, betas=(0.9, 0.999), **kernel)
 
 
 def lr_factor(step: int, total_steps: int, schedule: str, warmup_steps: int) -> float:

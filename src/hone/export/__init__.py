@@ -1,0 +1,1 @@
+"""Exporting tuned models: merged transformers directories (and, later, GGUF files)."""

@@ -1,0 +1,39 @@
+"""Full fine-tuning: every weight trains. The artifact is a standalone transformers model directory.
+
+Memory is weights + gradients + optimizer state for every parameter (AdamW: two fp32 moments, i.e.
+16 bytes per parameter with fp32 weights); `train.optimizer=adamw_8bit` keeps the moments in 8 bits.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from hone.config.base import Section
+from hone.errors import ModelError
+from hone.methods.weights import load_into
+
+
+class Config(Section):
+    type: Literal["full"] = "full"
+
+
+def apply(model, config: Config):
+    model.requires_grad_(True)
+    return model
+
+
+def save(model, directory) -> None:
+    model.save_pretrained(directory)
+
+
+def load(base, directory):
+    files = sorted(Path(directory).glob("*.safetensors"))
+    if not files:
+        raise ModelError("no .safetensors weights here", where=str(directory))
+    return load_into(base, files)
+
+
+def merge(model):
+    """Already a plain model: nothing to fold in."""
+    return model
