@@ -33,7 +33,7 @@ def generate_batch(model, tokenizer, conversations: list[list[dict]], *, max_new
     for start in range(0, len(order), batch_size):
         chunk = order[start:start + batch_size]
         suffixes = [encoded[i][prefix_len:] for i in chunk]
-        cache = _expand(prefix_cache, len(chunk)) if prefix_cache is not None else None
+        cache = expand_cache(prefix_cache, len(chunk)) if prefix_cache is not None else None
         tokens = decode(model, suffixes, prefix_len, cache, pad_id=tokenizer.pad_token_id, stop=stop,
                         max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, generator=generator)
         for i, ids in zip(chunk, tokens):
@@ -44,11 +44,16 @@ def generate_batch(model, tokenizer, conversations: list[list[dict]], *, max_new
 
 
 def decode(model, prompts: list[list[int]], offset: int, cache, *, pad_id: int, stop: set[int],
-           max_new_tokens: int, temperature: float, top_p: float, generator=None) -> list[list[int]]:
+           max_new_tokens: int, temperature: float = 0.0, top_p: float = 1.0, generator=None,
+           pick=None, on_step=None, adapter_names: list[str] | None = None) -> list[list[int]]:
     """Decode a batch of token prompts that continue a cached prefix of `offset` tokens (or none).
 
     Prompts are left-padded; the 2D attention mask hides padding and position ids skip it, so
-    each row computes exactly what it would alone.
+    each row computes exactly what it would alone. Serving hooks in three ways: `pick(logits)`
+    replaces the sampler (per-request temperatures and seeds), `on_step(tokens)` sees each step's
+    tokens and returns a bool mask of rows to stop (stop strings, per-row limits, streaming), and
+    `adapter_names` names a PEFT adapter per row ("__base__" for none) so one forward pass serves
+    a batch that mixes adapters.
     """
     from transformers import DynamicCache
 
@@ -58,25 +63,29 @@ def decode(model, prompts: list[list[int]], offset: int, cache, *, pad_id: int, 
     mask = torch.cat([torch.ones(batch, offset, dtype=torch.long), real], dim=1)
     positions = (offset + real.cumsum(1) - 1).clamp(min=0)
     cache = cache if cache is not None else DynamicCache()
+    extra = {"adapter_names": adapter_names} if adapter_names is not None else {}
     out = model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
-                use_cache=True, logits_to_keep=1)
+                use_cache=True, logits_to_keep=1, **extra)
     next_position = positions[:, -1:] + 1
     done = torch.zeros(batch, dtype=torch.bool)
     generated: list[torch.Tensor] = []
     stop_ids = torch.tensor(sorted(stop))
     for _ in range(max_new_tokens):
-        token = pick_next(out.logits[:, -1].float(), temperature, top_p, generator)
+        logits = out.logits[:, -1].float()
+        token = pick(logits) if pick is not None else pick_next(logits, temperature, top_p, generator)
         token = torch.where(done, torch.full_like(token, pad_id), token)
         generated.append(token)
         done |= torch.isin(token, stop_ids)
+        if on_step is not None:
+            done |= on_step(token)
         if bool(done.all()):
             break
         mask = torch.cat([mask, torch.ones(batch, 1, dtype=torch.long)], dim=1)
         out = model(input_ids=token[:, None], attention_mask=mask, position_ids=next_position,
-                    past_key_values=cache, use_cache=True)
+                    past_key_values=cache, use_cache=True, **extra)
         next_position = next_position + 1
     rows = torch.stack(generated, dim=1).tolist() if generated else [[] for _ in range(batch)]
-    return [_until_stop(row, stop) for row in rows]
+    return [until_stop(row, stop) for row in rows]
 
 
 def pick_next(logits: torch.Tensor, temperature: float, top_p: float, generator=None) -> torch.Tensor:
@@ -104,11 +113,13 @@ def shared_prefix_length(prompts: list[list[int]]) -> int:
     return n if n >= MIN_SHARED_PREFIX else 0
 
 
-def prefill(model, ids: list[int]):
+def prefill(model, ids: list[int], adapter_name: str | None = None):
+    """The KV cache of one token prefix (through the named PEFT adapter, if any)."""
     from transformers import DynamicCache
 
     cache = DynamicCache()
-    model(input_ids=torch.tensor([ids]), past_key_values=cache, use_cache=True, logits_to_keep=1)
+    extra = {"adapter_names": [adapter_name]} if adapter_name is not None else {}
+    model(input_ids=torch.tensor([ids]), past_key_values=cache, use_cache=True, logits_to_keep=1, **extra)
     return cache
 
 
@@ -119,13 +130,14 @@ def stop_token_ids(model, tokenizer) -> set[int]:
     return {t for t in stop if t is not None}
 
 
-def _expand(cache, batch: int):
+def expand_cache(cache, batch: int):
+    """A copy of a batch-1 cache repeated for `batch` rows."""
     cache = copy.deepcopy(cache)
     cache.batch_repeat_interleave(batch)
     return cache
 
 
-def _until_stop(row: list[int], stop: set[int]) -> list[int]:
+def until_stop(row: list[int], stop: set[int]) -> list[int]:
     for n, token in enumerate(row):
         if token in stop:
             return row[:n]
