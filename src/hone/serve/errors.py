@@ -40,8 +40,11 @@ def from_hone_error(error: HoneError) -> ApiError:
     message = f"{error.what}" + (f" (hint: {error.hint})" if error.hint else "")
     if isinstance(error, UnknownModel):
         return ApiError(404, message, param="model", code="model_not_found")
-    code = getattr(error, "code", None) or type(error).__name__.removesuffix("Error").lower() or None
+    code = getattr(error, "code", None) or _KIND_CODES.get(type(error).__name__, "invalid_request")
     return ApiError(getattr(error, "status", 400), message, param=error.where or None, code=code)
+
+
+_KIND_CODES = {"ModelError": "invalid_model", "ConfigError": "invalid_config", "DataError": "invalid_data"}
 
 
 def from_exception(error: Exception) -> ApiError:
