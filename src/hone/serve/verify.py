@@ -23,13 +23,20 @@ def verify_run(run: str | Path, *, file: str | None = None, limit: int = 16, max
     report = {"run": str(run), "prompts": len(conversations), "max_new_tokens": max_new_tokens}
     served = _served(manifest["base_model"]["id"], directory, conversations, max_new_tokens)
     report["server"] = _compare(reference, served)
-    if importlib.util.find_spec("hone.export.merge") is not None:
+    if _merge_available():
         report["merged"] = _compare(reference, _merged(directory, conversations, max_new_tokens))
     else:
         report["merged"] = "not checked: hone.export.merge is not available"
     report["identical"] = all(isinstance(v, str) or v["identical"] for k, v in report.items()
                               if k in ("server", "merged"))
     return report
+
+
+def _merge_available() -> bool:
+    try:
+        return importlib.util.find_spec("hone.export.merge") is not None
+    except ModuleNotFoundError:  # no hone.export package at all
+        return False
 
 
 def _prompt_items(run, file: str | None):
