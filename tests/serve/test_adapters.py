@@ -108,4 +108,4 @@ def test_unloading_every_adapter_restores_the_plain_base(tiny_model_dir, random_
     engine.register("a", random_adapters[0])
     assert engine.run([Job(ids, adapter="a", max_tokens=8)])[0][0].text != base
     engine.unregister("a")
-    assert engine.peft is None and engine.run([Job(ids, max_tokens=8)])[0][0].text == base
+    assert engine.lora.slot_of == {} and engine.run([Job(ids, max_tokens=8)])[0][0].text == base

@@ -3,9 +3,11 @@
 A single worker thread owns the model. Requests (`Job`s) go into a queue; the worker takes what
 has arrived (waiting `batch_wait_s` for more after the first, up to `max_batch_rows` rows),
 loads the adapters they need into the LRU (`infer/registry.py`), and decodes all rows in ONE
-batch with hone's loop (`infer/generate.decode`): each row names its adapter (PEFT's
-mixed-adapter forward, "__base__" for the base), so a batch mixing ten adapters and the base
-costs one forward pass per step, and the base is never reloaded. Tokens reach each job through
+batch with hone's loop (`infer/generate.decode`): each row uses its own adapter (or the base),
+so a batch mixing ten adapters and the base
+costs one forward pass per step, and the base is never reloaded. The adapters live in hone's own
+batched LoRA layers (`infer/multilora.py`), whose cost does not grow with the number of distinct
+adapters in a batch. Tokens reach each job through
 its `emit` callback as they are generated (streaming); stop strings, per-request limits and
 sampling settings are applied per row.
 """
@@ -20,7 +22,7 @@ from pathlib import Path
 from typing import Callable
 
 from hone.errors import HoneError, ModelError
-from hone.infer.registry import BASE_ROW, AdapterInfo, AdapterRegistry, check_name
+from hone.infer.registry import AdapterInfo, AdapterRegistry, check_name
 
 
 @dataclass
@@ -38,6 +40,8 @@ class Job:
     emit: Callable[[dict], None] = lambda event: None
     """Called from the worker thread with {"type": "token", "index", "text"}, {"type": "finish",
     "index", "reason", "tokens"} or {"type": "error", "error"}."""
+    ignore_eos: bool = False
+    """Keep generating past end-of-sequence tokens until max_tokens (benchmarks: fixed lengths)."""
     cancelled: bool = False
     """Set by the caller (a client went away): its rows stop at the next step."""
 
@@ -56,8 +60,10 @@ class Engine:
 
     def __init__(self, model, tokenizer, source, *, max_batch_rows: int = 16, batch_wait_s: float = 0.005,
                  max_loaded: int = 16, max_bytes: int = 1 << 30, on_cache_event=None, on_batch=None) -> None:
+        from hone.infer.multilora import MultiLora
+
         self.base = model
-        self.peft = None  # the PeftModel wrapping `base` once an adapter has been loaded
+        self.lora = MultiLora(model)
         self.tokenizer = tokenizer
         self.source = source
         self.max_batch_rows = max_batch_rows
@@ -106,29 +112,12 @@ class Engine:
         return self.registry.get(adapter).chat_template or self.tokenizer.chat_template
 
     def _load(self, info: AdapterInfo) -> int:
-        from peft import PeftModel
-
         with self._model_lock:
-            if self.peft is None:
-                self.peft = PeftModel.from_pretrained(self.base, str(info.path), adapter_name=info.name)
-            else:
-                self.peft.load_adapter(str(info.path), adapter_name=info.name)
-            self.peft.eval()
-            marker = f".{info.name}."
-            return sum(p.numel() * p.element_size() for n, p in self.peft.named_parameters() if marker in n)
+            return self.lora.add(info.name, info.path)
 
     def _unload(self, name: str) -> None:
-        import warnings
-
-        with self._model_lock, warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # PEFT warns when the active adapter is the one deleted
-            self.peft.delete_adapter(name)
-            remaining = list(self.peft.peft_config)
-            if remaining:
-                self.peft.set_adapter(remaining[0])  # keep PeftModel's own record of the active one valid
-            else:
-                self.base = self.peft.unload()  # back to the plain base; the next load wraps it again
-                self.peft = None
+        with self._model_lock:
+            self.lora.remove(name)
 
     # -- generation -------------------------------------------------------------------------
     def start(self) -> None:
@@ -215,19 +204,20 @@ class Engine:
 
         rows = [(job, i) for job in jobs for i in range(job.n)]
         prompts = [job.prompt for job, _ in rows]
-        model = self.peft if self.peft is not None else self.base
-        names = [job.adapter or BASE_ROW for job, _ in rows] if self.peft is not None else None
+        model = self.base
+        self.lora.use([job.adapter for job, _ in rows])
         stop = stop_token_ids(self.base, self.tokenizer)
         offset, cache = 0, None
         if len({job.adapter for job in jobs}) == 1:  # a shared prefix's KV is only shared under one adapter
             offset = shared_prefix_length(prompts)
             if offset:
-                cache = expand_cache(prefill(model, prompts[0][:offset], names[0] if names else None), len(rows))
+                cache = expand_cache(prefill(model, prompts[0][:offset]), len(rows))
         tracker = _RowTracker(rows, self.tokenizer, stop)
         started = time.monotonic()
+        # stop tokens are the tracker's business (per row: a job may ignore them), not decode's
         decode(model, [p[offset:] for p in prompts], offset, cache, pad_id=self.tokenizer.pad_token_id,
-               stop=stop, max_new_tokens=max(job.max_tokens for job in jobs), pick=_sampler(jobs),
-               on_step=tracker.step, adapter_names=names)
+               stop=set(), max_new_tokens=max(job.max_tokens for job in jobs), pick=_sampler(jobs),
+               on_step=tracker.step)
         tracker.finish_all()
         if self.on_batch is not None:
             self.on_batch(len(rows), tracker.total_tokens, time.monotonic() - started)
@@ -253,7 +243,7 @@ class _RowTracker:
             if job.cancelled:
                 self._finish(r, "cancelled", self._text(r))
                 continue
-            if token in self.stop_ids:
+            if token in self.stop_ids and not job.ignore_eos:
                 self._finish(r, "stop", self._text(r))
                 continue
             self.ids[r].append(token)

@@ -45,15 +45,13 @@ def generate_batch(model, tokenizer, conversations: list[list[dict]], *, max_new
 
 def decode(model, prompts: list[list[int]], offset: int, cache, *, pad_id: int, stop: set[int],
            max_new_tokens: int, temperature: float = 0.0, top_p: float = 1.0, generator=None,
-           pick=None, on_step=None, adapter_names: list[str] | None = None) -> list[list[int]]:
+           pick=None, on_step=None) -> list[list[int]]:
     """Decode a batch of token prompts that continue a cached prefix of `offset` tokens (or none).
 
     Prompts are left-padded; the 2D attention mask hides padding and position ids skip it, so
-    each row computes exactly what it would alone. Serving hooks in three ways: `pick(logits)`
-    replaces the sampler (per-request temperatures and seeds), `on_step(tokens)` sees each step's
-    tokens and returns a bool mask of rows to stop (stop strings, per-row limits, streaming), and
-    `adapter_names` names a PEFT adapter per row ("__base__" for none) so one forward pass serves
-    a batch that mixes adapters.
+    each row computes exactly what it would alone. Serving hooks in two ways: `pick(logits)`
+    replaces the sampler (per-request temperatures and seeds), and `on_step(tokens)` sees each
+    step's tokens and returns a bool mask of rows to stop (stop strings, per-row limits, streaming).
     """
     from transformers import DynamicCache
 
@@ -63,9 +61,8 @@ def decode(model, prompts: list[list[int]], offset: int, cache, *, pad_id: int, 
     mask = torch.cat([torch.ones(batch, offset, dtype=torch.long), real], dim=1)
     positions = (offset + real.cumsum(1) - 1).clamp(min=0)
     cache = cache if cache is not None else DynamicCache()
-    extra = {"adapter_names": adapter_names} if adapter_names is not None else {}
     out = model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
-                use_cache=True, logits_to_keep=1, **extra)
+                use_cache=True, logits_to_keep=1)
     next_position = positions[:, -1:] + 1
     done = torch.zeros(batch, dtype=torch.bool)
     generated: list[torch.Tensor] = []
@@ -82,10 +79,10 @@ def decode(model, prompts: list[list[int]], offset: int, cache, *, pad_id: int, 
             break
         mask = torch.cat([mask, torch.ones(batch, 1, dtype=torch.long)], dim=1)
         out = model(input_ids=token[:, None], attention_mask=mask, position_ids=next_position,
-                    past_key_values=cache, use_cache=True, **extra)
+                    past_key_values=cache, use_cache=True)
         next_position = next_position + 1
     rows = torch.stack(generated, dim=1).tolist() if generated else [[] for _ in range(batch)]
-    return [until_stop(row, stop) for row in rows]
+    return [_until_stop(row, stop) for row in rows]
 
 
 def pick_next(logits: torch.Tensor, temperature: float, top_p: float, generator=None) -> torch.Tensor:
@@ -113,13 +110,12 @@ def shared_prefix_length(prompts: list[list[int]]) -> int:
     return n if n >= MIN_SHARED_PREFIX else 0
 
 
-def prefill(model, ids: list[int], adapter_name: str | None = None):
-    """The KV cache of one token prefix (through the named PEFT adapter, if any)."""
+def prefill(model, ids: list[int]):
+    """The KV cache of one token prefix."""
     from transformers import DynamicCache
 
     cache = DynamicCache()
-    extra = {"adapter_names": [adapter_name]} if adapter_name is not None else {}
-    model(input_ids=torch.tensor([ids]), past_key_values=cache, use_cache=True, logits_to_keep=1, **extra)
+    model(input_ids=torch.tensor([ids]), past_key_values=cache, use_cache=True, logits_to_keep=1)
     return cache
 
 
@@ -137,7 +133,7 @@ def expand_cache(cache, batch: int):
     return cache
 
 
-def until_stop(row: list[int], stop: set[int]) -> list[int]:
+def _until_stop(row: list[int], stop: set[int]) -> list[int]:
     for n, token in enumerate(row):
         if token in stop:
             return row[:n]

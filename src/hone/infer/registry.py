@@ -18,7 +18,6 @@ from typing import Callable
 from hone.errors import HoneError, ModelError
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
-BASE_ROW = "__base__"  # PEFT's name for "no adapter" in a mixed batch
 
 
 @dataclass
@@ -132,7 +131,7 @@ class AdapterRegistry:
 
 
 def check_name(name: str) -> None:
-    if name == BASE_ROW or not NAME_PATTERN.match(name or ""):
+    if not NAME_PATTERN.match(name or ""):
         raise HoneError(f"adapter name {name!r} is not allowed", where="name",
                         hint="use 1-128 letters, digits, '.', '_', ':' or '-', starting with a letter or digit")
 

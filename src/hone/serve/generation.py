@@ -79,7 +79,8 @@ async def respond(state, request: Request, ex: Exchange, messages: list[dict] | 
             loop.call_soon_threadsafe(events.put_nowait, (p, event))
 
         jobs.append(Job(ids, adapter=ex.adapter, n=body.n, max_tokens=max_tokens, temperature=body.temperature,
-                        top_p=body.top_p, seed=body.seed, stop=body.stop_strings(), emit=emit))
+                        top_p=body.top_p, seed=body.seed, stop=body.stop_strings(), emit=emit,
+                        ignore_eos=body.ignore_eos))
     for job in jobs:
         state.engine.submit(job)
     state.metrics.model_requests.labels(ex.model).inc()

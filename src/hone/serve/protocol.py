@@ -30,6 +30,8 @@ class _Request(BaseModel):
     stream: bool = False
     stream_options: StreamOptions | None = None
     user: str | None = None
+    ignore_eos: bool = False
+    """An extension (as in vLLM): generate max_tokens tokens even past end-of-sequence."""
 
     @field_validator("stop")
     @classmethod
