@@ -48,7 +48,7 @@ class ServeState:
 
     def remember(self, ex, messages: list[dict] | None, texts: list[str] | None) -> None:
         answers = [ex.texts.get(i, "") for i in sorted(ex.finish)]
-        record = {"model": ex.model, "kind": ex.kind, "answers": answers}
+        record = {"model": ex.model, "kind": ex.kind, "answers": answers, "n": ex.body.n}
         if messages is not None:
             record["messages"] = messages
         else:
@@ -139,11 +139,14 @@ def _add_middleware(app: FastAPI, state: ServeState) -> None:
         except (ApiError, HoneError, Exception) as error:  # noqa: BLE001 - shaped, counted, logged below
             response = from_exception(error).response()
         status = response.status_code
-        state.metrics.requests.labels(route, str(status)).inc()
+        matched = request.scope.get("route")  # the route's template: metric labels stay few
+        label = getattr(matched, "path", None) or "unmatched"
+        state.metrics.requests.labels(label, str(status)).inc()
         if status >= 400:
-            state.metrics.errors.labels(route, str(status)).inc()
-        state.metrics.latency.labels(route).observe(time.monotonic() - started)
+            state.metrics.errors.labels(label, str(status)).inc()
         ex = getattr(request.state, "exchange", None)
+        if ex is None or not ex.body.stream or status >= 400:  # a stream observes its own end
+            state.metrics.latency.labels(label).observe(time.monotonic() - started)
         if ex is None or not ex.body.stream or status >= 400:
             if ex is not None:
                 state.log_exchange(request, ex, status=status)

@@ -105,10 +105,6 @@ class Authenticator:
                 self._keys, self._stamp = (self.key_file.read() if stamp else []), stamp
             return self.static + [k for k in self._keys if not k.revoked]
 
-    @property
-    def enabled(self) -> bool:
-        return bool(self.keys()) or bool(self.key_file.path.exists() and self.key_file.read())
-
     def check(self, authorization: str | None, *, model: str | None = None, admin: bool = False) -> ApiKey | None:
         """The key making the request, or an ApiError (401 no/unknown key, 403 not allowed)."""
         keys = self.keys()

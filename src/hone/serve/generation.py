@@ -35,6 +35,7 @@ class Exchange:
     adapter: str | None
     prompts: list[list[int]]
     body: protocol._Request
+    route: str = ""
     started: float = field(default_factory=time.monotonic)
     first_token: float | None = None
     texts: dict[int, str] = field(default_factory=dict)
@@ -64,7 +65,7 @@ def prepare(state, request: Request, body: protocol._Request, kind: str, prompts
             raise ApiError(400, "the prompt is empty", param="prompt", code="invalid_value")
     adapter = None if body.model == state.base_name else body.model
     rid = protocol.new_id("chatcmpl" if kind == "chat" else "cmpl")
-    return Exchange(kind, rid, body.model, adapter, prompts, body)
+    return Exchange(kind, rid, body.model, adapter, prompts, body, route=request.url.path)
 
 
 async def respond(state, request: Request, ex: Exchange, messages: list[dict] | None, texts: list[str] | None):
@@ -90,9 +91,13 @@ async def respond(state, request: Request, ex: Exchange, messages: list[dict] | 
     if body.stream:
         return StreamingResponse(_stream(state, request, ex, events, jobs, remember), media_type="text/event-stream")
     total = len(jobs) * body.n
-    while len(ex.finish) < total:
-        p, event = await events.get()
-        _record(state, ex, p, event)
+    try:
+        while len(ex.finish) < total:
+            p, event = await events.get()
+            _record(state, ex, p, event)
+    finally:
+        for job in jobs:  # a client that went away (or an error) stops the other rows at the next step
+            job.cancelled = len(ex.finish) < total
     remember()
     return JSONResponse(_final(ex))
 
@@ -105,7 +110,7 @@ def _record(state, ex: Exchange, p: int, event: dict) -> tuple[int, str] | None:
     if event["type"] == "token":
         if ex.first_token is None:
             ex.first_token = time.monotonic()
-            state.metrics.ttft.labels(ex.kind).observe(ex.first_token - ex.started)
+            state.metrics.ttft.labels(ex.route).observe(ex.first_token - ex.started)
         ex.texts[index] = ex.texts.get(index, "") + event["text"]
         return index, event["text"]
     ex.finish[index] = "stop" if event["reason"] == "cancelled" else event["reason"]
@@ -157,6 +162,7 @@ async def _stream(state, request: Request, ex: Exchange, events: asyncio.Queue, 
     finally:
         for job in jobs:  # a client that went away stops its rows at the next step
             job.cancelled = len(ex.finish) < total
+        state.metrics.latency.labels(ex.route).observe(time.monotonic() - ex.started)
         state.log_exchange(request, ex, status=200)
 
 

@@ -115,6 +115,8 @@ class Feedback(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     response_id: str = Field(min_length=1)
+    choice: int = Field(0, ge=0)
+    """Which choice of the response (when it had n > 1)."""
     rating: int | None = Field(None, ge=1, le=5)
     corrected: str | None = Field(None, min_length=1)
     comment: str | None = None
