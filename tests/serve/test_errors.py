@@ -87,3 +87,19 @@ def test_errors_are_counted_in_metrics(server):
     httpx.post(url + "/v1/chat/completions", content=with_(), headers={"content-type": "application/json"})
     text = httpx.get(url + "/metrics").text
     assert 'hone_request_errors_total{code="401",route="/v1/chat/completions"}' in text
+
+
+def test_prompt_plus_max_tokens_beyond_the_model_context_is_refused(server):
+    import httpx
+
+    url, app, keys = server
+    settings = app.state.hone.settings
+    saved = settings.max_prompt_tokens, settings.max_tokens
+    settings.max_prompt_tokens, settings.max_tokens = 10_000, 1_000  # only the model's 1024 positions limit now
+    try:
+        body = {**GOOD, "messages": [{"role": "user", "content": "pizza " * 150}], "max_tokens": 1000}
+        r = httpx.post(f"{url}/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {keys['admin']}"})
+    finally:
+        settings.max_prompt_tokens, settings.max_tokens = saved
+    assert r.status_code == 400, r.text
+    assert r.json()["error"]["code"] == "context_length_exceeded" and r.json()["error"]["param"] == "max_tokens"

@@ -56,11 +56,15 @@ def prepare(state, request: Request, body: protocol._Request, kind: str, prompts
     if max_tokens is not None and max_tokens > settings.max_tokens:
         raise ApiError(400, f"max_tokens is {max_tokens}; this server allows at most {settings.max_tokens}",
                        param="max_tokens", code="invalid_value")
+    limit = getattr(state.engine.base.config, "max_position_embeddings", None)
     for ids in prompts:
         if len(ids) > settings.max_prompt_tokens:
             raise PromptTooLong(f"the prompt has {len(ids)} tokens; this server allows at most "
                                 f"{settings.max_prompt_tokens}", where="messages" if kind == "chat" else "prompt",
                                 hint="shorten the prompt")
+        if limit and len(ids) + (max_tokens or default_max_tokens(settings)) > limit:
+            raise PromptTooLong(f"the prompt ({len(ids)} tokens) plus max_tokens exceeds the model's context of "
+                                f"{limit} tokens", where="max_tokens", hint="shorten the prompt or lower max_tokens")
         if not ids:
             raise ApiError(400, "the prompt is empty", param="prompt", code="invalid_value")
     adapter = None if body.model == state.base_name else body.model
@@ -68,12 +72,16 @@ def prepare(state, request: Request, body: protocol._Request, kind: str, prompts
     return Exchange(kind, rid, body.model, adapter, prompts, body, route=request.url.path)
 
 
+def default_max_tokens(settings) -> int:
+    return min(settings.default_max_tokens, settings.max_tokens)
+
+
 async def respond(state, request: Request, ex: Exchange, messages: list[dict] | None, texts: list[str] | None):
     """Submit the jobs and answer: one JSON body, or an SSE stream."""
     loop = asyncio.get_running_loop()
     events: asyncio.Queue = asyncio.Queue()
     body = ex.body
-    max_tokens = body.requested_max_tokens() or state.settings.default_max_tokens
+    max_tokens = body.requested_max_tokens() or default_max_tokens(state.settings)
     jobs = []
     for p, ids in enumerate(ex.prompts):
         def emit(event, p=p):
