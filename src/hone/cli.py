@@ -108,6 +108,10 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--output-dir", default="runs")
     demo.add_argument("overrides", nargs="*", help="key=value settings for the demo's training run")
     demo.set_defaults(run=_demo)
+
+    from hone.serve.commands import add_commands as add_serve_commands
+
+    add_serve_commands(commands)  # serve, keys, feedback, verify
     return parser
 
 

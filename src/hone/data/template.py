@@ -140,23 +140,26 @@ def prefix_error(index: int, prefix: str, full: str, where: str) -> HoneError:
     )
 
 
-def prompt_ids(messages: list[dict], tokenizer) -> list[int]:
-    """Token ids a generation request starts from: the conversation plus the assistant generation prompt."""
-    text = render(messages, tokenizer, add_generation_prompt=True)
+def prompt_ids(messages: list[dict], tokenizer, *, chat_template: str | None = None) -> list[int]:
+    """Token ids a generation request starts from: the conversation plus the assistant generation prompt
+    (rendered with `chat_template` when given, e.g. an adapter's recorded one, else the tokenizer's)."""
+    text = render(messages, tokenizer, add_generation_prompt=True, chat_template=chat_template)
     return list(tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
-def render(messages: list[dict], tokenizer, *, add_generation_prompt: bool = False, where: str = "") -> str:
+def render(messages: list[dict], tokenizer, *, add_generation_prompt: bool = False, where: str = "",
+           chat_template: str | None = None) -> str:
     """The chat template applied to role/content only (hone's extra keys never reach the template)."""
     plain = [{"role": m["role"], "content": m["content"]} for m in messages]
-    if not getattr(tokenizer, "chat_template", None):
+    if not (chat_template or getattr(tokenizer, "chat_template", None)):
         raise HoneError(
             "the tokenizer has no chat template, so chat examples cannot be rendered",
             where=where,
             hint="use an instruct/chat model, or give the data as {\"text\": ...} records",
         )
     try:
-        text = tokenizer.apply_chat_template(plain, tokenize=False, add_generation_prompt=add_generation_prompt)
+        text = tokenizer.apply_chat_template(plain, tokenize=False, add_generation_prompt=add_generation_prompt,
+                                             chat_template=chat_template)
     except Exception as error:  # jinja raises arbitrary exceptions (e.g. raise_exception in the template)
         raise HoneError(
             f"the chat template failed to render this conversation: {error}",

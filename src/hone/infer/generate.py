@@ -34,7 +34,7 @@ def generate_batch(model, tokenizer, conversations: list[list[dict]], *, max_new
     for start in range(0, len(order), batch_size):
         chunk = order[start:start + batch_size]
         suffixes = [encoded[i][prefix_len:] for i in chunk]
-        cache = _expand(prefix_cache, len(chunk)) if prefix_cache is not None else None
+        cache = expand_cache(prefix_cache, len(chunk)) if prefix_cache is not None else None
         tokens = decode(model, suffixes, virtual + prefix_len, cache, pad_id=tokenizer.pad_token_id, stop=stop,
                         max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, generator=generator)
         for i, ids in zip(chunk, tokens):
@@ -45,11 +45,14 @@ def generate_batch(model, tokenizer, conversations: list[list[dict]], *, max_new
 
 
 def decode(model, prompts: list[list[int]], offset: int, cache, *, pad_id: int, stop: set[int],
-           max_new_tokens: int, temperature: float, top_p: float, generator=None) -> list[list[int]]:
+           max_new_tokens: int, temperature: float = 0.0, top_p: float = 1.0, generator=None,
+           pick=None, on_step=None) -> list[list[int]]:
     """Decode a batch of token prompts that continue a cached prefix of `offset` tokens (or none).
 
     Prompts are left-padded; the 2D attention mask hides padding and position ids skip it, so
-    each row computes exactly what it would alone.
+    each row computes exactly what it would alone. Serving hooks in two ways: `pick(logits)`
+    replaces the sampler (per-request temperatures and seeds), and `on_step(tokens)` sees each
+    step's tokens and returns a bool mask of rows to stop (stop strings, per-row limits, streaming).
     """
     from transformers import DynamicCache
 
@@ -66,10 +69,13 @@ def decode(model, prompts: list[list[int]], offset: int, cache, *, pad_id: int, 
     generated: list[torch.Tensor] = []
     stop_ids = torch.tensor(sorted(stop))
     for _ in range(max_new_tokens):
-        token = pick_next(out.logits[:, -1].float(), temperature, top_p, generator)
+        logits = out.logits[:, -1].float()
+        token = pick(logits) if pick is not None else pick_next(logits, temperature, top_p, generator)
         token = torch.where(done, torch.full_like(token, pad_id), token)
         generated.append(token)
         done |= torch.isin(token, stop_ids)
+        if on_step is not None:
+            done |= on_step(token)
         if bool(done.all()):
             break
         mask = torch.cat([mask, torch.ones(batch, 1, dtype=torch.long)], dim=1)
@@ -113,6 +119,7 @@ def decoding_start(model):
 
 
 def prefill(model, ids: list[int], cache=None):
+    """The KV cache of one token prefix (appended to `cache` when given)."""
     from transformers import DynamicCache
 
     cache = cache if cache is not None else DynamicCache()
@@ -127,7 +134,8 @@ def stop_token_ids(model, tokenizer) -> set[int]:
     return {t for t in stop if t is not None}
 
 
-def _expand(cache, batch: int):
+def expand_cache(cache, batch: int):
+    """A copy of a batch-1 cache repeated for `batch` rows."""
     cache = copy.deepcopy(cache)
     cache.batch_repeat_interleave(batch)
     return cache

@@ -1,0 +1,1 @@
+"""hone's OpenAI-compatible server: one base model, many adapters (`hone serve`)."""

@@ -1,0 +1,100 @@
+"""Every failure over HTTP becomes OpenAI's error JSON `{"error": {message, type, param, code}}`.
+
+This is the one place that maps hone's errors (`HoneError` and its kinds) to HTTP statuses. Bad
+requests are 4xx; an unexpected exception is a 500 in the same shape, without a traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from hone.errors import HoneError
+from hone.infer.registry import UnknownModel
+
+log = logging.getLogger("hone.serve")
+
+
+class ApiError(Exception):
+    """An HTTP error with OpenAI's fields."""
+
+    def __init__(self, status: int, message: str, *, type: str = "invalid_request_error",
+                 param: str | None = None, code: str | None = None) -> None:
+        super().__init__(message)
+        self.status, self.message, self.type, self.param, self.code = status, message, type, param, code
+
+    def body(self) -> dict:
+        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+
+    def response(self) -> JSONResponse:
+        headers = {"WWW-Authenticate": "Bearer"} if self.status == 401 else None
+        return JSONResponse(self.body(), status_code=self.status, headers=headers)
+
+
+def from_hone_error(error: HoneError) -> ApiError:
+    """hone's error kinds → HTTP: an unknown model is 404, anything else the caller got wrong is 400."""
+    message = f"{error.what}" + (f" (hint: {error.hint})" if error.hint else "")
+    if isinstance(error, UnknownModel):
+        return ApiError(404, message, param="model", code="model_not_found")
+    code = getattr(error, "code", None) or _KIND_CODES.get(type(error).__name__, "invalid_request")
+    return ApiError(getattr(error, "status", 400), message, param=error.where or None, code=code)
+
+
+_KIND_CODES = {"ModelError": "invalid_model", "ConfigError": "invalid_config", "DataError": "invalid_data"}
+
+
+def from_exception(error: Exception) -> ApiError:
+    if isinstance(error, ApiError):
+        return error
+    if isinstance(error, HoneError):
+        return from_hone_error(error)
+    log.exception("internal error", exc_info=error)
+    return ApiError(500, f"internal error ({type(error).__name__}); the server log has the details",
+                    type="server_error", code="internal_error")
+
+
+_STATUS_CODES = {400: "bad_request", 401: "invalid_api_key", 403: "forbidden", 404: "not_found",
+                 405: "method_not_allowed", 413: "request_too_large", 415: "unsupported_media_type"}
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def _api(request: Request, error: ApiError):
+        return error.response()
+
+    @app.exception_handler(HoneError)
+    async def _hone(request: Request, error: HoneError):
+        return from_hone_error(error).response()
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, error: RequestValidationError):
+        return validation_error(error.errors()).response()
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, error: StarletteHTTPException):
+        status = error.status_code if 400 <= error.status_code < 600 else 400
+        return ApiError(status, str(error.detail), code=_STATUS_CODES.get(status)).response()
+
+    @app.exception_handler(Exception)
+    async def _anything(request: Request, error: Exception):
+        return from_exception(error).response()
+
+
+def validation_error(errors: list[dict]) -> ApiError:
+    """The first pydantic/JSON problem as a 400 naming the field (`messages.0.role`)."""
+    first = errors[0] if errors else {"msg": "invalid request", "loc": ()}
+    if first.get("type") == "json_invalid":
+        return ApiError(400, f"the request body is not valid JSON: {first.get('ctx', {}).get('error', first['msg'])}",
+                        code="invalid_json")
+    loc = [str(p) for p in first.get("loc", ()) if p != "body"]
+    param = ".".join(loc) or None
+    if first.get("type") == "missing" and param:
+        message = f"{param}: required"
+    else:
+        message = f"{param}: {first['msg']}" if param else first["msg"]
+    extra = f" (and {len(errors) - 1} more problems)" if len(errors) > 1 else ""
+    return ApiError(400, message + extra, param=param, code="invalid_value")

@@ -1,0 +1,35 @@
+"""POST /v1/chat/completions and POST /v1/completions."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+
+from hone.data.template import prompt_ids
+from hone.serve import protocol
+from hone.serve.app import state_of
+from hone.serve.generation import prepare, respond
+
+router = APIRouter()
+
+
+@router.post("/v1/chat/completions")
+async def chat_completions(body: protocol.ChatCompletionRequest, request: Request):
+    state = state_of(request)
+    state.authorize(request, body.model)
+    messages = body.plain_messages()
+    template = state.engine.chat_template(state.adapter_of(body.model))
+    ids = prompt_ids(messages, state.engine.tokenizer, chat_template=template)
+    ex = prepare(state, request, body, "chat", [ids])
+    return await respond(state, request, ex, messages, None)
+
+
+@router.post("/v1/completions")
+async def completions(body: protocol.CompletionRequest, request: Request):
+    state = state_of(request)
+    state.authorize(request, body.model)
+    state.adapter_of(body.model)
+    tokenizer = state.engine.tokenizer
+    texts = body.prompts()
+    ids = [list(tokenizer(text, add_special_tokens=False)["input_ids"]) for text in texts]
+    ex = prepare(state, request, body, "completion", ids)
+    return await respond(state, request, ex, None, texts)

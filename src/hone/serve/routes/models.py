@@ -1,0 +1,39 @@
+"""GET /v1/models (the base, and each adapter with `parent` = base) and GET /metrics."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request, Response
+
+from hone.serve import protocol
+from hone.serve.app import state_of
+
+router = APIRouter()
+
+
+@router.get("/v1/models")
+async def list_models(request: Request):
+    state = state_of(request)
+    key = state.authorize(request)
+    base = state.base_name
+    cards = [protocol.ModelCard(id=base, created=protocol.now(), root=base)]
+    for info in list(state.engine.registry.adapters.values()):
+        cards.append(protocol.ModelCard(id=info.name, created=int(info.created), parent=base, root=base))
+    if key is not None:
+        cards = [card for card in cards if key.allows(card.id)]
+    return protocol.ModelList(data=cards).model_dump()
+
+
+@router.get("/v1/models/{name}")
+async def get_model(name: str, request: Request):
+    state = state_of(request)
+    state.authorize(request, name)
+    if state.adapter_of(name) is None:
+        return protocol.ModelCard(id=name, created=protocol.now(), root=name).model_dump()
+    info = state.engine.registry.get(name)
+    return protocol.ModelCard(id=name, created=int(info.created), parent=state.base_name,
+                              root=state.base_name).model_dump()
+
+
+@router.get("/metrics")
+async def metrics(request: Request):
+    return Response(state_of(request).metrics.render(), media_type="text/plain; version=0.0.4")
