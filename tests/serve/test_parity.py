@@ -72,3 +72,4 @@ def test_hone_verify_reports_identical_outputs(trained):
     report = json.loads(out.stdout)
     assert report["prompts"] == 4
     assert report["server"] == {"identical": True, "equal": 4, "of": 4}
+    assert report["merged"] == {"identical": True, "equal": 4, "of": 4}

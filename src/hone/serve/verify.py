@@ -1,10 +1,9 @@
-"""`hone verify RUN`: greedy outputs from the server, from `hone generate` and (when the merge export
-is available) from the merged model must be identical on the run's evaluation prompts."""
+"""`hone verify RUN`: greedy outputs from the server, from `hone generate` and (for methods that merge)
+from the merged export must be identical on the run's evaluation prompts."""
 
 from __future__ import annotations
 
 import concurrent.futures
-import importlib.util
 import tempfile
 from pathlib import Path
 
@@ -14,6 +13,7 @@ from hone.errors import DataError
 def verify_run(run: str | Path, *, file: str | None = None, limit: int = 16, max_new_tokens: int = 64) -> dict:
     """Compare the three paths prompt by prompt; the report says how many agree and shows the first mismatch."""
     from hone import api
+    from hone.methods import can_merge
     from hone.models.artifact import adapter_dir, read_manifest
 
     directory = adapter_dir(run)
@@ -23,20 +23,13 @@ def verify_run(run: str | Path, *, file: str | None = None, limit: int = 16, max
     report = {"run": str(run), "prompts": len(conversations), "max_new_tokens": max_new_tokens}
     served = _served(manifest["base_model"]["id"], directory, conversations, max_new_tokens)
     report["server"] = _compare(reference, served)
-    if _merge_available():
+    if can_merge(manifest["method"]["type"]):
         report["merged"] = _compare(reference, _merged(directory, conversations, max_new_tokens))
     else:
-        report["merged"] = "not checked: hone.export.merge is not available"
+        report["merged"] = f"not checked: method {manifest['method']['type']} cannot be merged"
     report["identical"] = all(isinstance(v, str) or v["identical"] for k, v in report.items()
                               if k in ("server", "merged"))
     return report
-
-
-def _merge_available() -> bool:
-    try:
-        return importlib.util.find_spec("hone.export.merge") is not None
-    except ModuleNotFoundError:  # no hone.export package at all
-        return False
 
 
 def _prompt_items(run, file: str | None):
@@ -84,7 +77,7 @@ def _merged(directory: Path, conversations: list[list[dict]], max_new_tokens: in
     from hone.models.load import load_model
 
     with tempfile.TemporaryDirectory() as tmp:
-        out = merge.export_merged(directory, Path(tmp) / "merged")
+        out = merge.merge_artifact(directory, Path(tmp) / "merged").out
         model, tokenizer, _ = load_model(str(out))
         template = read_manifest(directory).get("chat_template")
         if template:
