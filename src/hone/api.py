@@ -42,20 +42,21 @@ def train(config: RunConfig | str | Path | dict | None = None, overrides: list[s
 
         scored = compare(config.eval.file, adapter=result.adapter_dir, metric=config.eval.metric, contenders=("tuned",),
                          max_new_tokens=config.eval.max_new_tokens, batch_size=config.eval.batch_size,
-                         perplexity=config.eval.perplexity, progress=progress, log=log)
+                         perplexity=config.eval.perplexity, threads=config.train.threads, progress=progress,
+                         log=log)
         tuned = scored.results["tuned"]
         result.evaluation = EvalResult(tuned["metrics"], tuned["predictions"], scored.items)
         result.metrics.update({f"eval_{k}": v for k, v in result.evaluation.metrics.items()})
         update_metrics(result.adapter_dir, result.metrics)
     if config.forgetting.active:
-        result.status = forgetting_gate(result, config.forgetting, log=log)
+        result.status = forgetting_gate(result, config.forgetting, threads=config.train.threads, log=log)
     result.metrics["status"] = result.status
     set_status(result.adapter_dir, result.status, result.metrics)
     log(f"run {result.status}")
     return result
 
 
-def forgetting_gate(result, options, *, log=print) -> str:
+def forgetting_gate(result, options, *, threads: int | None = None, log=print) -> str:
     """Run the forgetting suite on a finished run, write forgetting.json, and say the run's status."""
     import json
 
@@ -63,7 +64,7 @@ def forgetting_gate(result, options, *, log=print) -> str:
     from hone.models.artifact import update_metrics
 
     found = check_forgetting(result.adapter_dir, max_drop=options.max_drop, max_new_tokens=options.max_new_tokens,
-                             batch_size=options.batch_size, progress_log=log)
+                             batch_size=options.batch_size, threads=threads, progress_log=log)
     table = found["table"]
     (Path(result.run_dir) / "forgetting.json").write_text(json.dumps(found, indent=2))
     log(render_table(table))
@@ -85,7 +86,7 @@ def set_status(adapter_dir, status: str, metrics: dict) -> None:
 def compare(file, *, adapter=None, model: str | None = None, metric: str = "exact_match",
             contenders=("base", "prompted", "tuned"), instruction: str | None = None, shots: int = 0,
             train_file: str | None = None, max_new_tokens: int = 256, batch_size: int = 16,
-            perplexity: bool = True, progress: bool = True, log=print):
+            perplexity: bool = True, threads: int | None = None, progress: bool = True, log=print):
     """Score base zero-shot, base with the best prompt and the tuned adapter on `file` (cached).
 
     The prompt's worked examples come from `train_file` (default: the adapter's training file).
@@ -101,7 +102,7 @@ def compare(file, *, adapter=None, model: str | None = None, metric: str = "exac
     prompt = few_shot_prompt(train_file, shots, instruction)
     settings = EvalSettings(metric, max_new_tokens, batch_size, perplexity)
     return run_compare(file, adapter=adapter, model=model, contenders=tuple(contenders), prompt=prompt,
-                       settings=settings, progress=progress, log=log)
+                       settings=settings, threads=threads, progress=progress, log=log)
 
 
 def evaluate(file: str | Path, *, adapter: str | Path | None = None, model: str | None = None,
@@ -135,14 +136,15 @@ def generate(prompt: str | list[dict] | list[list[dict]], *, adapter: str | Path
     return outputs[0] if single else outputs
 
 
-def load_for_inference(*, adapter=None, model: str | None = None):
-    """(model, tokenizer) for a tuned artifact or a base model spec (the default model if neither)."""
+def load_for_inference(*, adapter=None, model: str | None = None, threads: int | None = None):
+    """(model, tokenizer) for a tuned artifact or a base model spec (the default model if neither);
+    torch uses `threads` CPU threads (default: every core available)."""
     from hone.models.artifact import load_tuned
     from hone.models.load import load_model
     from hone.models.registry import DEFAULT_MODEL
     from hone.train.loop import set_threads
 
-    set_threads(None)
+    set_threads(threads)
     if adapter is not None:
         if model is not None:
             raise HoneError("give an adapter or a model, not both", where="--model",

@@ -112,7 +112,7 @@ def score_contender(model, tokenizer, items: list[TaskItem], settings: EvalSetti
 def compare(file: str | Path, *, adapter: str | Path | None = None, model: str | None = None,
             contenders: tuple[str, ...] = CONTENDERS, prompt: FewShotPrompt | None = None,
             settings: EvalSettings | None = None, cache_root: str | Path | None = None,
-            progress: bool = True, log=print) -> Comparison:
+            threads: int | None = None, progress: bool = True, log=print) -> Comparison:
     """Score each contender on `file`; base contenders use the adapter's base model (or `model`)."""
     from hone.models.artifact import adapter_dir, read_manifest
     from hone.models.load import resolve_model
@@ -137,7 +137,7 @@ def compare(file: str | Path, *, adapter: str | Path | None = None, model: str |
         todo = [name for name in group if name in missing]
         if not todo:
             continue
-        loaded, tokenizer = _load(source, directory if group == ("tuned",) else None)
+        loaded, tokenizer = _load(source, directory if group == ("tuned",) else None, threads)
         for name in todo:
             log(f"scoring {LABELS[name]} on {len(items)} items of {file}")
             results[name] = score_contender(loaded, tokenizer, items, settings,
@@ -165,12 +165,12 @@ def _available(contenders, directory, prompt, notes: list[str]) -> tuple[str, ..
     return tuple(kept)
 
 
-def _load(source, directory):
+def _load(source, directory, threads):
     from hone.api import load_for_inference
 
     if directory is not None:
-        return load_for_inference(adapter=directory)
-    return load_for_inference(model=source.id)
+        return load_for_inference(adapter=directory, threads=threads)
+    return load_for_inference(model=source.id, threads=threads)
 
 
 def _default_model() -> str:

@@ -172,7 +172,8 @@ def render_table(table: dict) -> str:
 
 
 def check_forgetting(adapter, *, max_drop: float | dict | None = None, max_new_tokens: int = 48,
-                     batch_size: int = 16, resamples: int = 1000, progress_log=print) -> dict:
+                     batch_size: int = 16, resamples: int = 1000, threads: int | None = None,
+                     progress_log=print) -> dict:
     """Score the adapter's base and the tuned model on the suite (cached) and compare them.
 
     The base's results are cached under HONE_HOME (shared by every run on that base), the tuned
@@ -196,7 +197,7 @@ def check_forgetting(adapter, *, max_drop: float | dict | None = None, max_new_t
         raw[name] = cache.get(key)
         if raw[name] is None:
             progress_log(f"forgetting suite: scoring the {name} model")
-            model, tokenizer = load_for_inference(**load_args)
+            model, tokenizer = load_for_inference(**load_args, threads=threads)
             raw[name] = score_model(model, tokenizer, max_new_tokens=max_new_tokens, batch_size=batch_size)
             cache.put(key, raw[name])
             del model

@@ -37,6 +37,8 @@ def main() -> None:
     for name in sorted(topics):
         target = probe if name in PROBE_TOPICS else replay
         target.extend({"topic": name, "text": p} for p in prose_paragraphs(topics[name]))
+    seen = {r["text"] for r in probe}
+    replay = [r for r in replay if r["text"] not in seen and not seen.add(r["text"])]  # topics share paragraphs
     for path, rows, limit in ((here / "general_text.jsonl", probe, 60), (here / "replay_text.jsonl", replay, 200)):
         step = max(1, len(rows) // limit)
         chosen = rows[::step][:limit]
