@@ -60,7 +60,7 @@ def write_comparison(run_dirs: list[str | Path], out: str | Path) -> tuple[str, 
     for name, png in images.items():
         out.with_name(f"{out.stem}-{name}.png").write_bytes(png)
     out.write_text(f"<!doctype html><html><head><meta charset=utf-8><title>hone compare</title></head><body>"
-                   f"<h1>hone compare: {len(rows)} runs</h1><table id=runs border=1 cellpadding=4>"
+                   f"<h1>hone compare: {len(rows)} runs</h1><table id=\"runs\" border=1 cellpadding=4>"
                    f"<tr>{head}</tr>{body}</table>{figures}</body></html>", encoding="utf-8")
     return markdown_table(rows), out
 
