@@ -113,3 +113,23 @@ def test_eval_cli_scores_contenders_and_reuses_the_cache(tuned_run):
     assert "scoring" not in proc.stdout  # every contender came from the run's cache
     rows = [line for line in proc.stdout.splitlines() if line.startswith("| base") or line.startswith("| tuned")]
     assert len(rows) == 3 and "perplexity" in proc.stdout
+
+
+def test_diffs_put_the_biggest_wins_and_losses_first(tuned_run, tmp_path):
+    from hone.evaluate.report import example_diffs, write_report
+
+    result, _, _ = tuned_run
+    run = shutil.copytree(result.run_dir, tmp_path / "copy")  # the report rewrites the run's evaluation.json
+    comparison = json.loads((run / "evaluation.json").read_text())
+    base_scores = [0.2, 0.5, 0.9, 0.4, 0.6, 0.3]
+    tuned_scores = [1.0, 0.5, 0.1, 0.7, 0.4, 0.3]  # deltas +.8, 0, -.8, +.3, -.2, 0
+    for name, scores in (("prompted", base_scores), ("tuned", tuned_scores)):
+        comparison["results"][name]["scores"] = [{"field_accuracy": s} for s in scores]
+        comparison["results"][name]["predictions"] = [f"{name}-{i}" for i in range(6)]
+    rows = example_diffs(comparison)
+    assert [round(r["delta"], 2) for r in rows] == [0.8, 0.3, 0.0, 0.0, -0.2, -0.8]
+    page = write_report(run, comparison=comparison).read_text()
+    wins, losses = page.split('id="wins"')[1].split('id="losses"')
+    assert wins.index("tuned-0") < wins.index("tuned-3") and "tuned-2" not in wins
+    assert losses.index("tuned-2") < losses.index("tuned-4") and "tuned-0" not in losses
+    assert "prompted-2" in losses and "2 better, 2 worse, 2 unchanged" in page

@@ -73,6 +73,8 @@ def render_page(name: str, manifest: dict, records: list[dict], comparison: dict
         parts += _diff_section(comparison)
     if forgetting:
         parts.append('<h2 id="forgetting">Forgetting suite</h2>')
+        parts.append("<p>Deltas are tuned − base: accuracy points for question parts, the relative change of "
+                     "perplexity for general_text (a rise is a drop in ability). Intervals: 95 % paired bootstrap.</p>")
         parts.append(_forgetting_table(forgetting))
         parts.append(_image(out, "forgetting", plots.deltas_with_intervals(forgetting["parts"])))
     return PAGE.format(title=_e(f"hone report: {name}"), body="\n".join(parts))
