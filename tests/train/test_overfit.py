@@ -92,3 +92,18 @@ def test_l2sp_and_replay_in_a_run(train_tiny):
     result = train_tiny("train.max_steps=2", "train.l2sp=0.1", "data.replay=0.25", "train.batch_size=4")
     records = [r for r in map(json.loads, open(result.run_dir / "metrics.jsonl")) if "loss" in r]
     assert all(r["l2sp"] == 0.0 for r in records)  # LoRA adds new weights only: nothing has a base value
+
+
+def test_early_stopping_on_a_task_metric_scores_validation_answers(train_tiny):
+    from hone.errors import ConfigError
+
+    result = train_tiny("train.max_steps=4", "train.eval_every=2", "train.batch_size=4", "eval.metric=json",
+                        "eval.max_new_tokens=4", "train.early_stopping.metric=field_accuracy",
+                        "train.early_stopping.max_items=2", "train.early_stopping.patience=5", name="task")
+    evals = [r for r in map(json.loads, open(result.run_dir / "metrics.jsonl")) if "val_loss" in r]
+    assert [r["step"] for r in evals] == [2, 4]
+    assert all(0.0 <= r["val_field_accuracy"] <= 1.0 for r in evals) and evals[0]["best"]
+    assert result.metrics["best_step"] == 2  # a random tiny model scores 0 twice: no improvement after the first
+    with pytest.raises(ConfigError, match="field_acuracy"):
+        train_tiny("train.max_steps=2", "train.eval_every=1", "eval.metric=json",
+                   "train.early_stopping.metric=field_acuracy", name="typo")
