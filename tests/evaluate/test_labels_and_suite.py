@@ -54,6 +54,8 @@ def test_reference_perplexity_equals_a_plain_forward(tiny_tokenizer):
 @pytest.mark.parametrize("check, answer, passed", [
     ({"type": "number", "value": 42}, "The answer is 42.", True),
     ({"type": "number", "value": 42}, "4 2", False),
+    ({"type": "number", "value": 6, "ignore": [2, 3]}, "2 * 3 = 6", True),
+    ({"type": "number", "value": 47, "ignore": [40, 7]}, "the sum of 40 and 7 is", False),
     ({"type": "contains", "any": ["Paris"]}, "It is paris.", True),
     ({"type": "contains", "any": ["Au"]}, "Gaul", False),
     ({"type": "word_count", "n": 3}, "Blue, deep, endless.", True),

@@ -21,7 +21,7 @@ import numpy as np
 
 QUESTION_PARTS = ("arithmetic", "facts", "instructions")
 PARTS = ("general_text", *QUESTION_PARTS)
-SUITE_VERSION = 1
+SUITE_VERSION = 2
 
 
 def load_questions() -> list[dict]:
@@ -48,8 +48,12 @@ def _words(text: str) -> list[str]:
 
 
 def _first_number(check: dict, answer: str) -> bool:
-    found = re.search(r"-?\d+(?:\.\d+)?", answer.replace(",", ""))
-    return found is not None and float(found.group()) == float(check["value"])
+    """The first number in the answer, skipping the question's own numbers (`ignore`), is the value:
+    "2 * 3 = 6" answers "What is 2 * 3?" correctly."""
+    ignore = {float(x) for x in check.get("ignore", [])}
+    numbers = [float(n) for n in re.findall(r"-?\d+(?:\.\d+)?", answer.replace(",", ""))]
+    given = [n for n in numbers if n not in ignore]
+    return bool(given) and given[0] == float(check["value"])
 
 
 def _contains(check: dict, answer: str) -> bool:
