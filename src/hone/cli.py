@@ -141,7 +141,6 @@ def _train(args) -> int:
                    progress=not args.no_progress, preset=args.preset)
     print(f"adapter saved to {result.adapter_dir}")
     print(json.dumps(result.metrics, indent=2))
-    print(f"run {result.status}")
     return 0 if result.status == "succeeded" else GATE_FAILED
 
 

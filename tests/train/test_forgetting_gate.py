@@ -2,6 +2,9 @@
 orders fails it, a light touch passes."""
 
 import json
+import subprocess
+import sys
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -42,15 +45,20 @@ def test_gate_fails_an_over_trained_model_and_passes_a_light_one(tmp_path, monke
     common = [f"model={general_base}", f"data.train={pizza_files[0]}", f"output_dir={tmp_path}", "train.threads=1",
               "data.max_length=384", "forgetting.max_drop={general_text: 0.10}", "forgetting.max_new_tokens=4"]
     light = train(None, [*common, "name=light", "train.max_steps=1", "train.lr=1e-4"], progress=False, log=lambda *a: None)
-    heavy = train(None, [*common, "name=heavy", "train.max_steps=40", "train.lr=3e-2", "method.rank=32",
-                         "train.schedule=constant"], progress=False, log=lambda *a: None)
-    for result, expected in ((light, "succeeded"), (heavy, "failed the forgetting gate")):
-        assert result.status == expected
+    heavy_args = [*common, "name=heavy", "train.max_steps=40", "train.lr=3e-2", "method.rank=32",
+                  "train.schedule=constant"]
+    proc = subprocess.run([sys.executable, "-m", "hone", "train", *heavy_args, "--no-progress"],
+                          capture_output=True, text=True)
+    assert proc.returncode == GATE_FAILED != 0, proc.stderr
+    assert "run failed the forgetting gate" in proc.stdout and "| general_text |" in proc.stdout
+    heavy_dir = tmp_path / "heavy"
+    heavy_metrics = json.loads((heavy_dir / "adapter" / "hone.json").read_text())["metrics"]
+    for run_dir, expected in ((light.run_dir, "succeeded"), (heavy_dir, "failed the forgetting gate")):
+        result = SimpleNamespace(run_dir=run_dir, adapter_dir=run_dir / "adapter")
         manifest = json.loads((result.adapter_dir / "hone.json").read_text())
         assert manifest["status"] == expected and manifest["metrics"]["status"] == expected
         table = json.loads((result.run_dir / "forgetting.json").read_text())["table"]
         text = table["parts"]["general_text"]
         assert text["ci_low"] <= text["delta"] <= text["ci_high"]
         assert table["passed"] == (expected == "succeeded")
-    assert heavy.metrics["forgetting_general_text_delta"] > 0.10 > light.metrics["forgetting_general_text_delta"]
-    assert GATE_FAILED != 0
+    assert heavy_metrics["forgetting_general_text_delta"] > 0.10 > light.metrics["forgetting_general_text_delta"]
