@@ -23,11 +23,9 @@ def _png(plt, fig) -> bytes:
     return buffer.getvalue()
 
 
-def loss_curves(series: dict[str, tuple[list[dict], str]], title: str = "loss") -> bytes:
-    """Train loss (thin) and validation loss (markers) per step, one colour per run.
-
-    `series` maps a label to (metrics.jsonl records, colour or "").
-    """
+def loss_curves(series: dict[str, list[dict]], title: str = "loss") -> bytes:
+    """Train loss (thin) and validation loss (markers) per step, one colour per run; a dotted line
+    marks each run's best evaluation. `series` maps a label to its metrics.jsonl records."""
     plt, fig, ax = _figure()
     for n, (label, records) in enumerate(series.items()):
         color = f"C{n}"
