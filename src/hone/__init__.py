@@ -3,16 +3,17 @@
     import hone
     result = hone.train("run.yaml", ["train.lr=1e-4"])
     hone.evaluate("heldout.jsonl", adapter=result.run_dir, metric="json").metrics
+    print(hone.compare("heldout.jsonl", adapter=result.run_dir, metric="json", shots=3).table())
     hone.generate("Two large pepperoni pizzas, delivered", adapter=result.run_dir)
 """
 
 __version__ = "0.1.0"
-__all__ = ["train", "evaluate", "generate", "load_config"]
+__all__ = ["train", "evaluate", "compare", "generate", "load_config"]
 
 
 def __getattr__(name: str):
     # Lazy: `import hone` stays instant; torch and transformers load with the first real call.
-    if name in ("train", "evaluate", "generate"):
+    if name in ("train", "evaluate", "compare", "generate"):
         from hone import api
 
         return getattr(api, name)

@@ -38,13 +38,76 @@ def train(config: RunConfig | str | Path | dict | None = None, overrides: list[s
         read_task(config.eval.file)  # a bad eval file fails now, not after training
     result = run_training(config, run_dir, resume=resume is not None, progress=progress, log=log)
     if config.eval.file:
-        result.evaluation = evaluate(config.eval.file, adapter=result.adapter_dir, metric=config.eval.metric,
-                                     grader=config.eval.grader,
-                                     max_new_tokens=config.eval.max_new_tokens,
-                                     batch_size=config.eval.batch_size, progress=progress)
+        from hone.evaluate.task import EvalResult
+
+        scored = compare(config.eval.file, adapter=result.adapter_dir, metric=config.eval.metric, contenders=("tuned",),
+                         max_new_tokens=config.eval.max_new_tokens, batch_size=config.eval.batch_size,
+                         perplexity=config.eval.perplexity, grader=config.eval.grader, threads=config.train.threads,
+                         progress=progress, log=log)
+        tuned = scored.results["tuned"]
+        result.evaluation = EvalResult(tuned["metrics"], tuned["predictions"], scored.items)
         result.metrics.update({f"eval_{k}": v for k, v in result.evaluation.metrics.items()})
         update_metrics(result.adapter_dir, result.metrics)
+    if config.forgetting.active:
+        result.status = forgetting_gate(result, config.forgetting, threads=config.train.threads, log=log)
+    result.metrics["status"] = result.status
+    set_status(result.adapter_dir, result.status, result.metrics)
+    log(f"run {result.status}")
     return result
+
+
+def forgetting_gate(result, options, *, threads: int | None = None, log=print) -> str:
+    """Run the forgetting suite on a finished run, write forgetting.json, and say the run's status."""
+    import json
+
+    from hone.evaluate.forgetting import check_forgetting, render_table
+    from hone.models.artifact import update_metrics
+
+    found = check_forgetting(result.adapter_dir, max_drop=options.max_drop, max_new_tokens=options.max_new_tokens,
+                             batch_size=options.batch_size, threads=threads, progress_log=log)
+    table = found["table"]
+    (Path(result.run_dir) / "forgetting.json").write_text(json.dumps(found, indent=2))
+    log(render_table(table))
+    result.metrics.update({f"forgetting_{part}_delta": row["delta"] for part, row in table["parts"].items()})
+    result.metrics["forgetting_passed"] = table["passed"]
+    update_metrics(result.adapter_dir, result.metrics)
+    if table["passed"]:
+        return "succeeded"
+    log(f"forgetting gate: {', '.join(table['failed_parts'])} dropped more than forgetting.max_drop allows")
+    return "failed the forgetting gate"
+
+
+def set_status(adapter_dir, status: str, metrics: dict) -> None:
+    from hone.models.artifact import read_manifest, update_manifest
+
+    update_manifest(adapter_dir, {"status": status, "metrics": {**read_manifest(adapter_dir)["metrics"], **metrics}})
+
+
+def compare(file, *, adapter=None, model: str | None = None, metric: str = "exact_match",
+            contenders=("base", "prompted", "tuned"), instruction: str | None = None, shots: int = 0,
+            train_file: str | None = None, max_new_tokens: int = 256, batch_size: int = 16,
+            perplexity: bool = True, grader=None, threads: int | None = None, progress: bool = True, log=print):
+    """Score base zero-shot, base with the best prompt and the tuned adapter on `file` (cached).
+
+    The prompt's worked examples come from `train_file` (default: the adapter's training file).
+    `grader` (a spec dict, inline JSON, a JSON/YAML file or a grader config) replaces `metric`.
+    """
+    from hone.evaluate.compare import EvalSettings, compare as run_compare, few_shot_prompt
+    from hone.models.artifact import adapter_dir, read_manifest
+
+    if adapter is not None and model is not None:
+        raise HoneError("give an adapter or a model, not both", where="--model",
+                        hint="an adapter already names its base model in hone.json")
+    if train_file is None and adapter is not None and shots:
+        train_file = (read_manifest(adapter_dir(adapter)).get("data") or {}).get("train")
+    prompt = few_shot_prompt(train_file, shots, instruction)
+    if grader is not None:
+        from hone.rewards.spec import dump_spec, load_spec
+
+        grader = dump_spec(load_spec(grader))  # a bad spec fails before any model loads
+    settings = EvalSettings(metric, max_new_tokens, batch_size, perplexity, grader)
+    return run_compare(file, adapter=adapter, model=model, contenders=tuple(contenders), prompt=prompt,
+                       settings=settings, threads=threads, progress=progress, log=log)
 
 
 def evaluate(file: str | Path, *, adapter: str | Path | None = None, model: str | None = None,
@@ -86,14 +149,15 @@ def generate(prompt: str | list[dict] | list[list[dict]], *, adapter: str | Path
     return outputs[0] if single else outputs
 
 
-def load_for_inference(*, adapter=None, model: str | None = None):
-    """(model, tokenizer) for a tuned artifact or a base model spec (the default model if neither)."""
+def load_for_inference(*, adapter=None, model: str | None = None, threads: int | None = None):
+    """(model, tokenizer) for a tuned artifact or a base model spec (the default model if neither);
+    torch uses `threads` CPU threads (default: every core available)."""
     from hone.models.artifact import load_tuned
     from hone.models.load import load_model
     from hone.models.registry import DEFAULT_MODEL
     from hone.train.loop import set_threads
 
-    set_threads(None)
+    set_threads(threads)
     if adapter is not None:
         if model is not None:
             raise HoneError("give an adapter or a model, not both", where="--model",

@@ -9,6 +9,9 @@ import os
 import sys
 
 
+GATE_FAILED = 5  # the run trained but failed its forgetting gate
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args, extra = parser.parse_known_args(argv)
@@ -66,12 +69,19 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--no-progress", action="store_true")
     train.set_defaults(run=_train)
 
-    ev = commands.add_parser("eval", help="score a base or tuned model on a held-out chat file")
+    ev = commands.add_parser("eval", help="score base zero-shot, base with the best prompt and tuned side by side",
+                             description="Score contenders on a held-out chat file (results are cached).")
     ev.add_argument("file")
     _model_args(ev)
-    ev.add_argument("--metric", default="exact_match", help="exact_match | json")
+    ev.add_argument("--metric", default="exact_match", help="exact_match | json | labels | a registered metric")
     ev.add_argument("--grader", metavar="SPEC", help="score with a grader spec (JSON/YAML file or inline JSON) "
                     "instead of --metric")
+    ev.add_argument("--contenders", default="base,prompted,tuned",
+                    help="comma-separated: base (zero-shot), prompted (instruction + shots), tuned (the adapter)")
+    ev.add_argument("--instruction", help="system message of the prompted contender")
+    ev.add_argument("--shots", type=int, default=0, help="worked examples from the training file in the prompt")
+    ev.add_argument("--train-file", help="where shots come from (default: the adapter's data.train)")
+    ev.add_argument("--no-perplexity", action="store_true", help="skip the reference perplexity")
     ev.add_argument("--max-new-tokens", type=int, default=256)
     ev.add_argument("--batch-size", type=int, default=16)
     ev.add_argument("--predictions", metavar="JSONL", help="write each prompt, reference and prediction here")
@@ -87,6 +97,16 @@ def _parser() -> argparse.ArgumentParser:
     grade.add_argument("--samples", metavar="JSONL", help="model outputs, one per item of FILE")
     grade.add_argument("--json", action="store_true", help="print the scores as JSON")
     grade.set_defaults(run=_grader_run)
+
+    report = commands.add_parser("report", help="write an HTML report of a run (plots, contenders, forgetting, diffs)")
+    report.add_argument("run", help="a run directory")
+    report.add_argument("--out", help="output folder (default RUN/report)")
+    report.set_defaults(run=_report)
+
+    cmp = commands.add_parser("compare", help="several runs side by side in one table and plot")
+    cmp.add_argument("runs", nargs="+", help="run directories")
+    cmp.add_argument("--out", default="compare.html", help="HTML page to write (PNGs beside it)")
+    cmp.set_defaults(run=_compare)
 
     gen = commands.add_parser("generate", help="generate with a base or tuned model")
     gen.add_argument("prompt", help="the user message ('-' reads standard input)")
@@ -144,24 +164,46 @@ def _train(args) -> int:
                    progress=not args.no_progress, preset=args.preset)
     print(f"adapter saved to {result.adapter_dir}")
     print(json.dumps(result.metrics, indent=2))
-    return 0
+    return 0 if result.status == "succeeded" else GATE_FAILED
 
 
 def _eval(args) -> int:
-    from hone.api import evaluate
+    from hone.api import compare
 
-    result = evaluate(args.file, adapter=args.adapter, model=args.model, metric=args.metric,
-                      max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, grader=args.grader)
+    contenders = [c.strip() for c in args.contenders.split(",") if c.strip()]
+    result = compare(args.file, adapter=args.adapter, model=args.model, metric=args.metric, contenders=contenders,
+                     instruction=args.instruction, shots=args.shots, train_file=args.train_file,
+                     max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
+                     perplexity=not args.no_perplexity, grader=args.grader)
     if args.predictions:
         with open(args.predictions, "w", encoding="utf-8") as f:
-            for i, (item, prediction) in enumerate(zip(result.items, result.predictions)):
+            for i, item in enumerate(result.items):
+                predictions = {name: r["predictions"][i] for name, r in result.results.items()}
                 record = {"where": item.where, "messages": item.messages, "reference": item.reference,
-                          "prediction": prediction}
-                if result.grades:
-                    record["grade"] = result.grades[i].to_dict()
+                          "predictions": predictions, "prediction": list(predictions.values())[-1]}
+                if args.grader:
+                    record["grades"] = {name: r["scores"][i] for name, r in result.results.items()}
                 f.write(json.dumps(record) + "\n")
-    for key, value in result.metrics.items():
-        print(f"{key:>16}: {value:.4f}" if isinstance(value, float) else f"{key:>16}: {value}")
+    for note in result.notes:
+        print(f"note: {note}")
+    print(result.table())
+    return 0
+
+
+def _report(args) -> int:
+    from hone.evaluate.report import write_report
+
+    path = write_report(args.run, out_dir=args.out)
+    print(f"report: {path}")
+    return 0
+
+
+def _compare(args) -> int:
+    from hone.evaluate.runs import write_comparison
+
+    table, path = write_comparison(args.runs, args.out)
+    print(table)
+    print(f"\ncomparison: {path}")
     return 0
 
 

@@ -12,7 +12,7 @@ def hone(*args, cwd=None):
 def test_help_lists_the_commands():
     out = hone("--help")
     assert out.returncode == 0
-    for command in ("data", "train", "eval", "generate", "demo"):
+    for command in ("data", "train", "eval", "report", "compare", "generate", "demo"):
         assert command in out.stdout
 
 

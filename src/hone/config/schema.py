@@ -34,6 +34,20 @@ class DataConfig(Section):
     """Pack several examples per row (no attention across examples, positions restart)."""
     strict: bool = True
     """Refuse a file with any invalid line (True) or skip invalid lines and say how many (False)."""
+    replay: float = Field(0.0, ge=0.0, lt=1.0)
+    """Fraction of the training examples that are general text replayed against forgetting (shipped
+    paragraphs of Python's docs, disjoint from the forgetting probe); 0.2 adds 1 replay per 4 task examples."""
+
+
+class EarlyStoppingConfig(Section):
+    patience: int = Field(3, gt=0)
+    """Evaluations without improvement before training stops."""
+    metric: str = "val_loss"
+    """`val_loss` (lower is better) or a key of `eval.metric` (higher is better, e.g. field_accuracy),
+    scored by generating answers for up to `max_items` validation examples at each evaluation."""
+    min_delta: float = Field(0.0, ge=0.0)
+    """The smallest change that counts as an improvement."""
+    max_items: int = Field(64, gt=0)
 
 
 class TrainConfig(Section):
@@ -64,6 +78,13 @@ class TrainConfig(Section):
     hardware runs it fast (CUDA with bf16, or a CPU with AVX512-BF16/AMX) and fp32 elsewhere."""
     threads: int | None = Field(None, gt=0)
     """CPU threads for torch (default: the cores available to this process)."""
+    early_stopping: EarlyStoppingConfig | None = None
+    """Stop when the validation score has not improved for `patience` evaluations (needs validation data)."""
+    best_checkpoint: bool = True
+    """Write the artifact from the best evaluation (by `early_stopping.metric`, else val_loss), not the last step."""
+    l2sp: float = Field(0.0, ge=0.0)
+    """L2-SP strength: adds l2sp/2 * ||w - w_base||^2 over trainable weights that have a base value
+    (full or layer tuning; LoRA's new matrices have none, so it does nothing there)."""
 
     @field_validator("optimizer")
     @classmethod
@@ -89,12 +110,53 @@ class TrainConfig(Section):
 class EvalConfig(Section):
     file: str | None = None
     """Held-out JSONL scored after training (the last assistant turn is the reference)."""
-    metric: Literal["exact_match", "json"] = "exact_match"
+    metric: str = "exact_match"
+    """exact_match | json | labels, or a metric registered with `hone.evaluate.metrics.register_metric`."""
     grader: GraderConfig | None = None
     """A grader spec (`hone.rewards`, e.g. `{type: json, json_schema: {...}}`) that scores each held-out
     item instead of `metric`; the item is `{messages, prompt, reference, where}`."""
     max_new_tokens: int = Field(256, gt=0)
     batch_size: int = Field(16, gt=0)
+    instruction: str | None = None
+    """The system message of the prompted-base contender (`hone eval`, `hone report`)."""
+    shots: int = Field(0, ge=0)
+    """Worked examples from `data.train` in the prompted-base contender's prompt."""
+    perplexity: bool = True
+    """Also measure each contender's perplexity of the reference answers."""
+
+    @field_validator("metric")
+    @classmethod
+    def _known_metric(cls, value: str) -> str:
+        from hone.evaluate.metrics import METRICS
+
+        if value not in METRICS:
+            raise ValueError(f"unknown metric {value!r}; expected one of {', '.join(sorted(METRICS))}")
+        return value
+
+
+class ForgettingConfig(Section):
+    enabled: bool = False
+    """Score base and tuned model on hone's forgetting suite after training (on when max_drop is set)."""
+    max_drop: float | dict[str, float] | None = None
+    """The largest allowed drop per part (or {part: drop}); more fails the run's forgetting gate.
+    Parts: general_text (relative perplexity rise), arithmetic, facts, instructions (accuracy points)."""
+    max_new_tokens: int = Field(48, gt=0)
+    batch_size: int = Field(16, gt=0)
+
+    @field_validator("max_drop")
+    @classmethod
+    def _known_parts(cls, value):
+        from hone.evaluate.forgetting import PARTS
+
+        if isinstance(value, dict):
+            unknown = sorted(set(value) - set(PARTS))
+            if unknown:
+                raise ValueError(f"unknown part {unknown[0]!r}; expected one of {', '.join(PARTS)}")
+        return value
+
+    @property
+    def active(self) -> bool:
+        return self.enabled or self.max_drop is not None
 
 
 class RunConfig(Section):
@@ -108,6 +170,7 @@ class RunConfig(Section):
     objective: ObjectiveConfig = Field(default_factory=lambda: OBJECTIVE_CONFIGS["sft"]())
     train: TrainConfig = TrainConfig()
     eval: EvalConfig = EvalConfig()
+    forgetting: ForgettingConfig = ForgettingConfig()
 
     @model_validator(mode="before")
     @classmethod

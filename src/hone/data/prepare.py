@@ -38,6 +38,12 @@ def prepare_data(data_config, tokenizer, *, seed: int) -> PreparedData:
                      f"(validation_fraction={data_config.validation_fraction})")
     else:
         validation = []
+    if data_config.replay:
+        from hone.data.replay import replay_examples
+
+        replay = replay_examples(len(train), data_config.replay, seed)
+        train = train + replay
+        notes.append(f"replay: {len(replay)} general-text examples mixed in (data.replay={data_config.replay})")
 
     def tokenize(examples):
         out = [tokenize_example(e, tokenizer, loss_on=data_config.loss_on, max_length=data_config.max_length)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import dataclass
 from typing import Any, Callable
 
 from hone.errors import HoneError
@@ -113,13 +114,83 @@ def _leaf_fields(value: Any, path: tuple[str, ...] = ()) -> dict[tuple[str, ...]
     return {path: value}
 
 
-METRICS: dict[str, Callable[[str, str], dict[str, float]]] = {
-    "exact_match": exact_match,
-    "json": json_fields,
+def labels(prediction: str, reference: str) -> dict[str, float]:
+    """Label-set overlap: true/false positives and negatives, this example's F1 and set equality.
+
+    Labels are a JSON list of strings, or text split on commas, semicolons and new lines; they
+    compare case-insensitively with surrounding whitespace and a final period ignored. `score`
+    turns the summed counts into micro-averaged precision, recall and F1 (see `micro_f1`).
+    """
+    predicted, expected = parse_labels(prediction), parse_labels(reference)
+    tp, fp, fn = len(predicted & expected), len(predicted - expected), len(expected - predicted)
+    return {"tp": float(tp), "fp": float(fp), "fn": float(fn), "f1": f1_from_counts(tp, fp, fn)["f1"],
+            "exact_match": float(predicted == expected)}
+
+
+def parse_labels(text: str) -> set[str]:
+    """The set of normalised labels in `text` (a JSON list of strings, or comma/semicolon/line separated)."""
+    value = parse_json_output(text)
+    parts = value if isinstance(value, list) and all(isinstance(v, str) for v in value) else re.split(r"[,;\n]", text)
+    return {p.strip().rstrip(".").strip().lower() for p in parts if p.strip().rstrip(".").strip()}
+
+
+def f1_from_counts(tp: float, fp: float, fn: float) -> dict[str, float]:
+    """Precision, recall and F1 from counts; with nothing predicted and nothing expected all three are 1."""
+    precision = tp / (tp + fp) if tp + fp else float(fn == 0)
+    recall = tp / (tp + fn) if tp + fn else float(fp == 0)
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return {"precision": precision, "recall": recall, "f1": f1}
+
+
+def mean_of_keys(per_example: list[dict[str, float]]) -> dict[str, float]:
+    """The mean of each key over the examples."""
+    totals: dict[str, float] = {}
+    for result in per_example:
+        for key, value in result.items():
+            totals[key] = totals.get(key, 0.0) + value
+    return {key: total / len(per_example) for key, total in totals.items()}
+
+
+def micro_f1(per_example: list[dict[str, float]]) -> dict[str, float]:
+    """Micro-averaged precision/recall/F1 over summed label counts, plus the rate of exact label sets."""
+    tp, fp, fn = (sum(r[k] for r in per_example) for k in ("tp", "fp", "fn"))
+    return {**f1_from_counts(tp, fp, fn), "exact_match": mean_of_keys(per_example)["exact_match"]}
+
+
+@dataclass(frozen=True)
+class Metric:
+    """A named metric: `per_example(prediction, reference) -> {key: value}`, how examples combine
+    (`aggregate`, default the mean of each key) and `primary`, the per-example key that ranks wins
+    and losses in reports. Calling a Metric scores one example."""
+
+    name: str
+    per_example: Callable[[str, str], dict[str, float]]
+    primary: str
+    aggregate: Callable[[list[dict[str, float]]], dict[str, float]] = mean_of_keys
+
+    def __call__(self, prediction: str, reference: str) -> dict[str, float]:
+        return self.per_example(prediction, reference)
+
+
+METRICS: dict[str, Metric] = {
+    "exact_match": Metric("exact_match", exact_match, "exact_match"),
+    "json": Metric("json", json_fields, "field_accuracy"),
+    "labels": Metric("labels", labels, "f1", micro_f1),
 }
 
 
-def metric_for(metric_name: str) -> Callable[[str, str], dict[str, float]]:
+def register_metric(name: str, per_example: Callable[[str, str], dict[str, float]], *, primary: str,
+                    aggregate: Callable[[list[dict[str, float]]], dict[str, float]] | None = None) -> Metric:
+    """Make `name` usable as `eval.metric` / `hone eval --metric`: the plug for graders.
+
+    A grader is any pure `(prediction, reference) -> {key: value in [0, 1]}`; `primary` names the
+    key that ranks per-example wins and losses.
+    """
+    METRICS[name] = Metric(name, per_example, primary, aggregate or mean_of_keys)
+    return METRICS[name]
+
+
+def metric_for(metric_name: str) -> Metric:
     if metric_name not in METRICS:
         raise HoneError(
             f"unknown metric {metric_name!r}",
@@ -129,8 +200,8 @@ def metric_for(metric_name: str) -> Callable[[str, str], dict[str, float]]:
     return METRICS[metric_name]
 
 
-def score(metric_name: str, predictions: list[str], references: list[str]) -> dict[str, float]:
-    """The mean of each of the metric's keys over the examples, plus `n`, the number of examples."""
+def score_examples(metric_name: str, predictions: list[str], references: list[str]) -> list[dict[str, float]]:
+    """The metric's per-example results, in order."""
     metric = metric_for(metric_name)
     if len(predictions) != len(references):
         raise HoneError(
@@ -138,10 +209,16 @@ def score(metric_name: str, predictions: list[str], references: list[str]) -> di
             where=f"metric {metric_name}",
             hint="pass one prediction per reference, in the same order",
         )
-    per_example = [metric(p, r) for p, r in zip(predictions, references)]
-    totals: dict[str, float] = {}
-    for result in per_example:
-        for key, value in result.items():
-            totals[key] = totals.get(key, 0.0) + value
-    means = {key: total / len(per_example) for key, total in totals.items()}
-    return {**means, "n": len(per_example)}
+    return [metric(p, r) for p, r in zip(predictions, references)]
+
+
+def aggregate(metric_name: str, per_example: list[dict[str, float]]) -> dict[str, float]:
+    """Combine per-example results as the metric says, plus `n`, the number of examples."""
+    if not per_example:
+        return {"n": 0}
+    return {**metric_for(metric_name).aggregate(per_example), "n": len(per_example)}
+
+
+def score(metric_name: str, predictions: list[str], references: list[str]) -> dict[str, float]:
+    """The metric over a set of examples (the mean of each key unless the metric says otherwise), plus `n`."""
+    return aggregate(metric_name, score_examples(metric_name, predictions, references))

@@ -57,7 +57,12 @@ def read_manifest(directory: Path) -> dict:
 
 def update_metrics(directory: Path, metrics: dict) -> None:
     manifest = read_manifest(directory)
-    manifest["metrics"] = {**manifest.get("metrics", {}), **metrics}
+    update_manifest(directory, {"metrics": {**manifest.get("metrics", {}), **metrics}})
+
+
+def update_manifest(directory: Path, fields: dict) -> None:
+    """Set top-level fields of hone.json (atomically)."""
+    manifest = {**read_manifest(directory), **fields}
     tmp = Path(directory) / (MANIFEST + ".tmp")
     tmp.write_text(json.dumps(manifest, indent=2))
     os.replace(tmp, Path(directory) / MANIFEST)

@@ -24,6 +24,8 @@ from hone.models.artifact import write_artifact
 from hone.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from hone.train.metrics import MetricsLog
 from hone.train.optim import build_optimizer, build_scheduler
+from hone.train.overfit import ValidationWatch
+from hone.train.regularize import L2SP
 from hone.train.precision import autocast, prepare_for_precision, resolve_precision
 
 
@@ -34,6 +36,7 @@ class TrainResult:
     steps: int
     metrics: dict
     evaluation: object = None  # the EvalResult on `eval.file`, when the config names one
+    status: str = "succeeded"  # or "failed the forgetting gate"
 
 
 def set_threads(threads: int | None) -> None:
@@ -56,9 +59,13 @@ def run_training(config: RunConfig, run_dir: Path, *, resume: bool = False, prog
     objective = build_objective(config.objective)
     segmented = use_segment_attention(model)
     torch.manual_seed(config.train.seed)
+    base_params = {id(p) for p in model.parameters()}
     model = method.apply(model, config.method)
     if hasattr(method, "describe"):
         log(method.describe(model))
+    regularizer = L2SP.from_model(model, base_params, config.train.l2sp) if config.train.l2sp else None
+    if regularizer is not None and not regularizer.params:
+        log(f"train.l2sp: no trainable parameter of method {config.method.type} has a base value; no penalty")
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())
     precision = resolve_precision(config.train.precision)
@@ -80,6 +87,7 @@ def run_training(config: RunConfig, run_dir: Path, *, resume: bool = False, prog
     metrics.truncate_after(step)  # a resumed run rewrites what came after its checkpoint
 
     validation = _rows(data.validation, config, tokenizer.pad_token_id, segmented)
+    watch = ValidationWatch(config, run_dir, tokenizer, bool(validation), resumed_step=step, log=log)
     bar = _progress_bar(plan.total_steps, step, progress)
     model.train()
     last_eval = None
@@ -87,7 +95,7 @@ def run_training(config: RunConfig, run_dir: Path, *, resume: bool = False, prog
         while step < plan.total_steps:
             started = time.perf_counter()
             record = optimizer_step(model, objective, list(plan.micro_batches(step)), optimizer, scheduler,
-                                    precision, config.train.max_grad_norm)
+                                    precision, config.train.max_grad_norm, regularizer)
             step += 1
             seconds = time.perf_counter() - started
             record = {"step": step, "epoch": round(plan.epoch_at(step), 4), **record,
@@ -98,9 +106,14 @@ def run_training(config: RunConfig, run_dir: Path, *, resume: bool = False, prog
             if validation and (_every(step, config.train.eval_every) or step == plan.total_steps):
                 with autocast(precision):
                     last_eval = evaluate_loss(model, objective, validation)
+                last_eval.update(watch.after_eval(step, last_eval, model, metrics))
                 metrics.append({"step": step, **last_eval})
                 bar.write(f"step {step}: val_loss {last_eval['val_loss']:.4f} ppl {last_eval['val_ppl']:.2f}")
                 model.train()
+                if watch.should_stop:
+                    bar.write(f"early stopping at step {step}: no better {watch.stopper.metric} since step "
+                              f"{watch.stopper.best_step}")
+                    break
             if _every(step, config.train.save_every) and step < plan.total_steps:
                 save_checkpoint(run_dir, step, model, optimizer, scheduler, {"total_steps": plan.total_steps})
     except KeyboardInterrupt:
@@ -113,12 +126,14 @@ def run_training(config: RunConfig, run_dir: Path, *, resume: bool = False, prog
     model.eval()
     summary = metrics.summary()
     if last_eval:
-        summary.update(last_eval)
+        summary.update({k: v for k, v in last_eval.items() if k not in ("best", "warning")})
+    summary.update(watch.finish(model, step))
     adapter_dir = write_artifact(run_dir / "adapter", model, method, config, source, tokenizer, summary)
     return TrainResult(run_dir, adapter_dir, step, summary)
 
 
-def optimizer_step(model, objective, batches, optimizer, scheduler, precision: str, max_grad_norm) -> dict:
+def optimizer_step(model, objective, batches, optimizer, scheduler, precision: str, max_grad_norm,
+                   regularizer=None) -> dict:
     """One optimizer step over its micro-batches; the loss is normalised by the objective's units
     (target tokens for SFT) summed over all of them, so accumulation equals one big batch."""
     units = sum(objective.units(b) for b in batches)
@@ -129,12 +144,14 @@ def optimizer_step(model, objective, batches, optimizer, scheduler, precision: s
         (loss / max(units, 1)).backward()
         loss_sum += parts["loss_sum"]
         tokens += int(batch["n_tokens"])
+    extra = {"l2sp": regularizer.add_gradient()} if regularizer is not None else {}
     grad_norm = _clip(model, max_grad_norm)
     lr = scheduler.get_last_lr()[0]
     optimizer.step()
     scheduler.step()
     optimizer.zero_grad(set_to_none=True)
-    return {"loss": loss_sum / max(units, 1), "lr": lr, "grad_norm": grad_norm, "tokens": tokens, "targets": units}
+    return {"loss": loss_sum / max(units, 1), "lr": lr, "grad_norm": grad_norm, "tokens": tokens, "targets": units,
+            **extra}
 
 
 class StepPlan:

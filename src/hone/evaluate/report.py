@@ -1,0 +1,184 @@
+"""`hone report RUN`: one self-contained HTML page (plots embedded, also written beside it as PNG).
+
+Sections: status, loss curves, the three-contender metric table, the forgetting table, and the
+per-example diffs (prompt, expected, base output, tuned output, score) with the biggest wins and
+losses first. Evaluations come from the cache, so a second report of the same run is instant.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+from pathlib import Path
+
+from hone.evaluate.compare import LABELS, Comparison
+
+DIFF_ROWS = 10
+
+
+def write_report(run: str | Path, *, out_dir: str | Path | None = None, comparison: Comparison | dict | None = None,
+                 progress: bool = True, log=print) -> Path:
+    """Write RUN/report/index.html (+ PNGs); scores the contenders on eval.file first if needed (cached)."""
+    from hone.config.load import load_config
+    from hone.models.artifact import adapter_dir, read_manifest
+    from hone.train.metrics import MetricsLog
+
+    run_dir = Path(run)
+    directory = adapter_dir(run_dir)
+    run_dir = directory.parent
+    config = load_config(run_dir / "config.yaml")
+    manifest = read_manifest(directory)
+    if comparison is None and config.eval.file:
+        comparison = run_comparison(config, directory, progress=progress, log=log)
+    if isinstance(comparison, Comparison):
+        comparison = comparison.to_dict()
+    if comparison is not None:
+        (run_dir / "evaluation.json").write_text(json.dumps(comparison, indent=2))
+    forgetting_path = run_dir / "forgetting.json"
+    forgetting = json.loads(forgetting_path.read_text())["table"] if forgetting_path.is_file() else None
+    records = MetricsLog(run_dir / "metrics.jsonl").records()
+    out = Path(out_dir) if out_dir else run_dir / "report"
+    out.mkdir(parents=True, exist_ok=True)
+    page = render_page(run_dir.name, manifest, records, comparison, forgetting, out)
+    (out / "index.html").write_text(page, encoding="utf-8")
+    return out / "index.html"
+
+
+def run_comparison(config, directory: Path, *, progress: bool = True, log=print) -> Comparison:
+    """The three contenders on the run's eval.file with the run's eval settings."""
+    from hone.api import compare
+
+    return compare(config.eval.file, adapter=directory, metric=config.eval.metric,
+                   instruction=config.eval.instruction, shots=config.eval.shots, train_file=config.data.train,
+                   max_new_tokens=config.eval.max_new_tokens, batch_size=config.eval.batch_size,
+                   perplexity=config.eval.perplexity, progress=progress, log=log)
+
+
+def render_page(name: str, manifest: dict, records: list[dict], comparison: dict | None,
+                forgetting: dict | None, out: Path) -> str:
+    from hone.evaluate import plots
+
+    status = manifest.get("status", "succeeded")
+    parts = [f"<h1>hone run <code>{_e(name)}</code></h1>",
+             f'<p id="status" class="{"bad" if "failed" in status else "good"}">status: <b>{_e(status)}</b> · '
+             f"base <code>{_e(manifest['base_model']['id'])}</code> · method {_e(manifest['method']['type'])} · "
+             f"objective {_e(manifest['objective']['type'])}</p>"]
+    warnings = [r["warning"] for r in records if r.get("warning")]
+    parts += [f'<p class="warning">warning: {_e(w)}</p>' for w in warnings]
+    parts.append('<h2 id="loss-curves">Train and validation loss</h2>')
+    parts.append(_image(out, "loss", plots.loss_curves({name: records}, title="train and validation loss")))
+    if comparison:
+        parts += _contender_section(comparison, out)
+        parts += _diff_section(comparison)
+    if forgetting:
+        parts.append('<h2 id="forgetting">Forgetting suite</h2>')
+        parts.append("<p>Deltas are tuned − base: accuracy points for question parts, the relative change of "
+                     "perplexity for general_text (a rise is a drop in ability). Intervals: 95 % paired bootstrap.</p>")
+        parts.append(_forgetting_table(forgetting))
+        parts.append(_image(out, "forgetting", plots.deltas_with_intervals(forgetting["parts"])))
+    return PAGE.format(title=_e(f"hone report: {name}"), body="\n".join(parts))
+
+
+def _contender_section(comparison: dict, out: Path) -> list[str]:
+    from hone.evaluate import plots
+
+    results = comparison["results"]
+    keys = [k for k in next(iter(results.values()))["metrics"] if k != "n"] if results else []
+    rows = "".join(f"<tr><th>{_e(LABELS.get(n, n))}</th>" + "".join(f"<td>{_fmt(k, r['metrics'].get(k))}</td>" for k in keys)
+                   + "</tr>" for n, r in results.items())
+    table = (f'<table id="contenders"><tr><th>contender</th>{"".join(f"<th>{_e(k)}</th>" for k in keys)}</tr>'
+             f"{rows}</table>")
+    bars = {LABELS.get(n, n): {k: v for k, v in r["metrics"].items() if k not in ("n", "perplexity")}
+            for n, r in results.items()}
+    notes = "".join(f"<p class=note>{_e(n)}</p>" for n in comparison.get("notes", []))
+    return [f'<h2>Task: {_e(comparison["file"])} ({_e(comparison["metric"])}, '
+            f'{len(comparison["items"])} held-out items)</h2>', table, notes,
+            _image(out, "contenders", plots.grouped_bars(bars, "held-out task metrics by contender"))]
+
+
+def example_diffs(comparison: dict) -> list[dict]:
+    """Per item: prompt, expected, the best base contender's output, the tuned output, both scores,
+    sorted by the tuned model's gain (biggest win first)."""
+    from hone.evaluate.metrics import METRICS
+
+    results = comparison["results"]
+    if "tuned" not in results:
+        return []
+    base_name = "prompted" if "prompted" in results else "base" if "base" in results else None
+    if base_name is None:
+        return []
+    metric = METRICS.get(comparison["metric"])
+    key = metric.primary if metric else next(iter(results["tuned"]["scores"][0]))
+    rows = []
+    for i, item in enumerate(comparison["items"]):
+        base_score, tuned_score = results[base_name]["scores"][i][key], results["tuned"]["scores"][i][key]
+        rows.append({"prompt": item["messages"][-1]["content"] if item["messages"] else "", "expected": item["reference"],
+                     "base": results[base_name]["predictions"][i], "tuned": results["tuned"]["predictions"][i],
+                     "base_score": base_score, "tuned_score": tuned_score, "delta": tuned_score - base_score,
+                     "key": key, "base_name": base_name})
+    return sorted(rows, key=lambda r: -r["delta"])
+
+
+def _diff_section(comparison: dict) -> list[str]:
+    rows = example_diffs(comparison)
+    if not rows:
+        return []
+    wins = [r for r in rows if r["delta"] > 0][:DIFF_ROWS]
+    losses = sorted((r for r in rows if r["delta"] < 0), key=lambda r: r["delta"])[:DIFF_ROWS]
+    same = sum(1 for r in rows if r["delta"] == 0)
+    label = LABELS[rows[0]["base_name"]]
+    out = [f'<h2>Per-example diffs ({_e(rows[0]["key"])}: {_e(label)} → tuned)</h2>',
+           f"<p>{sum(r['delta'] > 0 for r in rows)} better, {sum(r['delta'] < 0 for r in rows)} worse, "
+           f"{same} unchanged.</p>"]
+    for title, ident, chosen in (("Biggest wins", "wins", wins), ("Biggest losses", "losses", losses)):
+        body = "".join(f"<tr class=diff><td>{_e(r['prompt'])}</td><td><code>{_e(r['expected'])}</code></td>"
+                       f"<td><code>{_e(r['base'])}</code></td><td><code>{_e(r['tuned'])}</code></td>"
+                       f"<td>{r['base_score']:.2f} → {r['tuned_score']:.2f} ({r['delta']:+.2f})</td></tr>" for r in chosen)
+        out.append(f'<h3>{title}</h3><table id="{ident}"><tr><th>prompt</th><th>expected</th>'
+                   f"<th>{_e(label)} output</th><th>tuned output</th><th>score</th></tr>{body}</table>"
+                   + ("" if chosen else "<p>none</p>"))
+    return out
+
+
+def _forgetting_table(table: dict) -> str:
+    rows = []
+    for part, r in table["parts"].items():
+        value = (lambda v: f"{v:.2f}") if r["unit"] == "perplexity" else (lambda v: f"{v:.1%}")
+        gate = "FAIL" if r["failed"] else ("pass" if r["max_drop"] is not None else "—")
+        limit = "—" if r["max_drop"] is None else f"{r['max_drop']:.1%}"
+        rows.append(f"<tr><th>{_e(part)}</th><td>{r['unit']}</td><td>{value(r['base'])}</td><td>{value(r['tuned'])}</td>"
+                    f"<td>{r['delta']:+.1%}</td><td>[{r['ci_low']:+.1%}, {r['ci_high']:+.1%}]</td>"
+                    f"<td>{limit}</td>"
+                    f'<td class="{"bad" if r["failed"] else ""}">{gate}</td></tr>')
+    return ('<table id="forgetting-table"><tr><th>part</th><th>unit</th><th>base</th><th>tuned</th><th>delta</th>'
+            f"<th>95% CI</th><th>max drop</th><th>gate</th></tr>{''.join(rows)}</table>")
+
+
+def _image(out: Path, name: str, png: bytes) -> str:
+    (out / f"{name}.png").write_bytes(png)
+    data = base64.b64encode(png).decode()
+    return f'<img id="plot-{name}" class="plot" alt="{name} plot" src="data:image/png;base64,{data}">'
+
+
+def _fmt(key: str, value) -> str:
+    if value is None:
+        return "—"
+    return f"{value:.2f}" if key == "perplexity" else f"{value:.1%}" if isinstance(value, float) else _e(str(value))
+
+
+def _e(text) -> str:
+    return html.escape(str(text))
+
+
+PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>{title}</title>
+<style>
+body {{ font: 14px/1.45 system-ui, sans-serif; max-width: 1100px; margin: 2em auto; color: #222; }}
+table {{ border-collapse: collapse; margin: 1em 0; }} th, td {{ border: 1px solid #ccc; padding: 4px 8px; vertical-align: top; }}
+td code {{ white-space: pre-wrap; word-break: break-word; }} .bad {{ color: #b00; }} .good {{ color: #070; }}
+.warning {{ background: #fff4d6; padding: 6px; }} img.plot {{ max-width: 100%; display: block; margin: 1em 0; }}
+</style></head><body>
+{body}
+</body></html>
+"""
