@@ -82,9 +82,10 @@ def test_eval_with_a_grader_scores_each_item_and_writes_the_grades(tmp_path, tin
     assert main(["eval", str(heldout), "--model", str(tiny_model_dir), "--grader", spec, "--max-new-tokens", "3",
                  "--predictions", str(predictions)]) == 0
     out = capsys.readouterr().out
-    assert "grader_score: 1.0000" in out and "n: 3" in out
+    assert "| base, zero-shot | 100.0% | 0.0% |" in out  # grader_score, grader_errors
     rows = [json.loads(line) for line in predictions.read_text().splitlines()]
-    assert [r["grade"]["score"] for r in rows] == [1.0, 1.0, 1.0] and "ne holds" in rows[0]["grade"]["reason"]
+    grades = [r["grades"]["base"] for r in rows]
+    assert [g["grader_score"] for g in grades] == [1.0, 1.0, 1.0] and "ne holds" in grades[0]["reason"]
     # the predictions file grades again with `hone grader run`
     assert main(["grader", "run", spec, str(predictions), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["grader_score"] == 1.0
