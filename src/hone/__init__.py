@@ -7,12 +7,12 @@
 """
 
 __version__ = "0.1.0"
-__all__ = ["train", "evaluate", "generate", "load_config"]
+__all__ = ["train", "estimate", "evaluate", "generate", "load_config"]
 
 
 def __getattr__(name: str):
     # Lazy: `import hone` stays instant; torch and transformers load with the first real call.
-    if name in ("train", "evaluate", "generate"):
+    if name in ("train", "estimate", "evaluate", "generate"):
         from hone import api
 
         return getattr(api, name)

@@ -46,6 +46,31 @@ def train(config: RunConfig | str | Path | dict | None = None, overrides: list[s
     return result
 
 
+def estimate(config: RunConfig | str | Path | dict | None = None, overrides: list[str] | dict | None = None, *,
+             preset: str | None = None, methods: list[str] | None = None, all_methods: bool = False,
+             calibration_steps: int = 3, log=print):
+    """Memory (weights, gradients, optimizer, activations) and time per epoch of a run, per method.
+
+    By default for the configured method; `all_methods` (or a `methods` list) gives every registered
+    one with its default options. `calibration_steps=0` skips the measured part (time). Returns an
+    `Estimate`; `.render()` is the table `hone estimate` prints.
+    """
+    from hone.methods import METHODS
+    from hone.models.estimate import estimate_run
+    from hone.train.loop import set_threads
+
+    config = load_config(config, overrides, preset=preset)
+    set_threads(config.train.threads)
+    examples = None
+    if config.data.train:
+        from hone.data.prepare import prepare_data
+        from hone.models.load import load_tokenizer
+
+        examples = prepare_data(config.data, load_tokenizer(config.model), seed=config.train.seed).train
+    names = list(METHODS) if all_methods else methods
+    return estimate_run(config, methods=names, calibration_steps=calibration_steps, examples=examples, log=log)
+
+
 def evaluate(file: str | Path, *, adapter: str | Path | None = None, model: str | None = None,
              metric: str = "exact_match", prompt=None, max_new_tokens: int = 256, batch_size: int = 16,
              progress: bool = True):

@@ -66,6 +66,18 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--no-progress", action="store_true")
     train.set_defaults(run=_train)
 
+    est = commands.add_parser("estimate", help="memory and time of a run per method, before training", description=(
+        "Trainable parameters, memory (weights, gradients, optimizer states, activations) and time per "
+        "epoch from a few measured steps, e.g. `hone estimate run.yaml train.batch_size=4 --all-methods`."))
+    est.add_argument("config", nargs="?", help="YAML run config")
+    est.add_argument("overrides", nargs="*", help="key=value settings that override the config")
+    est.add_argument("--preset", help="start from a shipped preset")
+    est.add_argument("--all-methods", action="store_true", help="a row for every registered method")
+    est.add_argument("--method", action="append", dest="methods", help="a row for this method (repeatable)")
+    est.add_argument("--steps", type=int, default=3, help="calibration steps to time (0: memory only)")
+    est.add_argument("--json", action="store_true", help="print the estimate as JSON")
+    est.set_defaults(run=_estimate)
+
     ev = commands.add_parser("eval", help="score a base or tuned model on a held-out chat file")
     ev.add_argument("file")
     _model_args(ev)
@@ -121,6 +133,24 @@ def _train(args) -> int:
                    progress=not args.no_progress, preset=args.preset)
     print(f"adapter saved to {result.adapter_dir}")
     print(json.dumps(result.metrics, indent=2))
+    return 0
+
+
+def _estimate(args) -> int:
+    from hone.api import estimate
+
+    config, overrides = args.config, list(args.overrides)
+    if config and "=" in config and not config.endswith((".yaml", ".yml")):
+        config, overrides = None, [config, *overrides]
+    log = (lambda *a: print(*a, file=sys.stderr)) if args.json else print
+    result = estimate(config, overrides, preset=args.preset, methods=args.methods, all_methods=args.all_methods,
+                      calibration_steps=args.steps, log=log)
+    if args.json:
+        print(json.dumps({"model": result.model, "precision": result.precision,
+                          "available": result.available, "tokens": result.workload.tokens,
+                          "methods": [m.to_dict() for m in result.methods]}, indent=2))
+    else:
+        print(result.render())
     return 0
 
 

@@ -60,6 +60,10 @@ class TrainConfig(Section):
     hardware runs it fast (CUDA with bf16, or a CPU with AVX512-BF16/AMX) and fp32 elsewhere."""
     threads: int | None = Field(None, gt=0)
     """CPU threads for torch (default: the cores available to this process)."""
+    memory_check: bool = True
+    """Refuse, before the model loads, a run whose estimated memory exceeds `memory_limit_gb`."""
+    memory_limit_gb: float | None = Field(None, gt=0)
+    """Memory a run may use (default: MemAvailable from /proc/meminfo when the run starts)."""
 
     @model_validator(mode="before")
     @classmethod
