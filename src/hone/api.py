@@ -102,6 +102,18 @@ def generate(prompt: str | list[dict] | list[list[dict]], *, adapter: str | Path
     return outputs[0] if single else outputs
 
 
+def export_gguf(source: str | Path, out: str | Path, *, dtype: str = "f16") -> Path:
+    """Write `source` (a transformers model directory or a shipped model name) as a llama.cpp GGUF file."""
+    from hone.export.gguf import write_gguf
+    from hone.models.load import resolve_model
+
+    path = Path(source)
+    if (path / "hone.json").is_file() or (path / "adapter" / "hone.json").is_file():
+        raise HoneError("this is a tuned adapter, not a full model", where=str(source),
+                        hint="merge it into its base first (hone export --merge RUN --out DIR), then export DIR")
+    return write_gguf(resolve_model(str(source)).path, out, dtype=dtype)
+
+
 def load_for_inference(*, adapter=None, model: str | None = None):
     """(model, tokenizer) for a tuned artifact or a base model spec (the default model if neither)."""
     from hone.models.artifact import load_tuned

@@ -97,6 +97,13 @@ def _parser() -> argparse.ArgumentParser:
     gen.add_argument("--seed", type=int)
     gen.set_defaults(run=_generate)
 
+    export = commands.add_parser("export", help="write a model for other tools (GGUF for llama.cpp)", description=(
+        "Export a model directory or shipped model, e.g. `hone export smollm2-135m-instruct --gguf model.gguf`."))
+    export.add_argument("source", help="a transformers model directory (e.g. a merged export) or a shipped model")
+    export.add_argument("--gguf", metavar="FILE", help="write a llama.cpp GGUF file here")
+    export.add_argument("--dtype", choices=["f32", "f16", "q8_0"], default="f16", help="GGUF weight type (default f16)")
+    export.set_defaults(run=_export)
+
     demo = commands.add_parser("demo", help="the main job: pizza orders to JSON, before and after LoRA")
     demo.add_argument("--output-dir", default="runs")
     demo.add_argument("overrides", nargs="*", help="key=value settings for the demo's training run")
@@ -176,6 +183,17 @@ def _generate(args) -> int:
     print(generate(prompt, adapter=args.adapter, model=args.model, system=args.system,
                    max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p,
                    seed=args.seed))
+    return 0
+
+
+def _export(args) -> int:
+    from hone.api import export_gguf
+    from hone.errors import ConfigError
+
+    if not args.gguf:
+        raise ConfigError("nothing to export to", where="hone export", hint="add --gguf FILE")
+    path = export_gguf(args.source, args.gguf, dtype=args.dtype)
+    print(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MiB, {args.dtype})")
     return 0
 
 
