@@ -261,7 +261,9 @@ def check_fits(config, source, examples, log=print) -> Estimate:
     row = analytical(config, source, workload, config.method.type)
     limit = config.train.memory_limit_gb
     available = int(limit * GIB) if limit else available_memory()
-    result = Estimate(source.id, config.train.precision, workload, [row], available)
+    from hone.train.precision import resolve_precision
+
+    result = Estimate(source.id, resolve_precision(config.train.precision), workload, [row], available)
     log(result.render())
     if config.train.memory_check and available is not None and row.memory > available:
         raise ResourceError(
@@ -286,21 +288,33 @@ def available_memory() -> int | None:
 
 
 def _meta_model(source, method_name: str | None, method_config):
-    """The model built on the meta device (no weights read), with the method applied when named."""
+    """The model with the method applied, built on the meta device (no weights read) when the method
+    allows it; a method module that sets `needs_weights = True` (e.g. one that quantizes the base),
+    or whose `apply` fails on meta tensors, gets the real model instead."""
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
     from hone.methods import method_for
     from hone.models.attention import use_segment_attention
 
-    model_config = AutoConfig.from_pretrained(source.path)
-    with torch.device("meta"):
-        model = AutoModelForCausalLM.from_config(model_config, dtype=torch.float32)
-        model.requires_grad_(False)
-        segmented = use_segment_attention(model)
-        if method_name is not None:
-            model = method_for(method_name).apply(model, method_config)
-    return model, segmented
+    method = method_for(method_name) if method_name is not None else None
+    if not getattr(method, "needs_weights", False):
+        model_config = AutoConfig.from_pretrained(source.path)
+        try:
+            with torch.device("meta"):
+                model = AutoModelForCausalLM.from_config(model_config, dtype=torch.float32)
+                model.requires_grad_(False)
+                segmented = use_segment_attention(model)
+                if method is not None:
+                    model = method.apply(model, method_config)
+            return model, segmented
+        except Exception:  # noqa: BLE001 - some methods need real weights (e.g. initialising from text)
+            pass
+    from hone.models.load import load_model
+
+    model, _, _ = load_model(source)
+    segmented = use_segment_attention(model)
+    return (method.apply(model, method_config) if method is not None else model), segmented
 
 
 def _decoder_layers(model) -> list:
