@@ -8,12 +8,12 @@
 """
 
 __version__ = "0.1.0"
-__all__ = ["train", "evaluate", "compare", "generate", "load_config"]
+__all__ = ["train", "estimate", "evaluate", "compare", "generate", "load_config"]
 
 
 def __getattr__(name: str):
     # Lazy: `import hone` stays instant; torch and transformers load with the first real call.
-    if name in ("train", "evaluate", "compare", "generate"):
+    if name in ("train", "estimate", "evaluate", "compare", "generate"):
         from hone import api
 
         return getattr(api, name)

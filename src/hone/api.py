@@ -110,6 +110,31 @@ def compare(file, *, adapter=None, model: str | None = None, metric: str = "exac
                        settings=settings, threads=threads, progress=progress, log=log)
 
 
+def estimate(config: RunConfig | str | Path | dict | None = None, overrides: list[str] | dict | None = None, *,
+             preset: str | None = None, methods: list[str] | None = None, all_methods: bool = False,
+             calibration_steps: int = 3, log=print):
+    """Memory (weights, gradients, optimizer, activations) and time per epoch of a run, per method.
+
+    By default for the configured method; `all_methods` (or a `methods` list) gives every registered
+    one with its default options. `calibration_steps=0` skips the measured part (time). Returns an
+    `Estimate`; `.render()` is the table `hone estimate` prints.
+    """
+    from hone.methods import METHODS
+    from hone.models.estimate import estimate_run
+    from hone.train.loop import set_threads
+
+    config = load_config(config, overrides, preset=preset)
+    set_threads(config.train.threads)
+    examples = None
+    if config.data.train:
+        from hone.data.prepare import prepare_data
+        from hone.models.load import load_tokenizer
+
+        examples = prepare_data(config.data, load_tokenizer(config.model), seed=config.train.seed).train
+    names = list(METHODS) if all_methods else methods
+    return estimate_run(config, methods=names, calibration_steps=calibration_steps, examples=examples, log=log)
+
+
 def evaluate(file: str | Path, *, adapter: str | Path | None = None, model: str | None = None,
              metric: str = "exact_match", prompt=None, max_new_tokens: int = 256, batch_size: int = 16,
              progress: bool = True, grader=None):
@@ -147,6 +172,18 @@ def generate(prompt: str | list[dict] | list[list[dict]], *, adapter: str | Path
     outputs = generate_batch(loaded, tokenizer, conversations, max_new_tokens=max_new_tokens,
                              temperature=temperature, top_p=top_p, seed=seed)
     return outputs[0] if single else outputs
+
+
+def export_gguf(source: str | Path, out: str | Path, *, dtype: str = "f16") -> Path:
+    """Write `source` (a transformers model directory or a shipped model name) as a llama.cpp GGUF file."""
+    from hone.export.gguf import write_gguf
+    from hone.models.load import resolve_model
+
+    path = Path(source)
+    if (path / "hone.json").is_file() or (path / "adapter" / "hone.json").is_file():
+        raise HoneError("this is a tuned adapter, not a full model", where=str(source),
+                        hint="merge it into its base first (hone export --merge RUN --out DIR), then export DIR")
+    return write_gguf(resolve_model(str(source)).path, out, dtype=dtype)
 
 
 def load_for_inference(*, adapter=None, model: str | None = None, threads: int | None = None):

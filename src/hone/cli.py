@@ -69,6 +69,18 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--no-progress", action="store_true")
     train.set_defaults(run=_train)
 
+    est = commands.add_parser("estimate", help="memory and time of a run per method, before training", description=(
+        "Trainable parameters, memory (weights, gradients, optimizer states, activations) and time per "
+        "epoch from a few measured steps, e.g. `hone estimate run.yaml train.batch_size=4 --all-methods`."))
+    est.add_argument("config", nargs="?", help="YAML run config")
+    est.add_argument("overrides", nargs="*", help="key=value settings that override the config")
+    est.add_argument("--preset", help="start from a shipped preset")
+    est.add_argument("--all-methods", action="store_true", help="a row for every registered method")
+    est.add_argument("--method", action="append", dest="methods", help="a row for this method (repeatable)")
+    est.add_argument("--steps", type=int, default=3, help="calibration steps to time (0: memory only)")
+    est.add_argument("--json", action="store_true", help="print the estimate as JSON")
+    est.set_defaults(run=_estimate)
+
     ev = commands.add_parser("eval", help="score base zero-shot, base with the best prompt and tuned side by side",
                              description="Score contenders on a held-out chat file (results are cached).")
     ev.add_argument("file")
@@ -118,10 +130,15 @@ def _parser() -> argparse.ArgumentParser:
     gen.add_argument("--seed", type=int)
     gen.set_defaults(run=_generate)
 
-    export = commands.add_parser("export", help="write a tuned model in another form", description=(
-        "`hone export --merge RUN --out DIR`: a standalone transformers model with the tuning folded in."))
+    export = commands.add_parser("export", help="merge a tuned model into its base; write GGUF for llama.cpp",
+                                 description=(
+        "`hone export --merge RUN --out DIR`: a standalone transformers model with the tuning folded in. "
+        "`hone export --merge RUN --gguf FILE` or `hone export MODEL --gguf FILE`: a llama.cpp GGUF file."))
+    export.add_argument("source", nargs="?", help="a model directory or shipped model to write as GGUF")
     export.add_argument("--merge", metavar="RUN", help="a run directory (or its adapter/) to merge into its base")
-    export.add_argument("--out", metavar="DIR", help="the directory to write (must not exist or be empty)")
+    export.add_argument("--out", metavar="DIR", help="the merged model directory to write (must not exist or be empty)")
+    export.add_argument("--gguf", metavar="FILE", help="write a llama.cpp GGUF file here")
+    export.add_argument("--dtype", choices=["f32", "f16", "q8_0"], default="f16", help="GGUF weight type (default f16)")
     export.set_defaults(run=_export)
 
     demo = commands.add_parser("demo", help="the main job: pizza orders to JSON, before and after LoRA")
@@ -165,6 +182,24 @@ def _train(args) -> int:
     print(f"adapter saved to {result.adapter_dir}")
     print(json.dumps(result.metrics, indent=2))
     return 0 if result.status == "succeeded" else GATE_FAILED
+
+
+def _estimate(args) -> int:
+    from hone.api import estimate
+
+    config, overrides = args.config, list(args.overrides)
+    if config and "=" in config and not config.endswith((".yaml", ".yml")):
+        config, overrides = None, [config, *overrides]
+    log = (lambda *a: print(*a, file=sys.stderr)) if args.json else print
+    result = estimate(config, overrides, preset=args.preset, methods=args.methods, all_methods=args.all_methods,
+                      calibration_steps=args.steps, log=log)
+    if args.json:
+        print(json.dumps({"model": result.model, "precision": result.precision,
+                          "available": result.available, "tokens": result.workload.tokens,
+                          "methods": [m.to_dict() for m in result.methods]}, indent=2))
+    else:
+        print(result.render())
+    return 0
 
 
 def _eval(args) -> int:
@@ -237,15 +272,29 @@ def _generate(args) -> int:
 
 
 def _export(args) -> int:
+    import tempfile
+
+    from hone.api import export_gguf
     from hone.errors import ConfigError
 
-    if not args.merge:
-        raise ConfigError("nothing to export", where="hone export", hint="give --merge RUN --out DIR")
-    if not args.out:
-        raise ConfigError("--merge needs --out DIR", where="hone export")
-    from hone.export.merge import merge_artifact
+    if bool(args.merge) == bool(args.source):
+        raise ConfigError("give either --merge RUN or a MODEL to export", where="hone export",
+                          hint="hone export --merge RUN --out DIR, or hone export MODEL --gguf FILE")
+    if args.source and not args.gguf:
+        raise ConfigError("nothing to export to", where="hone export", hint="add --gguf FILE")
+    if args.merge and not (args.out or args.gguf):
+        raise ConfigError("--merge needs --out DIR and/or --gguf FILE", where="hone export")
+    source = args.source
+    with tempfile.TemporaryDirectory() as tmp:
+        if args.merge:
+            from hone.export.merge import merge_artifact
 
-    print(merge_artifact(args.merge, args.out).render())
+            report = merge_artifact(args.merge, args.out or f"{tmp}/merged")
+            print(report.render())
+            source = report.out
+        if args.gguf:
+            path = export_gguf(source, args.gguf, dtype=args.dtype)
+            print(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MiB, {args.dtype})")
     return 0
 
 

@@ -40,3 +40,9 @@ class ModelError(HoneError):
     """A base model or adapter cannot be found or loaded."""
 
     exit_code = 4
+
+
+class ResourceError(HoneError):
+    """A run needs more memory (or another resource) than the machine has."""
+
+    exit_code = 6

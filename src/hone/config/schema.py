@@ -85,6 +85,10 @@ class TrainConfig(Section):
     l2sp: float = Field(0.0, ge=0.0)
     """L2-SP strength: adds l2sp/2 * ||w - w_base||^2 over trainable weights that have a base value
     (full or layer tuning; LoRA's new matrices have none, so it does nothing there)."""
+    memory_check: bool = True
+    """Refuse, before the model loads, a run whose estimated memory exceeds `memory_limit_gb`."""
+    memory_limit_gb: float | None = Field(None, gt=0)
+    """Memory a run may use (default: MemAvailable from /proc/meminfo when the run starts)."""
 
     @field_validator("optimizer")
     @classmethod

@@ -18,6 +18,7 @@ from hone.data.pack import collate, pack_rows, plan_batches
 from hone.data.prepare import prepare_data
 from hone.methods import method_for
 from hone.models.attention import use_segment_attention
+from hone.models.estimate import check_fits
 from hone.models.load import load_model, load_tokenizer, resolve_model
 from hone.objectives import build_objective
 from hone.models.artifact import write_artifact
@@ -49,6 +50,7 @@ def run_training(config: RunConfig, run_dir: Path, *, resume: bool = False, prog
     set_threads(config.train.threads)
     source = resolve_model(config.model)
     data = prepare_data(config.data, load_tokenizer(source), seed=config.train.seed)  # fail before any writes
+    check_fits(config, source, data.train, log)  # prints the estimate; refuses what cannot fit
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(dump_config(config))
     log(f"run: {run_dir} (resolved config in config.yaml)")
