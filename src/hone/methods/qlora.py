@@ -142,3 +142,4 @@ def merge(model):
 
 
 MERGE_PRECISION = "fp32, into the NF4-de-quantized base weights"
+needs_weights = True  # hone estimate: quantization needs the real weights, not meta tensors

@@ -26,7 +26,7 @@ from hone.errors import HoneError, ResourceError
 
 GIB = 1 << 30
 # Optimizer state bytes per trainable element (AdamW keeps two moments in the parameter's dtype).
-OPTIMIZER_STATE_BYTES = {"adamw": 8, "adamw8bit": 2, "sgd": 0}
+OPTIMIZER_STATE_BYTES = {"adamw": 8, "adamw_fused": 8, "adamw_foreach": 8, "adamw_8bit": 2}
 
 
 @dataclass
@@ -146,7 +146,7 @@ def analytical(config, source, workload: Workload, method_name: str, method_conf
     weights = sum(p.numel() * p.element_size() for p in params) + sum(
         b.numel() * b.element_size() for b in model.buffers())
     gradients = sum(p.numel() * p.element_size() for p in trainable)
-    per_element = OPTIMIZER_STATE_BYTES.get(getattr(config.train, "optimizer", "adamw"), 8)
+    per_element = OPTIMIZER_STATE_BYTES[config.train.optimizer]
     optimizer = n_trainable * per_element
     activations = activation_bytes(model, workload, precision, segmented, config.objective)
     return MethodEstimate(method_name, n_trainable, sum(p.numel() for p in params), weights, gradients,
