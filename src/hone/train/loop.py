@@ -119,7 +119,7 @@ def _train(config: RunConfig, run_dir: Path, runtime: Runtime, source, data, res
                 with runtime.autocast():
                     last_eval = evaluate_loss(model, objective, validation)
                 metrics.append({"step": step, **last_eval})
-                bar.write(f"step {step}: val_loss {last_eval['val_loss']:.4f} ppl {last_eval['val_ppl']:.2f}")
+                (bar.write if runtime.main else _silent)(f"step {step}: val_loss {last_eval['val_loss']:.4f} ppl {last_eval['val_ppl']:.2f}")
                 model.train()
             if _every(step, config.train.save_every) and step < plan.total_steps:
                 save_checkpoint(run_dir, step, model, optimizer, scheduler, {"total_steps": plan.total_steps},
