@@ -64,11 +64,10 @@ class Runtime:
         """Move the model to the device, add activation checkpointing and regional compilation, wrap
         it in DDP/FSDP2; returns the objective as the loop calls it (its forward through the wrapper)."""
         if checkpointing:
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            _enable_checkpointing(model)
         model.to(self.device)
         if compile:
-            for layer in decoder_layers(model):
-                layer.compile()
+            compile_layers(model)
         module = ObjectiveModule(model, objective, self.device)
         if self.strategy == "ddp":
             from torch.nn.parallel import DistributedDataParallel
@@ -210,6 +209,26 @@ def decoder_layers(model) -> list:
         return list(model.get_decoder().layers)
     except AttributeError:
         return []
+
+
+def compile_layers(model) -> None:
+    """torch.compile, regionally: each decoder layer's MLP and norms (one compiled graph reused by
+    every layer). Attention stays eager: it is already one fused kernel, and the packed rows'
+    per-batch segment bounds would make a compiled attention recompile for every batch."""
+    for layer in decoder_layers(model):
+        for name in ("input_layernorm", "mlp", "post_attention_layernorm"):
+            part = getattr(layer, name, None)
+            if isinstance(part, torch.nn.Module):
+                part.compile()
+
+
+def _enable_checkpointing(model) -> None:
+    """Non-reentrant activation checkpointing of every decoder layer (transformers' own hooks)."""
+    kwargs = {"use_reentrant": False}
+    try:
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    except AttributeError:  # transformers before activation_checkpointing_enable
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
 
 
 def _fully_shard(module, model, precision: str, device, world: int):
