@@ -103,6 +103,25 @@ def check_segment_attention(device) -> dict:
             "attention_ok": diff < 1e-2}
 
 
+def check_chunked_loss(device, tokens: int = 16384, hidden: int = 2048, vocab: int = 32000) -> dict:
+    """Peak memory of the chunked fused cross-entropy (forward + backward) next to the size of the
+    full fp32 logits it avoids; on CUDA only (the CPU has no peak-memory counter)."""
+    from hone.objectives.losses import linear_cross_entropy
+
+    if device.type != "cuda":
+        return {"loss_peak_gib": float("nan"), "logits_gib": tokens * vocab * 4 / 2**30}
+    h = torch.randn(tokens, hidden, device=device, dtype=torch.bfloat16, requires_grad=True)
+    w = torch.randn(vocab, hidden, device=device, dtype=torch.bfloat16, requires_grad=True)
+    t = torch.randint(0, vocab, (tokens,), device=device)
+    sync(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    base = torch.cuda.memory_allocated(device)
+    linear_cross_entropy(h, w, t, 4096).backward()
+    sync(device)
+    peak = (torch.cuda.max_memory_allocated(device) - base) / 2**30
+    return {"loss_peak_gib": peak, "logits_gib": tokens * vocab * 4 / 2**30}
+
+
 def random_llama(shape: dict, device, seed: int = 0):
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -267,6 +286,9 @@ def main() -> int:
           f"{'ok' if check['ok'] else 'FAIL'}; packed attention ({check['attention_kernel']}) vs dense mask: "
           f"{check['segment_vs_dense_rel']:.2e} -> {'ok' if check['attention_ok'] else 'FAIL'}")
     peak = matmul_tflops(device, size=1024 if args.tiny else 8192, repeats=3 if args.tiny else 50)
+    loss = check_chunked_loss(device)
+    print(f"chunked cross-entropy, 16384 tokens x 32000 vocabulary: peak {loss['loss_peak_gib']:.2f} GiB above "
+          f"its inputs (full fp32 logits alone would be {loss['logits_gib']:.2f} GiB)")
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
     shape = TINY if args.tiny else ONE_B
     results = [measure_safely(m, shape, args, device, peak) for m in args.methods.split(",")]
@@ -279,7 +301,9 @@ def main() -> int:
               f"checkpointing {'on' if args.checkpointing else 'off'}, compile {'on' if args.compile else 'off'}, "
               f"{args.steps - args.warmup} timed steps. bf16 vs fp32 check: worst loss difference "
               f"{check['worst_rel_diff']:.1e} ({'ok' if check['ok'] else 'FAIL'}); packed attention "
-              f"({check['attention_kernel']}) vs dense mask {check['segment_vs_dense_rel']:.1e}.")
+              f"({check['attention_kernel']}) vs dense mask {check['segment_vs_dense_rel']:.1e}. Chunked cross-entropy "
+              f"of 16384 tokens x 32000 vocabulary: peak {loss['loss_peak_gib']:.2f} GiB above its inputs, against "
+              f"{loss['logits_gib']:.2f} GiB for the fp32 logits alone.")
     text = table(results, header)
     print(text)
     out = args.out or (None if args.tiny else "docs/gpu.md")

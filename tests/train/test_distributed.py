@@ -17,8 +17,8 @@ pytestmark = pytest.mark.skipif(not torch.distributed.is_available(), reason="to
 
 
 def _losses(run_dir):
-    return [(r["step"], r["loss"], r["targets"]) for r in map(json.loads, open(run_dir / "metrics.jsonl"))
-            if "loss" in r]
+    return [(r["step"], r["loss"], (r["targets"], r["grad_norm"]))
+            for r in map(json.loads, open(run_dir / "metrics.jsonl")) if "loss" in r]
 
 
 def _common(tmp_path, tiny_model_dir, pizza_files, *extra):
@@ -46,7 +46,8 @@ def _assert_same_run(a, b, tol=1e-5):
     la, lb = _losses(a), _losses(b)
     assert [s for s, _, _ in la] == [s for s, _, _ in lb]
     for (step, x, ta), (_, y, tb) in zip(la, lb):
-        assert ta == tb, step  # the same global batch: the same target tokens
+        assert ta[0] == tb[0], step  # the same global batch: the same target tokens
+        assert ta[1] == pytest.approx(tb[1], rel=1e-4), step  # the norm of the whole (all-reduced) gradient
         assert x == pytest.approx(y, abs=tol), step
 
 

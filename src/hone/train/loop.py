@@ -35,6 +35,7 @@ class TrainResult:
     steps: int
     metrics: dict
     evaluation: object = None  # the EvalResult on `eval.file`, when the config names one
+    rank: int = 0  # this process's rank under torchrun (0 alone wrote the artifacts)
 
 
 def set_threads(threads: int | None) -> None:
@@ -142,7 +143,7 @@ def _train(config: RunConfig, run_dir: Path, runtime: Runtime, source, data, res
     if runtime.main:
         write_artifact(adapter_dir, model, method, config, source, tokenizer, summary)
     barrier()
-    return TrainResult(run_dir, adapter_dir, step, summary)
+    return TrainResult(run_dir, adapter_dir, step, summary, rank=runtime.rank)
 
 
 def optimizer_step(model, objective, batches, optimizer, scheduler, runtime: Runtime, max_grad_norm) -> dict:
