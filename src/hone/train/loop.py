@@ -120,7 +120,8 @@ def _train(config: RunConfig, run_dir: Path, runtime: Runtime, source, data, res
                 with runtime.autocast():
                     last_eval = evaluate_loss(model, objective, validation)
                 metrics.append({"step": step, **last_eval})
-                (bar.write if runtime.main else _silent)(f"step {step}: val_loss {last_eval['val_loss']:.4f} ppl {last_eval['val_ppl']:.2f}")
+                (bar.write if runtime.main else _silent)(
+                    f"step {step}: val_loss {last_eval['val_loss']:.4f} ppl {last_eval['val_ppl']:.2f}")
                 model.train()
             if _every(step, config.train.save_every) and step < plan.total_steps:
                 save_checkpoint(run_dir, step, model, optimizer, scheduler, {"total_steps": plan.total_steps},
@@ -128,12 +129,11 @@ def _train(config: RunConfig, run_dir: Path, runtime: Runtime, source, data, res
     except KeyboardInterrupt:
         bar.close()
         save_checkpoint(run_dir, step, model, optimizer, scheduler, {"total_steps": plan.total_steps},
-                                runtime.scaler)
+                        runtime.scaler)
         log(f"\ninterrupted at step {step}; checkpoint saved. Continue with: hone train --resume {run_dir}")
         raise
     bar.close()
-    save_checkpoint(run_dir, step, model, optimizer, scheduler, {"total_steps": plan.total_steps},
-                                runtime.scaler)
+    save_checkpoint(run_dir, step, model, optimizer, scheduler, {"total_steps": plan.total_steps}, runtime.scaler)
     model.eval()
     summary = metrics.summary()
     if last_eval:
