@@ -194,9 +194,11 @@ def measure(method: str, shape: dict, args, device, peak_tflops: float) -> dict:
     for step in range(args.steps):
         batches = []
         for _ in range(args.grad_accum):
-            examples = random_examples(shape["vocab_size"], args.seq_len * args.rows, rng,
-                                       longest=args.seq_len)
-            rows = pack_rows_exact(examples, args.seq_len)
+            examples, rows = [], []
+            for _ in range(args.rows):  # every row exactly seq_len tokens: one shape for every step
+                row = random_examples(shape["vocab_size"], args.seq_len, rng, longest=args.seq_len)
+                rows.append(list(range(len(examples), len(examples) + len(row))))
+                examples += row
             batches.append(collate(examples, rows, 0, mask=False))
         sync(device)
         started = time.perf_counter()
@@ -229,18 +231,6 @@ def measure_safely(method: str, shape: dict, args, device, peak_tflops: float) -
         gc.collect()
         if device.type == "cuda":
             torch.cuda.empty_cache()
-
-
-def pack_rows_exact(examples, seq_len: int) -> list[list[int]]:
-    """Rows of exactly `seq_len` tokens from examples that were cut to fill them."""
-    rows, row, used = [], [], 0
-    for i, e in enumerate(examples):
-        row.append(i)
-        used += len(e.input_ids)
-        if used >= seq_len:
-            rows.append(row)
-            row, used = [], 0
-    return rows + ([row] if row else [])
 
 
 def table(results: list[dict], header: str) -> str:

@@ -80,3 +80,13 @@ def test_fp16_trains_through_the_gradient_scaler(train_tiny):
 def test_cuda_without_a_gpu_is_a_config_error(train_tiny):
     with pytest.raises(ConfigError, match="train.device"):
         train_tiny("train.max_steps=1", "train.device=cuda")
+
+
+def test_segment_offsets_for_varlen_kernels():
+    """Two rows of 6 flattened into 12 tokens: every segment (padding included) becomes one sequence."""
+    from hone.models.attention import segment_bounds
+
+    bounds = segment_bounds(torch.tensor([[1, 1, 2, 2, 2, 0], [1, 1, 1, 1, 2, 2]]))
+    assert bounds == [[(0, 2), (2, 5), (5, 6)], [(0, 4), (4, 6)]]
+    offsets, longest = bounds.cu_seqlens("cpu")
+    assert offsets.tolist() == [0, 2, 5, 6, 10, 12] and offsets.dtype == torch.int32 and longest == 4
