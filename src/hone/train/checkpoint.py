@@ -70,7 +70,7 @@ def load_checkpoint(path: Path, model, optimizer, scheduler, scaler=None) -> dic
     missing = [n for n in weights if n not in params]
     if missing:
         raise KeyError(f"checkpoint has parameters the model lacks: {missing[:3]}")
-    extra = torch.load(path / "optimizer.pt", weights_only=False)
+    extra = torch.load(path / "optimizer.pt", weights_only=False, map_location="cpu")
     load_full_state(model, optimizer, weights, extra["optimizer"])
     scheduler.load_state_dict(extra["scheduler"])
     if scaler is not None and extra.get("scaler"):

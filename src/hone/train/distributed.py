@@ -182,10 +182,12 @@ def full_optimizer_state(model, optimizer) -> dict:
     """The optimizer's state keyed by parameter names and whole (collective under FSDP), so it loads
     into any number of processes; empty on ranks other than 0 when distributed."""
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
+    from torch.utils._pytree import tree_map
 
     distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
     options = StateDictOptions(full_state_dict=True, cpu_offload=distributed)
-    return get_optimizer_state_dict(model, optimizer, options=options)
+    state = get_optimizer_state_dict(model, optimizer, options=options)
+    return tree_map(lambda v: v.cpu() if isinstance(v, torch.Tensor) else v, state)  # GPU runs resume anywhere
 
 
 def load_full_state(model, optimizer, weights: dict, optimizer_state: dict) -> None:

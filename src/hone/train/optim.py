@@ -13,7 +13,10 @@ def build_optimizer(params, config) -> torch.optim.Optimizer:
     decay = [p for p in params if p.ndim >= 2]
     rest = [p for p in params if p.ndim < 2]
     groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": rest, "weight_decay": 0.0}]
-    return torch.optim.AdamW([g for g in groups if g["params"]], lr=config.lr, betas=(0.9, 0.999))
+    # one fused kernel for all parameters on a GPU (not for FSDP's DTensor shards)
+    fused = bool(params) and all(p.is_cuda and type(p) is torch.nn.Parameter for p in params)
+    return torch.optim.AdamW([g for g in groups if g["params"]], lr=config.lr, betas=(0.9, 0.999),
+                             fused=fused or None)
 
 
 def lr_factor(step: int, total_steps: int, schedule: str, warmup_steps: int) -> float:
