@@ -116,7 +116,7 @@ def _data_check(args) -> int:
 
 
 def _train(args) -> int:
-    if args.nproc:
+    if args.nproc is not None:
         return _torchrun(args.nproc, args.argv)
     from hone.api import train
 
