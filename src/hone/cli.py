@@ -15,6 +15,7 @@ GATE_FAILED = 5  # the run trained but failed its forgetting gate
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args, extra = parser.parse_known_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     # key=value overrides may come after options (`hone train run.yaml --no-progress train.lr=1e-4`)
     if extra and hasattr(args, "overrides") and all("=" in e and not e.startswith("-") for e in extra):
         args.overrides = [*args.overrides, *extra]
@@ -67,6 +68,9 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--preset", help="start from a shipped preset")
     train.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its last checkpoint")
     train.add_argument("--no-progress", action="store_true")
+    train.add_argument("--nproc", type=int, metavar="N", help=(
+        "train with N processes on this machine (torchrun --standalone; one per GPU, or gloo on CPU); "
+        "for several machines run torchrun -m hone train yourself"))
     train.set_defaults(run=_train)
 
     est = commands.add_parser("estimate", help="memory and time of a run per method, before training", description=(
@@ -172,6 +176,8 @@ def _data_check(args) -> int:
 
 
 def _train(args) -> int:
+    if args.nproc is not None:
+        return _torchrun(args.nproc, args.argv)
     from hone.api import train
 
     config, overrides = args.config, list(args.overrides)
@@ -179,8 +185,9 @@ def _train(args) -> int:
         config, overrides = None, [config, *overrides]  # `hone train key=value ...` with no file
     result = train(config, overrides, resume=args.resume,
                    progress=not args.no_progress, preset=args.preset)
-    print(f"adapter saved to {result.adapter_dir}")
-    print(json.dumps(result.metrics, indent=2))
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 speaks for all
+        print(f"adapter saved to {result.adapter_dir}")
+        print(json.dumps(result.metrics, indent=2))
     return 0 if result.status == "succeeded" else GATE_FAILED
 
 
@@ -200,6 +207,27 @@ def _estimate(args) -> int:
     else:
         print(result.render())
     return 0
+
+
+def _torchrun(nproc: int, argv: list[str]) -> int:
+    """Re-run this `hone train` command as N local processes under torchrun."""
+    import subprocess
+
+    from hone.errors import ConfigError
+
+    if nproc < 1:
+        raise ConfigError(f"--nproc is {nproc}; expected at least 1", where="--nproc")
+    rest, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--nproc":
+            skip = True
+        elif not arg.startswith("--nproc="):
+            rest.append(arg)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+           "-m", "hone", *rest]
+    return subprocess.run(cmd).returncode
 
 
 def _eval(args) -> int:

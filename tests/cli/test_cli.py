@@ -57,3 +57,9 @@ def test_eval_and_generate_on_the_base_model(tmp_path, tiny_model_dir):
     assert out.returncode == 0, out.stderr
     out = hone("generate", "hello", "--model", str(tmp_path / "nope"))
     assert out.returncode == 4 and "unknown model" in out.stderr
+
+
+def test_nproc_below_one_is_a_clear_error():
+    out = hone("train", "--nproc", "0", "run.yaml")
+    assert out.returncode == 2
+    assert "--nproc is 0; expected at least 1" in out.stderr and "Traceback" not in out.stderr

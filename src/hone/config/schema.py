@@ -73,9 +73,19 @@ class TrainConfig(Section):
     optimizer: Literal["adamw", "adamw_fused", "adamw_foreach", "adamw_8bit"] = "adamw"
     """AdamW as torch's default, fused or multi-tensor (foreach) kernels, or bitsandbytes' 8-bit AdamW
     (both moments in 8 bits: ~2 bytes of optimizer state per parameter instead of 8)."""
-    precision: Literal["fp32", "bf16", "auto"] = "fp32"
-    """Matmul precision: bf16 autocast keeps fp32 weights and an fp32 loss; `auto` picks bf16 where the
-    hardware runs it fast (CUDA with bf16, or a CPU with AVX512-BF16/AMX) and fp32 elsewhere."""
+    precision: Literal["fp32", "bf16", "fp16", "auto"] = "fp32"
+    """Matmul precision: bf16/fp16 autocast keeps fp32 trainable weights and an fp32 loss (fp16 adds a
+    gradient scaler); `auto` picks bf16 where the hardware runs it fast (CUDA with bf16, or a CPU with
+    AVX512-BF16/AMX), fp16 on older GPUs, and fp32 elsewhere."""
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    """Where to train: `auto` is CUDA when a GPU is visible (under torchrun, each process its local GPU)."""
+    distributed: Literal["none", "ddp", "fsdp"] = "none"
+    """With several processes (`hone train --nproc N` or torchrun): replicate (ddp) or shard (fsdp,
+    FSDP2) the model; `none` becomes ddp when more than one process is launched."""
+    gradient_checkpointing: bool = False
+    """Recompute each decoder layer's activations in backward: much less memory, ~1/3 more compute."""
+    compile: bool = False
+    """torch.compile each decoder layer (regional: quick to compile, reused by every layer)."""
     threads: int | None = Field(None, gt=0)
     """CPU threads for torch (default: the cores available to this process)."""
     early_stopping: EarlyStoppingConfig | None = None

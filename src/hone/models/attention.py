@@ -5,9 +5,15 @@ attention pay for the whole (row x row) square. Here each example (segment) gets
 SDPA call, so attention costs what the examples would cost alone, and a micro-batch can be one
 row with no padding at all. It is registered with transformers' attention interface under
 `hone_segments`; without segments (generation, a plain forward) it is exactly SDPA.
+
+On CUDA in bf16/fp16 the whole batch goes to one variable-length flash-attention call over the
+segments' cumulative boundaries (`torch.nn.attention.varlen`, else the flash-attn package); on the
+CPU, in fp32, or where neither kernel exists, each segment gets its own SDPA call.
 """
 
 from __future__ import annotations
+
+from functools import lru_cache
 
 import torch
 
@@ -22,9 +28,12 @@ def segment_attention(module, query, key, value, attention_mask, dropout: float 
     if hone_segments is None:
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout,
                                       scaling=scaling, **kwargs)
+    p = dropout if module.training else 0.0
+    kernel = varlen_kernel() if query.is_cuda and query.dtype in (torch.bfloat16, torch.float16) else None
+    if kernel is not None and p == 0.0:
+        return _varlen_attention(kernel, query, key, value, hone_segments, scaling), None
     groups = query.shape[1] // key.shape[1]
     key, value = repeat_kv(key, groups), repeat_kv(value, groups)
-    p = dropout if module.training else 0.0
     rows = []
     for b, bounds in enumerate(hone_segments):
         parts = [torch.nn.functional.scaled_dot_product_attention(
@@ -35,9 +44,61 @@ def segment_attention(module, query, key, value, attention_mask, dropout: float 
     return out.transpose(1, 2).contiguous(), None
 
 
-def segment_bounds(segment_ids: torch.Tensor) -> list[list[tuple[int, int]]]:
+class SegmentBounds(list):
+    """Per row, the (start, end) of each segment; also their cumulative offsets over the flattened
+    batch (`cu_seqlens`, int32, as varlen kernels take them), computed once per device."""
+
+    def cu_seqlens(self, device) -> tuple[torch.Tensor, int]:
+        cache = self.__dict__.setdefault("_cu", {})
+        if str(device) not in cache:
+            width = max((row[-1][1] for row in self if row), default=0)
+            offsets, longest = [0], 0
+            for r, row in enumerate(self):
+                for start, end in row:
+                    offsets.append(r * width + end)
+                    longest = max(longest, end - start)
+            cache[str(device)] = (torch.tensor(offsets, dtype=torch.int32, device=device), longest)
+        return cache[str(device)]
+
+
+@lru_cache(maxsize=1)
+def varlen_kernel():
+    """The variable-length flash-attention function available here, or None."""
+    try:
+        from torch.nn.attention.varlen import varlen_attn
+
+        return "torch", varlen_attn
+    except ImportError:
+        pass
+    try:
+        from flash_attn import flash_attn_varlen_func
+
+        return "flash_attn", flash_attn_varlen_func
+    except ImportError:
+        return None
+
+
+def _varlen_attention(kernel, query, key, value, segments: SegmentBounds, scaling):
+    """(B, H, T, D) queries, (B, Hkv, T, D) keys/values -> (B, T, H, D), causal within each segment."""
+    batch, heads, length, dim = query.shape
+    q = query.transpose(1, 2).reshape(batch * length, heads, dim)
+    k = key.transpose(1, 2).reshape(batch * length, key.shape[1], dim)
+    v = value.transpose(1, 2).reshape(batch * length, value.shape[1], dim)
+    if not isinstance(segments, SegmentBounds):
+        segments = SegmentBounds(segments)
+    cu, longest = segments.cu_seqlens(query.device)
+    source, fn = kernel
+    if source == "torch":
+        out = fn(q, k, v, cu, cu, longest, longest, scale=scaling, window_size=(-1, 0),
+                 enable_gqa=key.shape[1] != heads)
+    else:
+        out = fn(q, k, v, cu, cu, longest, longest, softmax_scale=scaling, causal=True)
+    return out.reshape(batch, length, heads, dim)
+
+
+def segment_bounds(segment_ids: torch.Tensor) -> SegmentBounds:
     """(R, L) segment ids -> per row, (start, end) of each run of equal ids, covering the whole row."""
-    bounds = []
+    bounds = SegmentBounds()
     for row in segment_ids.tolist():
         runs, start = [], 0
         for t in range(1, len(row) + 1):

@@ -198,26 +198,27 @@ def calibrate(config, source, examples, method_name: str, method_config=None, *,
     from hone.models.load import load_model
     from hone.objectives import build_objective
     from hone.train.loop import StepPlan, optimizer_step
+    from hone.train.distributed import start_runtime
     from hone.train.optim import build_optimizer, build_scheduler
-    from hone.train.precision import prepare_for_precision, resolve_precision
+    from hone.train.precision import prepare_for_precision
 
     model, tokenizer, _ = load_model(source)
     segmented = use_segment_attention(model)
     torch.manual_seed(config.train.seed)
     model = method_for(method_name).apply(model, method_config or config.method)
-    precision = resolve_precision(config.train.precision)
-    prepare_for_precision(model, precision)
+    runtime = start_runtime(config.train)
+    prepare_for_precision(model, runtime.precision)
     examples = examples or _synthetic_examples(config, tokenizer, steps + 1)
     plan = StepPlan(examples, config, tokenizer.pad_token_id, segmented)
     optimizer = build_optimizer(model.parameters(), config.train)
     scheduler = build_scheduler(optimizer, config.train, plan.total_steps)
-    objective = build_objective(config.objective)
+    objective = runtime.wrap(model, build_objective(config.objective))
     model.train()
     seconds, tokens = [], []
     for step in range(steps + 1):
         batches = list(plan.micro_batches(step))
         started = time.perf_counter()
-        record = optimizer_step(model, objective, batches, optimizer, scheduler, precision,
+        record = optimizer_step(model, objective, batches, optimizer, scheduler, runtime,
                                 config.train.max_grad_norm)
         if step:  # the first step pays for allocations and kernel selection
             seconds.append(time.perf_counter() - started)

@@ -1,7 +1,10 @@
 """Checkpoints that a kill cannot corrupt: written to a temporary folder, then renamed.
 
 Layout: `checkpoints/step-N/{trainable.safetensors, optimizer.pt, state.json}` plus
-`checkpoints/latest` naming the newest complete one. Only trainable parameters are stored.
+`checkpoints/latest` naming the newest complete one. Only trainable parameters are stored, whole and
+keyed by name (the optimizer state too, via torch.distributed.checkpoint's full state dicts): a
+checkpoint written by N processes (DDP or FSDP) resumes on any number of them. Under several
+processes every rank calls save (the gathering is collective) and rank 0 writes.
 """
 
 from __future__ import annotations
@@ -17,19 +20,27 @@ from safetensors.torch import load_file, save_file
 KEEP = 2
 
 
-def trainable_state(model) -> dict[str, torch.Tensor]:
-    return {n: p.detach().contiguous().clone() for n, p in model.named_parameters() if p.requires_grad}
+def save_checkpoint(run_dir: Path, step: int, model, optimizer, scheduler, state: dict, scaler=None) -> Path:
+    from hone.train.distributed import barrier, full_optimizer_state, full_trainable_state, is_main
 
-
-def save_checkpoint(run_dir: Path, step: int, model, optimizer, scheduler, state: dict) -> Path:
+    weights = full_trainable_state(model)
+    optimizer_state = full_optimizer_state(model, optimizer)
     root = Path(run_dir) / "checkpoints"
-    root.mkdir(parents=True, exist_ok=True)
     final = root / f"step-{step}"
+    if is_main():
+        _write(root, final, step, weights, optimizer_state, scheduler, state, scaler)
+    barrier()
+    return final
+
+
+def _write(root: Path, final: Path, step: int, weights, optimizer_state, scheduler, state, scaler) -> None:
+    root.mkdir(parents=True, exist_ok=True)
     tmp = root / f".tmp-step-{step}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
-    save_file(trainable_state(model), tmp / "trainable.safetensors")
-    torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+    save_file(weights, tmp / "trainable.safetensors")
+    torch.save({"optimizer": optimizer_state, "scheduler": scheduler.state_dict(),
+                "scaler": scaler.state_dict() if scaler is not None else None,
                 "torch_rng": torch.get_rng_state()}, tmp / "optimizer.pt")
     (tmp / "state.json").write_text(json.dumps({**state, "step": step}, indent=2))
     for f in tmp.iterdir():
@@ -39,7 +50,6 @@ def save_checkpoint(run_dir: Path, step: int, model, optimizer, scheduler, state
     _write_atomic(root / "latest", final.name)
     for old in sorted(_complete(root), key=_step_of)[:-KEEP]:
         shutil.rmtree(old, ignore_errors=True)
-    return final
 
 
 def latest_checkpoint(run_dir: Path) -> Path | None:
@@ -51,19 +61,20 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
     return done[-1] if done else None
 
 
-def load_checkpoint(path: Path, model, optimizer, scheduler) -> dict:
+def load_checkpoint(path: Path, model, optimizer, scheduler, scaler=None) -> dict:
     """Restore trainable weights, optimizer, schedule and RNG; returns the saved loop state."""
+    from hone.train.distributed import load_full_state
+
     weights = load_file(path / "trainable.safetensors")
     params = dict(model.named_parameters())
     missing = [n for n in weights if n not in params]
     if missing:
         raise KeyError(f"checkpoint has parameters the model lacks: {missing[:3]}")
-    with torch.no_grad():
-        for name, value in weights.items():
-            params[name].copy_(value)
-    extra = torch.load(path / "optimizer.pt", weights_only=False)
-    optimizer.load_state_dict(extra["optimizer"])
+    extra = torch.load(path / "optimizer.pt", weights_only=False, map_location="cpu")
+    load_full_state(model, optimizer, weights, extra["optimizer"])
     scheduler.load_state_dict(extra["scheduler"])
+    if scaler is not None and extra.get("scaler"):
+        scaler.load_state_dict(extra["scaler"])
     torch.set_rng_state(extra["torch_rng"])
     return json.loads((path / "state.json").read_text())
 

@@ -23,11 +23,12 @@ from hone.models.load import load_model, load_tokenizer, resolve_model
 from hone.objectives import build_objective
 from hone.models.artifact import write_artifact
 from hone.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from hone.train.distributed import Runtime, barrier, start_runtime, stop_runtime
 from hone.train.metrics import MetricsLog
 from hone.train.optim import build_optimizer, build_scheduler
 from hone.train.overfit import ValidationWatch
+from hone.train.precision import prepare_for_precision
 from hone.train.regularize import L2SP
-from hone.train.precision import autocast, prepare_for_precision, resolve_precision
 
 
 @dataclass
@@ -38,6 +39,7 @@ class TrainResult:
     metrics: dict
     evaluation: object = None  # the EvalResult on `eval.file`, when the config names one
     status: str = "succeeded"  # or "failed the forgetting gate"
+    rank: int = 0  # this process's rank under torchrun (0 alone wrote the artifacts)
 
 
 def set_threads(threads: int | None) -> None:
@@ -46,13 +48,31 @@ def set_threads(threads: int | None) -> None:
 
 def run_training(config: RunConfig, run_dir: Path, *, resume: bool = False, progress: bool = True,
                  log=print) -> TrainResult:
-    """Train `config` into `run_dir` (config.yaml, metrics.jsonl, checkpoints/, adapter/)."""
+    """Train `config` into `run_dir` (config.yaml, metrics.jsonl, checkpoints/, adapter/).
+
+    Under torchrun every process calls this; rank 0 alone logs and writes (`hone.train.distributed`).
+    """
     set_threads(config.train.threads)
     source = resolve_model(config.model)
     data = prepare_data(config.data, load_tokenizer(source), seed=config.train.seed)  # fail before any writes
-    check_fits(config, source, data.train, log)  # prints the estimate; refuses what cannot fit
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(dump_config(config))
+    runtime = start_runtime(config.train, log)
+    try:
+        return _train(config, run_dir, runtime, source, data, resume, progress and runtime.main,
+                      log if runtime.main else _silent)
+    finally:
+        stop_runtime()
+
+
+def _silent(*args, **kwargs) -> None:
+    pass
+
+
+def _train(config: RunConfig, run_dir: Path, runtime: Runtime, source, data, resume: bool, progress: bool,
+           log) -> TrainResult:
+    if runtime.main:
+        check_fits(config, source, data.train, log)  # prints the estimate; refuses what cannot fit
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.yaml").write_text(dump_config(config))
     log(f"run: {run_dir} (resolved config in config.yaml)")
     log(data.summary())
     model, tokenizer, source = load_model(source)
@@ -70,19 +90,22 @@ def run_training(config: RunConfig, run_dir: Path, *, resume: bool = False, prog
         log(f"train.l2sp: no trainable parameter of method {config.method.type} has a base value; no penalty")
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())
-    precision = resolve_precision(config.train.precision)
-    prepare_for_precision(model, precision)
+    precision = runtime.precision
+    prepare_for_precision(model, precision, keep_frozen_fp32=runtime.strategy == "fsdp")
     log(f"model: {source.id} ({total / 1e6:.1f}M params), method {config.method.type}: "
-        f"{trainable:,} trainable ({trainable / total:.2%}), precision {precision}")
+        f"{trainable:,} trainable ({trainable / total:.2%}), precision {precision}, device {runtime.device}"
+        + (f", {runtime.strategy} over {runtime.world} processes" if runtime.world > 1 else ""))
+    objective = runtime.wrap(model, objective, checkpointing=config.train.gradient_checkpointing,
+                             compile=config.train.compile)
 
-    plan = StepPlan(data.train, config, tokenizer.pad_token_id, segmented)
+    plan = StepPlan(data.train, config, tokenizer.pad_token_id, segmented, shard=runtime.shard)
     optimizer = build_optimizer(model.parameters(), config.train)
     scheduler = build_scheduler(optimizer, config.train, plan.total_steps)
-    metrics = MetricsLog(run_dir / "metrics.jsonl")
+    metrics = MetricsLog(run_dir / "metrics.jsonl", enabled=runtime.main)
     step = 0
     checkpoint = latest_checkpoint(run_dir) if resume else None
     if checkpoint is not None:
-        step = load_checkpoint(checkpoint, model, optimizer, scheduler)["step"]
+        step = load_checkpoint(checkpoint, model, optimizer, scheduler, runtime.scaler)["step"]
         log(f"resumed from {checkpoint} (step {step} of {plan.total_steps})")
     elif resume:
         log("no checkpoint found; starting from step 0")
@@ -97,7 +120,7 @@ def run_training(config: RunConfig, run_dir: Path, *, resume: bool = False, prog
         while step < plan.total_steps:
             started = time.perf_counter()
             record = optimizer_step(model, objective, list(plan.micro_batches(step)), optimizer, scheduler,
-                                    precision, config.train.max_grad_norm, regularizer)
+                                    runtime, config.train.max_grad_norm, regularizer)
             step += 1
             seconds = time.perf_counter() - started
             record = {"step": step, "epoch": round(plan.epoch_at(step), 4), **record,
@@ -106,54 +129,72 @@ def run_training(config: RunConfig, run_dir: Path, *, resume: bool = False, prog
             bar.update(1)
             bar.set_postfix(loss=f"{record['loss']:.4f}", tok_s=f"{record['tokens_per_s']:.0f}")
             if validation and (_every(step, config.train.eval_every) or step == plan.total_steps):
-                with autocast(precision):
+                with runtime.autocast():
                     last_eval = evaluate_loss(model, objective, validation)
                 last_eval.update(watch.after_eval(step, last_eval, model, metrics))
                 metrics.append({"step": step, **last_eval})
-                bar.write(f"step {step}: val_loss {last_eval['val_loss']:.4f} ppl {last_eval['val_ppl']:.2f}")
+                (bar.write if runtime.main else _silent)(
+                    f"step {step}: val_loss {last_eval['val_loss']:.4f} ppl {last_eval['val_ppl']:.2f}")
                 model.train()
                 if watch.should_stop:
                     bar.write(f"early stopping at step {step}: no better {watch.stopper.metric} since step "
                               f"{watch.stopper.best_step}")
                     break
             if _every(step, config.train.save_every) and step < plan.total_steps:
-                save_checkpoint(run_dir, step, model, optimizer, scheduler, {"total_steps": plan.total_steps})
+                save_checkpoint(run_dir, step, model, optimizer, scheduler, {"total_steps": plan.total_steps},
+                                runtime.scaler)
     except KeyboardInterrupt:
         bar.close()
-        save_checkpoint(run_dir, step, model, optimizer, scheduler, {"total_steps": plan.total_steps})
+        save_checkpoint(run_dir, step, model, optimizer, scheduler, {"total_steps": plan.total_steps},
+                        runtime.scaler)
         log(f"\ninterrupted at step {step}; checkpoint saved. Continue with: hone train --resume {run_dir}")
         raise
     bar.close()
-    save_checkpoint(run_dir, step, model, optimizer, scheduler, {"total_steps": plan.total_steps})
+    save_checkpoint(run_dir, step, model, optimizer, scheduler, {"total_steps": plan.total_steps}, runtime.scaler)
     model.eval()
     summary = metrics.summary()
     if last_eval:
         summary.update({k: v for k, v in last_eval.items() if k not in ("best", "warning")})
-    summary.update(watch.finish(model, step))
-    adapter_dir = write_artifact(run_dir / "adapter", model, method, config, source, tokenizer, summary)
-    return TrainResult(run_dir, adapter_dir, step, summary)
+    runtime.consolidate(model)  # under FSDP, rank 0 now holds whole tensors (and alone writes the artifact)
+    summary.update(watch.finish(model, step, restore=runtime.main))
+    adapter_dir = run_dir / "adapter"
+    if runtime.main:
+        write_artifact(adapter_dir, model, method, config, source, tokenizer, summary)
+    barrier()
+    return TrainResult(run_dir, adapter_dir, step, summary, rank=runtime.rank)
 
 
-def optimizer_step(model, objective, batches, optimizer, scheduler, precision: str, max_grad_norm,
+def optimizer_step(model, objective, batches, optimizer, scheduler, runtime: Runtime, max_grad_norm,
                    regularizer=None) -> dict:
     """One optimizer step over its micro-batches; the loss is normalised by the objective's units
-    (target tokens for SFT) summed over all of them, so accumulation equals one big batch."""
-    units = sum(objective.units(b) for b in batches)
+    (target tokens for SFT) summed over all of them and over all ranks, so accumulation and N
+    processes equal one big batch (DDP/FSDP average gradients over ranks, hence the factor N)."""
+    (units,) = runtime.totals(sum(objective.units(b) for b in batches))
+    scale = runtime.world / max(units, 1)
     loss_sum, tokens = 0.0, 0
-    for batch in batches:
-        with autocast(precision):
-            loss, parts = objective.loss(model, batch)
-        (loss / max(units, 1)).backward()
+    for i, batch in enumerate(batches):
+        with runtime.sync(last=i == len(batches) - 1):
+            with runtime.autocast():
+                loss, parts = objective.loss(model, batch)
+            loss = loss * scale
+            (runtime.scaler.scale(loss) if runtime.scaler else loss).backward()
         loss_sum += parts["loss_sum"]
         tokens += int(batch["n_tokens"])
     extra = {"l2sp": regularizer.add_gradient()} if regularizer is not None else {}
+    loss_sum, tokens = runtime.totals(loss_sum, tokens)
+    if runtime.scaler:
+        runtime.scaler.unscale_(optimizer)
     grad_norm = _clip(model, max_grad_norm)
     lr = scheduler.get_last_lr()[0]
-    optimizer.step()
+    if runtime.scaler:
+        runtime.scaler.step(optimizer)
+        runtime.scaler.update()
+    else:
+        optimizer.step()
     scheduler.step()
     optimizer.zero_grad(set_to_none=True)
-    return {"loss": loss_sum / max(units, 1), "lr": lr, "grad_norm": grad_norm, "tokens": tokens, "targets": units,
-            **extra}
+    return {"loss": loss_sum / max(units, 1), "lr": lr, "grad_norm": grad_norm, "tokens": int(tokens),
+            "targets": int(units), **extra}
 
 
 class StepPlan:
@@ -165,7 +206,7 @@ class StepPlan:
     packing, one padded row per example.
     """
 
-    def __init__(self, examples, config: RunConfig, pad_id: int, segmented: bool) -> None:
+    def __init__(self, examples, config: RunConfig, pad_id: int, segmented: bool, shard=None) -> None:
         self.examples = examples
         self.lengths = [len(e.input_ids) for e in examples]
         self.train = config.train
@@ -173,6 +214,7 @@ class StepPlan:
         self.capacity = None if segmented else config.data.max_length
         self.pad_id = pad_id
         self.segmented = segmented
+        self.shard = shard or (lambda examples: examples)  # this process's share of a micro-batch
         self._epochs: dict[int, list[list[int]]] = {}
         per_epoch = len(self._epoch(0))
         self.micro_per_epoch = per_epoch
@@ -193,7 +235,7 @@ class StepPlan:
         """The collated micro-batches of optimizer step `step`."""
         for index in range(step * self.train.grad_accum, (step + 1) * self.train.grad_accum):
             epoch, offset = divmod(index, self.micro_per_epoch)
-            examples = [self.examples[i] for i in self._epoch(epoch)[offset]]
+            examples = self.shard([self.examples[i] for i in self._epoch(epoch)[offset]])
             rows = None
             if self.packing:
                 lengths = [len(e.input_ids) for e in examples]
@@ -236,7 +278,7 @@ def _clip(model, max_norm: float | None) -> float:
     if not params:
         return 0.0
     norm = torch.nn.utils.clip_grad_norm_(params, max_norm if max_norm else float("inf"))
-    return float(norm)
+    return float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)  # FSDP: a DTensor
 
 
 def _every(step: int, interval: int | None) -> bool:

@@ -7,10 +7,13 @@ from pathlib import Path
 
 
 class MetricsLog:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, enabled: bool = True) -> None:
         self.path = Path(path)
+        self.enabled = enabled  # False on ranks other than 0: one process writes the file
 
     def append(self, record: dict) -> None:
+        if not self.enabled:
+            return
         with open(self.path, "a", encoding="utf-8") as f:
             f.write(json.dumps(record) + "\n")
 
@@ -21,6 +24,8 @@ class MetricsLog:
 
     def truncate_after(self, step: int) -> None:
         """Drop records past `step` (a resumed run replays them)."""
+        if not self.enabled:
+            return
         kept = [r for r in self.records() if r.get("step", 0) <= step]
         self.path.write_text("".join(json.dumps(r) + "\n" for r in kept), encoding="utf-8")
 

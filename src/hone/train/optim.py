@@ -29,7 +29,10 @@ def build_optimizer(params, config) -> torch.optim.Optimizer:
         import bitsandbytes as bnb
 
         return bnb.optim.AdamW8bit(groups, lr=config.lr, betas=(0.9, 0.999))
-    kernel = {"adamw_fused": {"fused": True}, "adamw_foreach": {"foreach": True}}.get(name, {})
+    # adamw: one fused kernel for all parameters on a GPU (not for FSDP's DTensor shards)
+    params = [p for g in groups for p in g["params"]]
+    fused = all(p.is_cuda and type(p) is torch.nn.Parameter for p in params)
+    kernel = {"adamw_fused": {"fused": True}, "adamw_foreach": {"foreach": True}}.get(name, {"fused": fused or None})
     return torch.optim.AdamW(groups, lr=config.lr, betas=(0.9, 0.999), **kernel)
 
 

@@ -72,19 +72,27 @@ def best_dir(run_dir: Path) -> Path:
 
 
 def save_best(run_dir: Path, step: int, model, stopper: EarlyStopping) -> None:
-    """Keep the best evaluation's trainable weights in checkpoints/best (written atomically)."""
+    """Keep the best evaluation's trainable weights in checkpoints/best (written atomically; under
+    several processes every rank gathers and rank 0 writes)."""
+    from hone.train.distributed import barrier, full_trainable_state, is_main
+
+    weights = full_trainable_state(model)
+    if is_main():
+        _write_best(run_dir, step, weights, stopper)
+    barrier()
+
+
+def _write_best(run_dir: Path, step: int, weights: dict, stopper: EarlyStopping) -> None:
     import os
     import shutil
 
     from safetensors.torch import save_file
 
-    from hone.train.checkpoint import trainable_state
-
     final = best_dir(run_dir)
     tmp = final.with_name(".tmp-best")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    save_file(trainable_state(model), tmp / "trainable.safetensors")
+    save_file(weights, tmp / "trainable.safetensors")
     (tmp / "state.json").write_text(json.dumps({"step": step, **stopper.state()}))
     shutil.rmtree(final, ignore_errors=True)
     os.rename(tmp, final)
@@ -187,14 +195,15 @@ class ValidationWatch:
     def should_stop(self) -> bool:
         return self.stopper.should_stop
 
-    def finish(self, model, step: int) -> dict:
-        """Load the best evaluation's weights (when it is not the last step) and summarise."""
+    def finish(self, model, step: int, *, restore: bool = True) -> dict:
+        """Load the best evaluation's weights (when it is not the last step and `restore`) and summarise."""
         summary: dict = {}
         if self.stopper.best_step is not None:
             summary = {"best_step": self.stopper.best_step, f"best_{self.stopper.metric}": self.stopper.best}
         if self.should_stop:
             summary["stopped_early_at"] = step
-        if self.keep_best and self.stopper.best_step not in (None, step) and load_best(self.run_dir, model):
+        if (restore and self.keep_best and self.stopper.best_step not in (None, step)
+                and load_best(self.run_dir, model)):
             self.log(f"artifact from the best evaluation: step {self.stopper.best_step} "
                      f"({self.stopper.metric} {self.stopper.best:.4f})")
         if self.gap.warned:
