@@ -1,0 +1,1 @@
+"""hone's HTTP server: OpenAI-compatible inference and fine-tuning routes."""
