@@ -1,8 +1,6 @@
 """`hone service`: the fine-tuning API (files, jobs), a minimal `/v1/models` and the dashboard in one
 FastAPI app, with worker processes beside it. hone's inference server mounts the same routers."""
 
-from __future__ import annotations
-
 import subprocess
 import sys
 from pathlib import Path
