@@ -88,23 +88,19 @@ class Worker:
 
     def _watch(self, job: dict, proc: subprocess.Popen, progress: "Progress") -> str:
         """Follow the subprocess until it exits; 'exited', 'cancelled', 'paused', 'stopped' or 'lost'."""
-        beat = self.settings.lease_seconds / 3
-        last_beat = 0.0
         while proc.poll() is None:
             progress.update()
             if self._stop:
                 _stop(proc, signal.SIGINT)  # checkpoint now; the next worker resumes from it
                 return "stopped"
-            if time.monotonic() - last_beat >= beat:
-                last_beat = time.monotonic()
-                status = self.store.renew_lease(job["id"], self.id, self.settings.lease_seconds)
-                if status in ("cancelled", None):
-                    _stop(proc, signal.SIGTERM)
-                    return "cancelled" if status else "lost"
-                if status == "paused":
-                    _stop(proc, signal.SIGINT)  # hone train saves a checkpoint, then exits
-                    return "paused"
-            time.sleep(min(self.poll, 0.5))
+            status = self.store.renew_lease(job["id"], self.id, self.settings.lease_seconds)
+            if status in ("cancelled", None):
+                _stop(proc, signal.SIGTERM)
+                return "cancelled" if status else "lost"
+            if status == "paused":
+                _stop(proc, signal.SIGINT)  # hone train saves a checkpoint, then exits
+                return "paused"
+            time.sleep(min(self.poll, self.settings.lease_seconds / 4))
         return "exited"
 
     def _finish(self, job: dict, returncode: int, outcome: str, progress: "Progress", log_path: Path) -> str:
