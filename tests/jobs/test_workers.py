@@ -60,7 +60,7 @@ def test_cancel_stops_the_training_process(service, pizza_data, tiny_model_dir):
 
 def test_pause_then_resume_continues_from_the_checkpoint(service, pizza_data, tiny_model_dir):
     service.pizza = pizza_data[0]
-    job_id = _create(service, tiny_model_dir, steps=300, save_every=100_000)
+    job_id = _create(service, tiny_model_dir, steps=120, save_every=100_000)
     service.start_worker()
     client = service.client()
     wait_for(lambda: _step(service, job_id) >= 2, what="training to start")
@@ -68,19 +68,19 @@ def test_pause_then_resume_continues_from_the_checkpoint(service, pizza_data, ti
     paused = wait_for(lambda: [m for m in _messages(service, job_id) if m.startswith("Paused at step")],
                       timeout=60, what="the pause to take effect")
     at = int(paused[0].split()[3].rstrip(";"))
-    assert 2 <= at < 300
+    assert 2 <= at < 120
     wait_for(lambda: _job(service, job_id)["worker"] is None, timeout=30, what="the worker to let go")
     assert client.post(f"/v1/fine_tuning/jobs/{job_id}/resume").json()["status"] == "queued"
     wait_for(lambda: _job(service, job_id)["status"] == "succeeded", what="the resumed job to succeed")
     assert f"Resuming from step {at}" in _messages(service, job_id)
-    assert metric_steps(service.data_dir, job_id) == list(range(1, 301))  # each step once, none lost
+    assert metric_steps(service.data_dir, job_id) == list(range(1, 121))  # each step once, none lost
 
 
 def test_a_killed_worker_leaves_the_job_to_the_next_one(service, pizza_data, tiny_model_dir):
     service.pizza = pizza_data[0]
-    job_id = _create(service, tiny_model_dir, steps=200, save_every=10)
+    job_id = _create(service, tiny_model_dir, steps=80, save_every=5)
     first = service.start_worker()
-    wait_for(lambda: service.store.list_checkpoints(job_id) and _step(service, job_id) >= 12,
+    wait_for(lambda: service.store.list_checkpoints(job_id) and _step(service, job_id) >= 7,
              what="a checkpoint")
     trainers = _children(first.pid)
     assert len(trainers) == 1
@@ -95,7 +95,7 @@ def test_a_killed_worker_leaves_the_job_to_the_next_one(service, pizza_data, tin
     taken = [m for m in messages if "stopped renewing its lease" in m]
     assert len(taken) == 1 and int(taken[0].split()[-1]) >= saved
     assert _job(service, job_id)["attempts"] == 2
-    assert metric_steps(service.data_dir, job_id) == list(range(1, 201))
+    assert metric_steps(service.data_dir, job_id) == list(range(1, 81))
 
 
 def test_two_workers_share_jobs_and_never_run_one_twice(service, pizza_data, tiny_model_dir):
