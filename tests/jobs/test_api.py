@@ -123,3 +123,27 @@ def test_job_list_pagination_and_metadata_filter(service, pizza_data, tiny_model
     assert [j["id"] for j in red["data"]] == [ids[2], ids[0]]
     events = client.get(f"/v1/fine_tuning/jobs/{ids[0]}/events").json()["data"]
     assert events[0]["message"] == "Job cancelled" and events[-1]["message"].startswith("Validating training file")
+
+
+def test_malformed_job_requests_get_400_never_500(service, pizza_data, tiny_model_dir):
+    client = service.client()
+    file_id = upload(client, pizza_data[0]).json()["id"]
+    good = job_request(tiny_model_dir, file_id, steps=2)
+    bodies = [[], "x", 3, {}, {**good, "model": 5}, {**good, "training_file": ["a"]},
+              {**good, "validation_file": 7}, {**good, "seed": "x"}, {**good, "seed": True}, {**good, "suffix": "a b"},
+              {**good, "metadata": {"k": 1}}, {**good, "method": "supervised"}, {**good, "method": {"type": None}},
+              {**good, "method": {"type": "supervised", "supervised": "x"}},
+              {**good, "method": {"type": "supervised", "supervised": {"hyperparameters": [1]}}},
+              {**good, "method": {"type": "supervised", "supervised": {"hyperparameters": {"batch_size": "big"}}}},
+              {**good, "method": {"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": 2.5}}}},
+              {**good, "hyperparameters": "x", "method": None}, {**good, "hone": [1]},
+              {**good, "hone": {"train.max_steps": "many"}}, {**good, "hone": {"method.type": "nope"}}]
+    for body in bodies:
+        response = client.post("/v1/fine_tuning/jobs", json=body)
+        assert response.status_code == 400, (body, response.text)
+        assert response.json()["error"]["message"]
+    for path in ["/v1/fine_tuning/jobs/x/events?after=ftevent-zz", "/v1/files?order=up",
+                 "/v1/fine_tuning/jobs?limit=abc", "/v1/fine_tuning/jobs/x/events?stream=maybe"]:
+        response = client.get(path)
+        assert response.status_code in (400, 404) and response.json()["error"]["message"], path
+    assert client.get("/v1/files?after=nope").json()["data"] == []  # an unknown cursor: nothing after it

@@ -153,6 +153,11 @@ def resolve_method(request: dict, *, examples: int) -> tuple[dict, dict]:
     if not isinstance(method, dict) or method.get("type") not in METHODS:
         raise ServiceError(400, f"method.type must be one of {', '.join(METHODS)}", param="method.type")
     kind = method["type"]
+    options = method.get(kind) or {}
+    given = options.get("hyperparameters") or {} if isinstance(options, dict) else None
+    if not isinstance(given, dict):
+        raise ServiceError(400, f"method.{kind} must be an object like {{\"hyperparameters\": {{\"n_epochs\": 3}}}}",
+                           param=f"method.{kind}")
     entry = METHODS[kind]
     missing = [] if entry["objective"] in OBJECTIVE_CONFIGS else [f"hone's {entry['objective']!r} objective"]
     missing += [entry["needs"]] if "needs" in entry else []
@@ -160,7 +165,6 @@ def resolve_method(request: dict, *, examples: int) -> tuple[dict, dict]:
         raise ServiceError(400, f"method.type {kind!r} is not available in this hone yet: it needs "
                            f"{' and '.join(missing)}; use method.type 'supervised'", param="method.type",
                            code="unsupported_method")
-    given = ((method.get(kind) or {}).get("hyperparameters") or {})
     unknown = sorted(set(given) - set(entry["hyperparameters"]))
     if unknown:
         raise ServiceError(400, f"unknown hyper-parameter {unknown[0]!r} for {kind}; expected one of "
