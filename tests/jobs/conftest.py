@@ -46,6 +46,47 @@ class Service:
 
 
 @pytest.fixture(scope="session")
+def postgres_url():
+    """A throwaway PostgreSQL cluster (Debian's postgresql, a Unix socket in a temp dir); skipped without it."""
+    import shutil
+
+    pytest.importorskip("psycopg")
+    if not shutil.which("initdb") or not shutil.which("pg_ctl"):
+        pytest.skip("PostgreSQL is not installed")
+    import tempfile
+
+    root = Path(tempfile.mkdtemp(prefix="hone-pg-"))  # not under pytest's tmp dir: postgres must reach it
+    data = root / "data"
+    as_postgres = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    if as_postgres:
+        shutil.chown(root, "postgres")
+    port = _free_port()
+    subprocess.run([*as_postgres, "initdb", "-D", str(data), "-A", "trust", "-U", "hone"], check=True,
+                   capture_output=True)
+    subprocess.run([*as_postgres, "pg_ctl", "-D", str(data), "-w", "-l", str(root / "log"), "-o",
+                    f"-k {root} -p {port} -c listen_addresses=''", "start"], check=True, capture_output=True)
+    yield f"postgresql+psycopg://hone@/postgres?host={root}&port={port}"
+    subprocess.run([*as_postgres, "pg_ctl", "-D", str(data), "-m", "immediate", "stop"], capture_output=True)
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request, tmp_path):
+    """A fresh database: a SQLite file, then a PostgreSQL database of its own."""
+    if request.param == "sqlite":
+        return str(tmp_path / "jobs.db")
+    import sqlalchemy as sa
+
+    server = request.getfixturevalue("postgres_url")
+    name = f"t{os.getpid()}_{int(time.time() * 1e6)}"
+    engine = sa.create_engine(server, isolation_level="AUTOCOMMIT")
+    with engine.connect() as db:
+        db.execute(sa.text(f"CREATE DATABASE {name}"))
+    engine.dispose()
+    return server.replace("/postgres?", f"/{name}?")
+
+
+@pytest.fixture(scope="session")
 def pizza_data(tmp_path_factory):
     return pizza.write_dataset(tmp_path_factory.mktemp("pizza"), train=40, heldout=8)
 

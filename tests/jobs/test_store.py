@@ -1,4 +1,4 @@
-"""The store on a real SQLite file: atomic claims across processes, leases, the status machine."""
+"""The store on a real SQLite file and a real PostgreSQL server: atomic claims across processes, leases, the status machine."""
 
 import multiprocessing
 import time
@@ -23,8 +23,8 @@ def _claim_all(db, name, queue):
     queue.put(claimed)
 
 
-def test_concurrent_claims_take_each_job_exactly_once(tmp_path):
-    db = tmp_path / "jobs.db"
+def test_concurrent_claims_take_each_job_exactly_once(db_url):
+    db = db_url
     store = Store(db)
     project = store.create_project("p")["id"]
     ids = {_job(store, project, n)["id"] for n in range(40)}
@@ -42,8 +42,8 @@ def test_concurrent_claims_take_each_job_exactly_once(tmp_path):
     assert workers <= {f"w{i}" for i in range(4)}
 
 
-def test_expired_lease_is_claimed_again_and_the_old_worker_loses_it(tmp_path):
-    store = Store(tmp_path / "jobs.db")
+def test_expired_lease_is_claimed_again_and_the_old_worker_loses_it(db_url):
+    store = Store(db_url)
     project = store.create_project("p")["id"]
     _job(store, project, 1)
     first = store.claim_job("w1", lease_seconds=0.2)
@@ -56,8 +56,8 @@ def test_expired_lease_is_claimed_again_and_the_old_worker_loses_it(tmp_path):
     assert store.renew_lease("ftjob-0001", "w2", 5) == "running"
 
 
-def test_status_machine_refuses_illegal_transitions(tmp_path):
-    store = Store(tmp_path / "jobs.db")
+def test_status_machine_refuses_illegal_transitions(db_url):
+    store = Store(db_url)
     project = store.create_project("p")["id"]
     job = _job(store, project, 1)
     with pytest.raises(ServiceError) as error:
