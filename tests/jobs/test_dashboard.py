@@ -50,6 +50,9 @@ def test_upload_launch_and_watch_a_job(service, browser, pizza_data, tiny_model_
     service.start_worker()
     wait_for(lambda: browser.find_element(By.ID, "job-status").text == "succeeded", what="the job to succeed")
     assert browser.find_element(By.ID, "job-id").text == job_id
+    results = json.loads(wait_for(lambda: browser.find_element(By.ID, "job-results").text, timeout=10,
+                                  what="the results"))
+    assert results["steps"] == 5 and results["train_loss"] > 0
     assert browser.find_element(By.ID, "loss-curve").get_attribute("data-points") == "5"
     points = browser.find_element(By.ID, "train-line").get_attribute("points").split()
     assert len(points) == 5
@@ -58,7 +61,7 @@ def test_upload_launch_and_watch_a_job(service, browser, pizza_data, tiny_model_
     jobs_rows = browser.find_elements(By.CSS_SELECTOR, "#jobs tbody tr")
     assert [r.get_attribute("data-id") for r in jobs_rows] == [job_id]
     assert "ft:" in jobs_rows[0].text
-    file_rows = browser.find_elements(By.CSS_SELECTOR, "#files tbody tr")
+    file_rows = [r for r in browser.find_elements(By.CSS_SELECTOR, "#files tbody tr") if "train.jsonl" in r.text]
     assert len(file_rows) == 1 and "40 valid of 40" in file_rows[0].text
     file_rows[0].click()
     wait_for(lambda: '"valid": 40' in browser.find_element(By.ID, "file-report").text, timeout=10,

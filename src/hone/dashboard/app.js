@@ -70,6 +70,7 @@ async function refreshJob() {
   $("job-progress").textContent = `step ${p.step || 0} of ${p.total_steps || "?"}` +
     (job.trained_tokens ? `, ${job.trained_tokens} tokens` : "");
   $("job-error").textContent = job.error ? `${job.error.code}: ${job.error.message}` : "";
+  $("job-results").textContent = job.results ? JSON.stringify(job.results, null, 2) : "";
   $("pause").disabled = !["queued", "running"].includes(job.status);
   $("resume").disabled = job.status !== "paused";
   $("cancel").disabled = ["succeeded", "failed", "cancelled"].includes(job.status);

@@ -19,11 +19,13 @@ def job_object(row: dict) -> dict:
         "error": row["error"], "fine_tuned_model": row["fine_tuned_model"], "finished_at": row["finished_at"],
         "hyperparameters": {k: hyper[k] for k in ("n_epochs", "batch_size", "learning_rate_multiplier")
                             if k in hyper},
-        "model": row["model"], "organization_id": row["project_id"], "result_files": [], "seed": row["seed"],
+        "model": row["model"], "organization_id": row["project_id"], "result_files": row["result_files"] or [],
+        "seed": row["seed"],
         "status": row["status"], "trained_tokens": row["trained_tokens"], "training_file": row["training_file"],
         "validation_file": row["validation_file"], "estimated_finish": None, "integrations": [],
         "metadata": row["metadata"], "method": method, "user_provided_suffix": row["suffix"],
-        "progress": row["progress"],  # hone's addition: {"step", "total_steps"} of the running training
+        # hone's additions: {"step", "total_steps"} of the training; the tuned model's final metrics
+        "progress": row["progress"], "results": row["results"],
     }
 
 

@@ -46,7 +46,7 @@ METHODS = {
                                           "learning_rate_multiplier": "train.lr"}},
 }
 # Keys of `hone` (a request's hone-specific overrides) that the service owns.
-RESERVED_KEYS = ("model", "name", "output_dir", "data.train", "data.validation", "eval.file")
+RESERVED_KEYS = ("model", "name", "output_dir", "data.train", "data.validation")
 
 
 class ServiceError(HoneError):
@@ -129,6 +129,8 @@ def create_job(store: Store, settings: ServiceSettings, project_id: str, request
                    "data.train": training["path"], "train.seed": seed}
     if validation:
         config_keys["data.validation"] = validation["path"]
+    if config_keys.get("eval.file") is not None:  # an uploaded file scored after training (hone's addition)
+        config_keys["eval.file"] = _check_file(store, project_id, config_keys["eval.file"], "hone.eval.file")["path"]
     try:
         config = load_config(None, config_keys)
     except HoneError as error:

@@ -69,6 +69,8 @@ jobs = sa.Table(
     sa.Column("started_at", sa.Integer),
     sa.Column("finished_at", sa.Integer),
     sa.Column("trained_tokens", sa.Integer),
+    sa.Column("result_files", sa.JSON),  # file ids: the step-metrics CSV
+    sa.Column("results", sa.JSON),  # the adapter's final metrics (train/valid loss, eval_* scores)
     sa.Column("progress", sa.JSON),  # {"step": n, "total_steps": m}
     sa.Column("run_dir", sa.String(1000), nullable=False),
     sa.Column("worker", sa.String(100)),  # the worker holding the job (null when none)

@@ -127,9 +127,15 @@ class Worker:
         try:
             if returncode == 0:
                 adapter = Path(job["run_dir"]) / "adapter"
+                results = _final_metrics(adapter)
                 final = transition(store, current, "succeeded", expect=mine, adapter_dir=str(adapter),
-                                   fine_tuned_model=fine_tuned_model_name(current),
-                                   trained_tokens=progress.tokens)
+                                   fine_tuned_model=fine_tuned_model_name(current), trained_tokens=progress.tokens,
+                                   results=results, result_files=[self._results_file(current, progress)])
+                scores = {k: v for k, v in results.items() if k.startswith("eval_")}
+                if scores:
+                    store.add_event(job_id, "Evaluation: " + ", ".join(f"{k.removeprefix('eval_')}={v:.4g}"
+                                    for k, v in scores.items() if isinstance(v, (int, float))),
+                                    type="metrics", data=scores)
                 store.add_event(job_id, f"New fine-tuned model created: {final['fine_tuned_model']}")
                 return "succeeded"
             message = _error_message(log_path, returncode)
@@ -142,6 +148,23 @@ class Worker:
             return store.get_job(None, job_id)["status"]
 
 
+    def _results_file(self, job: dict, progress: "Progress") -> str:
+        """OpenAI's result file: step,train_loss,valid_loss,learning_rate,tokens as CSV, in the job's project."""
+        rows = ["step,train_loss,valid_loss,learning_rate,tokens"]
+        for step in sorted(progress.records):
+            r = progress.records[step]
+            rows.append(",".join("" if r.get(k) is None else str(r.get(k))
+                                 for k in ("step", "loss", "val_loss", "lr", "tokens")))
+        file_id = new_id("file")
+        path = self.settings.data_dir / "files" / f"{file_id}.csv"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("\n".join(rows) + "\n")
+        self.store.add_file(job["project_id"], {"id": file_id, "filename": "step_metrics.csv",
+                                                "purpose": "fine-tune-results", "bytes": path.stat().st_size,
+                                                "path": str(path), "report": None, "created_at": int(time.time())})
+        return file_id
+
+
 class Progress:
     """Turns the run's metrics.jsonl and checkpoints/ into job events, progress and checkpoint rows."""
 
@@ -152,6 +175,7 @@ class Progress:
         self.last_step = (job.get("progress") or {}).get("step", 0)
         self.records: dict[int, dict] = {}
         self.tokens = 0
+        self._seen_checkpoints = {c["step"] for c in store.list_checkpoints(job["id"], limit=10**6)}
 
     def update(self) -> None:
         new = self._read()
@@ -212,11 +236,14 @@ class Progress:
             if self.store.add_checkpoint(self.job["id"], step, shown, name):
                 self.store.add_event(self.job["id"], f"Checkpoint created at step {step}")
 
-    @property
-    def _seen_checkpoints(self) -> set:
-        if not hasattr(self, "_seen"):
-            self._seen = {c["step"] for c in self.store.list_checkpoints(self.job["id"], limit=10**6)}
-        return self._seen
+
+
+def _final_metrics(adapter: Path) -> dict:
+    """The metrics recorded in the adapter's hone.json (train/valid loss, eval_* scores)."""
+    try:
+        return json.loads((adapter / "hone.json").read_text()).get("metrics", {})
+    except (OSError, ValueError):
+        return {}
 
 
 def _checkpoint_step(run_dir: Path) -> int | None:
