@@ -1,4 +1,5 @@
-"""The store on a real SQLite file and a real PostgreSQL server: atomic claims across processes, leases, the status machine."""
+"""The store on a real SQLite file and a real PostgreSQL server: atomic claims across processes, leases,
+the status machine."""
 
 import multiprocessing
 import time

@@ -110,3 +110,17 @@ def test_two_workers_share_jobs_and_never_run_one_twice(service, pizza_data, tin
         assert metric_steps(service.data_dir, job_id) == [1, 2, 3, 4]
     models = {_job(service, j)["fine_tuned_model"] for j in jobs}
     assert len(models) == 3
+
+
+def test_a_stopped_worker_checkpoints_and_requeues_its_job(service, pizza_data, tiny_model_dir):
+    service.pizza = pizza_data[0]
+    job_id = _create(service, tiny_model_dir, steps=100_000, save_every=100_000)
+    worker = service.start_worker()
+    wait_for(lambda: _step(service, job_id) >= 2, what="training to start")
+    worker.send_signal(signal.SIGTERM)  # what `hone service` does to its workers on shutdown
+    assert worker.wait(90) == 0
+    job = _job(service, job_id)
+    assert job["status"] == "queued" and job["worker"] is None
+    stopped = [m for m in _messages(service, job_id) if "the job waits for the next worker" in m]
+    at = int(stopped[0].split(" at step ")[1].split(";")[0])
+    assert at >= 2 and (service.data_dir / "runs" / job_id / "checkpoints" / f"step-{at}").is_dir()

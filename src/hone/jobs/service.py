@@ -170,7 +170,8 @@ def resolve_method(request: dict, *, examples: int) -> tuple[dict, dict]:
     unknown = sorted(set(given) - set(entry["hyperparameters"]))
     if unknown:
         raise ServiceError(400, f"unknown hyper-parameter {unknown[0]!r} for {kind}; expected one of "
-                           f"{', '.join(entry['hyperparameters'])}", param=f"method.{kind}.hyperparameters.{unknown[0]}")
+                           f"{', '.join(entry['hyperparameters'])}",
+                           param=f"method.{kind}.hyperparameters.{unknown[0]}")
     resolved = {name: _resolve(name, given.get(name, "auto"), examples, kind) for name in entry["hyperparameters"]
                 if name in given or name in AUTO}
     overrides = {"objective.type": entry["objective"]}

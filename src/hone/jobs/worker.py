@@ -112,8 +112,8 @@ class Worker:
         if outcome == "stopped" and current["status"] == "running":
             try:
                 transition(store, current, "queued", expect={"worker": self.id})
-                store.add_event(job_id, f"Worker {self.id} stopped at step {_checkpoint_step(Path(job['run_dir'])) or 0}"
-                                "; the job waits for the next worker")
+                at = _checkpoint_step(Path(job["run_dir"])) or 0
+                store.add_event(job_id, f"Worker {self.id} stopped at step {at}; the job waits for the next worker")
                 return "queued"
             except ServiceError:
                 return store.get_job(None, job_id)["status"]
