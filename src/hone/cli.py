@@ -144,6 +144,21 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--gguf", metavar="FILE", help="write a llama.cpp GGUF file here")
     export.add_argument("--dtype", choices=["f32", "f16", "q8_0"], default="f16", help="GGUF weight type (default f16)")
     export.set_defaults(run=_export)
+    service = commands.add_parser("service", help="the fine-tuning API (OpenAI's shape) with workers and dashboard")
+    _service_args(service)
+    service.add_argument("--host", default="127.0.0.1")
+    service.add_argument("--port", type=int, default=8000)
+    service.add_argument("--workers", type=int, default=1, help="worker processes to start beside the API")
+    service.add_argument("--max-upload-mb", type=float, default=100.0)
+    service.add_argument("--max-active-jobs", type=int, default=4, help="jobs per project that have not ended")
+    service.add_argument("--new-key", metavar="PROJECT", help="print a new API key for PROJECT (created if new)")
+    service.set_defaults(run=_service)
+
+    worker = commands.add_parser("worker", help="run queued fine-tuning jobs from the service's store")
+    _service_args(worker)
+    worker.add_argument("--poll", type=float, default=1.0, help="seconds between looks for work")
+    worker.add_argument("--exit-when-idle", action="store_true", help="stop when no job is queued")
+    worker.set_defaults(run=_worker)
 
     demo = commands.add_parser("demo", help="the main job: pizza orders to JSON, before and after LoRA")
     demo.add_argument("--output-dir", default="runs")
@@ -323,6 +338,55 @@ def _export(args) -> int:
         if args.gguf:
             path = export_gguf(source, args.gguf, dtype=args.dtype)
             print(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MiB, {args.dtype})")
+def _service_args(parser) -> None:
+    parser.add_argument("--db", help="SQLite file or database URL (default: $HONE_HOME/service/hone.db)")
+    parser.add_argument("--data-dir", help="uploaded files and job runs (default: $HONE_HOME/service)")
+    parser.add_argument("--lease", type=float, default=30.0, help="seconds before a silent worker's job is retaken")
+    parser.add_argument("--job-threads", type=int, help="train.threads of every job (default: all cores)")
+
+
+def _service_settings(args):
+    from pathlib import Path
+
+    from hone.jobs.service import ServiceSettings
+    from hone.jobs.store import Store
+    from hone.paths import hone_home
+
+    data_dir = args.data_dir or str(hone_home() / "service")
+    db = args.db or str(Path(data_dir) / "hone.db")
+    overrides = {"train.threads": args.job_threads} if args.job_threads else {}
+    settings = ServiceSettings(data_dir=data_dir, lease_seconds=args.lease, job_overrides=overrides,
+                               max_upload_bytes=int(getattr(args, "max_upload_mb", 100.0) * 2**20),
+                               max_active_jobs=getattr(args, "max_active_jobs", 4))
+    return Store(db), settings, db
+
+
+def _service(args) -> int:
+    import uvicorn
+
+    from hone.jobs.app import create_service_app, start_workers, stop_workers
+
+    store, settings, db = _service_settings(args)
+    if args.new_key:
+        project = store.project_by_name(args.new_key) or store.create_project(args.new_key)
+        print(store.create_key(project["id"]))
+        return 0
+    extra = ["--lease", str(args.lease)] + (["--job-threads", str(args.job_threads)] if args.job_threads else [])
+    workers = start_workers(args.workers, db, settings.data_dir, extra)
+    try:
+        uvicorn.run(create_service_app(store, settings), host=args.host, port=args.port, log_level="warning")
+    finally:
+        stop_workers(workers)
+    return 0
+
+
+def _worker(args) -> int:
+    from hone.jobs.worker import Worker
+
+    store, settings, _ = _service_settings(args)
+    worker = Worker(store, settings, poll_seconds=args.poll)
+    print(f"worker {worker.id} on {store.url}", flush=True)
+    worker.run(exit_when_idle=args.exit_when_idle)
     return 0
 
 

@@ -1,1 +1,1 @@
-"""hone's OpenAI-compatible server: one base model, many adapters (`hone serve`)."""
+"""hone's HTTP server: OpenAI-compatible inference and fine-tuning routes."""

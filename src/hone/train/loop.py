@@ -123,7 +123,7 @@ def _train(config: RunConfig, run_dir: Path, runtime: Runtime, source, data, res
                                     runtime, config.train.max_grad_norm, regularizer)
             step += 1
             seconds = time.perf_counter() - started
-            record = {"step": step, "epoch": round(plan.epoch_at(step), 4), **record,
+            record = {"step": step, "total_steps": plan.total_steps, "epoch": round(plan.epoch_at(step), 4), **record,
                       "tokens_per_s": record["tokens"] / seconds, "seconds": seconds}
             metrics.append(record)
             bar.update(1)

@@ -1,0 +1,289 @@
+"""Fine-tuning jobs as a service: the status machine and the mapping from OpenAI's job request to hone.
+
+Status machine (every change goes through `transition`):
+
+    validating_files -> queued -> running -> succeeded | failed | cancelled
+                        queued | running -> paused -> queued (resume)
+                        running -> queued (its worker was asked to stop; the next one resumes it)
+    any state that has not ended -> cancelled
+
+A job request (`model`, `training_file`, `method: {type, <type>: {hyperparameters}}`, ...) becomes
+the `RunConfig` the worker trains, through the one table `METHODS` below. `"auto"` hyper-parameters
+are resolved from the training file's size when the job is created and recorded on the job.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from hone.errors import HoneError
+from hone.jobs.store import Store, new_id
+
+STATUSES = ("validating_files", "queued", "running", "paused", "succeeded", "failed", "cancelled")
+TRANSITIONS = {
+    "validating_files": {"queued", "failed", "cancelled"},
+    "queued": {"running", "paused", "cancelled"},
+    "running": {"succeeded", "failed", "cancelled", "paused", "queued"},  # queued: its worker stopped
+    "paused": {"queued", "cancelled"},
+    "succeeded": set(), "failed": set(), "cancelled": set(),
+}
+ENDED = ("succeeded", "failed", "cancelled")
+
+BASE_LR = 2e-4  # learning_rate_multiplier 1.0 means this LoRA learning rate
+# OpenAI method type -> hone objective and the hyper-parameters it takes (hyper-parameter -> config key).
+METHODS = {
+    "supervised": {"objective": "sft", "hyperparameters": {
+        "n_epochs": "train.epochs", "batch_size": "train.batch_size", "learning_rate_multiplier": "train.lr"}},
+    "dpo": {"objective": "dpo", "hyperparameters": {
+        "n_epochs": "train.epochs", "batch_size": "train.batch_size", "learning_rate_multiplier": "train.lr",
+        "beta": "objective.beta"}},
+    "reinforcement": {"objective": "grpo", "needs": "a mapping of OpenAI graders to hone.rewards",
+                      "hyperparameters": {"n_epochs": "train.epochs", "batch_size": "train.batch_size",
+                                          "learning_rate_multiplier": "train.lr"}},
+}
+# Keys of `hone` (a request's hone-specific overrides) that the service owns.
+RESERVED_KEYS = ("model", "name", "output_dir", "data.train", "data.validation")
+
+
+class ServiceError(HoneError):
+    """An error answered over HTTP in OpenAI's shape: {"error": {message, type, param, code}}."""
+
+    def __init__(self, status: int, message: str, *, param: str | None = None, code: str | None = None,
+                 type: str = "invalid_request_error", extra: dict | None = None) -> None:
+        super().__init__(message, where=param or "")
+        self.status, self.param, self.code, self.type, self.extra = status, param, code, type, extra or {}
+
+    def body(self) -> dict:
+        return {"error": {"message": self.what, "type": self.type, "param": self.param, "code": self.code,
+                          **self.extra}}
+
+
+@dataclass
+class ServiceSettings:
+    """Where the service keeps files and runs, and its limits."""
+
+    data_dir: Path
+    max_upload_bytes: int = 100 * 2**20
+    max_active_jobs: int = 4
+    """Jobs per project that have not ended (validating, queued, running, paused)."""
+    lease_seconds: float = 30.0
+    """A running job whose worker has not renewed its lease for this long is taken by another worker."""
+    job_overrides: dict = field(default_factory=dict)
+    """hone config keys set on every job (e.g. {"train.threads": 1}); a request's `hone` keys win."""
+
+    def __post_init__(self) -> None:
+        self.data_dir = Path(self.data_dir).expanduser().resolve()
+
+
+def not_found(kind: str, ident: str, param: str | None = None) -> ServiceError:
+    return ServiceError(404, f"No {kind} with id {ident!r} in this project", param=param, code="not_found")
+
+
+def transition(store: Store, job: dict, to: str, *, expect: dict | None = None, **values) -> dict:
+    """Move `job` to status `to` if the machine allows it and nobody changed it meanwhile; the new row."""
+    if to not in TRANSITIONS[job["status"]]:
+        raise ServiceError(409, f"job {job['id']} is {job['status']}; it cannot become {to}",
+                           code="invalid_job_state")
+    if to in ENDED:
+        values.setdefault("finished_at", int(time.time()))
+    if not store.update_job(job["id"], expect={"status": job["status"], **(expect or {})}, status=to, **values):
+        current = store.get_job(None, job["id"])
+        raise ServiceError(409, f"job {job['id']} changed to {current['status']} meanwhile; try again",
+                           code="invalid_job_state")
+    store.add_event(job["id"], _STATUS_MESSAGES.get(to, f"Job is {to}"))
+    return store.get_job(None, job["id"])
+
+
+_STATUS_MESSAGES = {"queued": "Job queued", "running": "Fine-tuning job started", "paused": "Job paused",
+                    "succeeded": "The job has successfully completed", "cancelled": "Job cancelled"}
+
+
+def create_job(store: Store, settings: ServiceSettings, project_id: str, request: dict) -> dict:
+    """Validate an OpenAI job request, resolve it into a hone RunConfig and queue it; the job row."""
+    from hone.config.load import load_config
+
+    if store.count_active_jobs(project_id) >= settings.max_active_jobs:
+        raise ServiceError(429, f"this project already has {settings.max_active_jobs} jobs that have not ended "
+                           "(the limit); wait for one to finish or cancel one", code="rate_limit_exceeded",
+                           type="rate_limit_error")
+    model = _check_model(request.get("model"))
+    training = _check_file(store, project_id, request.get("training_file"), "training_file")
+    validation = (_check_file(store, project_id, request["validation_file"], "validation_file")
+                  if request.get("validation_file") else None)
+    suffix = _check_suffix(request.get("suffix"))
+    seed = request.get("seed")
+    if seed is None:
+        seed = random.randrange(2**31)
+    elif not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2**31:
+        raise ServiceError(400, "seed must be an integer in [0, 2147483647]", param="seed")
+    metadata = _check_metadata(request.get("metadata"))
+    method, overrides = resolve_method(request, examples=(training["report"] or {}).get("valid", 0))
+    job_id = new_id("ftjob")
+    run_dir = settings.data_dir / "runs" / job_id
+    config_keys = {**settings.job_overrides, **overrides, **_hone_overrides(request.get("hone")),
+                   "model": model, "name": job_id, "output_dir": str(run_dir.parent),
+                   "data.train": training["path"], "train.seed": seed}
+    if validation:
+        config_keys["data.validation"] = validation["path"]
+    if config_keys.get("eval.file") is not None:  # an uploaded file scored after training (hone's addition)
+        config_keys["eval.file"] = _check_file(store, project_id, config_keys["eval.file"], "hone.eval.file")["path"]
+    try:
+        config = load_config(None, config_keys)
+    except HoneError as error:
+        raise ServiceError(400, str(error), param="hone") from None
+    row = {"id": job_id, "model": model, "training_file": training["id"],
+           "validation_file": validation["id"] if validation else None, "suffix": suffix, "seed": seed,
+           "method": method, "config": config.model_dump(mode="json"), "status": "validating_files",
+           "metadata": metadata, "created_at": int(time.time()), "run_dir": str(run_dir)}
+    job = store.add_job(project_id, row)
+    store.add_event(job_id, f"Validating training file: {training['id']}"
+                    + (f" and validation file: {validation['id']}" if validation else ""))
+    return transition(store, job, "queued")
+
+
+def resolve_method(request: dict, *, examples: int) -> tuple[dict, dict]:
+    """OpenAI's `method` (or legacy top-level `hyperparameters`) -> (method with "auto" resolved,
+    hone config overrides). Methods whose hone objective does not exist yet are refused by name."""
+    from hone.objectives import OBJECTIVE_CONFIGS
+
+    method = request.get("method") or {"type": "supervised",
+                                       "supervised": {"hyperparameters": request.get("hyperparameters") or {}}}
+    if not isinstance(method, dict) or method.get("type") not in METHODS:
+        raise ServiceError(400, f"method.type must be one of {', '.join(METHODS)}", param="method.type")
+    kind = method["type"]
+    options = method.get(kind) or {}
+    given = options.get("hyperparameters") or {} if isinstance(options, dict) else None
+    if not isinstance(given, dict):
+        raise ServiceError(400, f"method.{kind} must be an object like {{\"hyperparameters\": {{\"n_epochs\": 3}}}}",
+                           param=f"method.{kind}")
+    entry = METHODS[kind]
+    missing = [] if entry["objective"] in OBJECTIVE_CONFIGS else [f"hone's {entry['objective']!r} objective"]
+    missing += [entry["needs"]] if "needs" in entry else []
+    if missing:
+        raise ServiceError(400, f"method.type {kind!r} is not available in this hone yet: it needs "
+                           f"{' and '.join(missing)}; use method.type 'supervised'", param="method.type",
+                           code="unsupported_method")
+    unknown = sorted(set(given) - set(entry["hyperparameters"]))
+    if unknown:
+        raise ServiceError(400, f"unknown hyper-parameter {unknown[0]!r} for {kind}; expected one of "
+                           f"{', '.join(entry['hyperparameters'])}",
+                           param=f"method.{kind}.hyperparameters.{unknown[0]}")
+    resolved = {name: _resolve(name, given.get(name, "auto"), examples, kind) for name in entry["hyperparameters"]
+                if name in given or name in AUTO}
+    overrides = {"objective.type": entry["objective"]}
+    for name, value in resolved.items():
+        key = entry["hyperparameters"][name]
+        overrides[key] = value * BASE_LR if name == "learning_rate_multiplier" else value
+    return {"type": kind, kind: {"hyperparameters": resolved}}, overrides
+
+
+def auto_epochs(examples: int) -> int:
+    """More passes over small files: 3 below 1,000 examples, 2 below 5,000, else 1."""
+    return 3 if examples < 1000 else 2 if examples < 5000 else 1
+
+
+def auto_batch_size(examples: int) -> int:
+    """8, or about a tenth of the file when it is smaller than 80 examples (at least 1)."""
+    return max(1, min(8, examples // 10))
+
+
+AUTO = {"n_epochs": auto_epochs, "batch_size": auto_batch_size, "learning_rate_multiplier": lambda _: 1.0}
+_LIMITS = {"n_epochs": (int, 1, 50), "batch_size": (int, 1, 256), "learning_rate_multiplier": (float, 1e-3, 100.0),
+           "beta": (float, 1e-4, 100.0)}
+
+
+def _resolve(name: str, value, examples: int, kind: str):
+    param = f"method.{kind}.hyperparameters.{name}"
+    if value == "auto":
+        if name not in AUTO:
+            raise ServiceError(400, f"{name} has no automatic value; give a number", param=param)
+        return AUTO[name](examples)
+    kind_of, low, high = _LIMITS[name]
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and (kind_of is float or value == int(value))
+    if not ok or not low <= value <= high:
+        raise ServiceError(400, f"{name} must be \"auto\" or a{'n integer' if kind_of is int else ' number'} "
+                           f"in [{low}, {high}], got {value!r}", param=param)
+    return kind_of(value)
+
+
+def _check_model(model) -> str:
+    from hone.models.registry import SHIPPED_MODELS
+
+    if not isinstance(model, str) or not model:
+        raise ServiceError(400, "model is required: a shipped model name or a model directory on the server",
+                           param="model")
+    path = Path(model).expanduser()
+    if model in SHIPPED_MODELS or (path.is_dir() and (path / "config.json").is_file()) or \
+            (path.suffix == ".gguf" and path.is_file()):
+        return model
+    raise ServiceError(400, f"unknown model {model!r}; use one of {', '.join(SHIPPED_MODELS)}, a model directory "
+                       "or a .gguf file on the server", param="model", code="model_not_available")
+
+
+def _check_file(store: Store, project_id: str, file_id, param: str) -> dict:
+    if not isinstance(file_id, str) or not file_id:
+        raise ServiceError(400, f"{param} is required: the id of an uploaded file", param=param)
+    row = store.get_file(project_id, file_id)
+    if row is None:
+        raise ServiceError(400, f"{param}: no file with id {file_id!r} in this project", param=param,
+                           code="invalid_file")
+    if row["purpose"] != "fine-tune":
+        raise ServiceError(400, f"{param}: file {file_id} has purpose {row['purpose']!r}, not 'fine-tune'",
+                           param=param, code="invalid_file")
+    return row
+
+
+def _check_suffix(suffix) -> str | None:
+    if suffix is None:
+        return None
+    if not isinstance(suffix, str) or not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", suffix):
+        raise ServiceError(400, "suffix must be 1 to 64 letters, digits, '-' or '_'", param="suffix")
+    return suffix
+
+
+def _check_metadata(metadata) -> dict | None:
+    if metadata is None:
+        return None
+    if not isinstance(metadata, dict) or len(metadata) > 16 or not all(
+            isinstance(k, str) and len(k) <= 64 and isinstance(v, str) and len(v) <= 512 for k, v in metadata.items()):
+        raise ServiceError(400, "metadata must map at most 16 keys (<= 64 chars) to strings (<= 512 chars)",
+                           param="metadata")
+    return metadata
+
+
+def _hone_overrides(hone) -> dict:
+    if hone is None:
+        return {}
+    if not isinstance(hone, dict):
+        raise ServiceError(400, "hone must map hone config keys to values, e.g. {\"train.max_steps\": 100}",
+                           param="hone")
+    for key in hone:
+        if key in RESERVED_KEYS or any(key.startswith(r + ".") for r in RESERVED_KEYS):
+            raise ServiceError(400, f"hone.{key} is set by the service from the request", param=f"hone.{key}")
+    return dict(hone)
+
+
+def cancel_job(store: Store, job: dict) -> dict:
+    return transition(store, job, "cancelled")
+
+
+def pause_job(store: Store, job: dict) -> dict:
+    return transition(store, job, "paused")
+
+
+def resume_job(store: Store, job: dict) -> dict:
+    if job["status"] != "paused":
+        raise ServiceError(409, f"job {job['id']} is {job['status']}; only a paused job resumes",
+                           code="invalid_job_state")
+    return transition(store, job, "queued")
+
+
+def fine_tuned_model_name(job: dict) -> str:
+    """OpenAI's `ft:<base>:<project>:<suffix>:<id>` naming; the base is a directory's last part."""
+    base = Path(job["model"]).name.replace(":", "-")
+    return f"ft:{base}:{job['project_id']}:{job['suffix'] or ''}:{job['id'].removeprefix('ftjob-')[:8]}"
+

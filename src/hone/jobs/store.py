@@ -1,0 +1,322 @@
+"""The service's database: projects, API keys, files, fine-tuning jobs, their events and checkpoints.
+
+SQLAlchemy Core, so the same statements run on a SQLite file (the default, nothing to start) and
+on PostgreSQL (`postgresql://...`) shared by several machines. Every read and write that concerns a
+user's object takes the project id, so one project can never see another's rows.
+
+Claiming a job is a compare-and-set: `UPDATE jobs SET worker=... WHERE id=? AND <still claimable>`
+succeeds for exactly one worker (rowcount 1), on SQLite (writes are serialised) and on PostgreSQL
+(the second UPDATE re-checks the WHERE clause after the first commits). A running job carries a
+lease that its worker renews; a job whose lease ran out (its worker died) is claimable again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import time
+from pathlib import Path
+
+import sqlalchemy as sa
+
+metadata = sa.MetaData()
+
+projects = sa.Table(
+    "projects", metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("name", sa.String(200), nullable=False, unique=True),
+    sa.Column("created_at", sa.Integer, nullable=False),
+)
+api_keys = sa.Table(
+    "api_keys", metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("project_id", sa.String(64), sa.ForeignKey("projects.id"), nullable=False, index=True),
+    sa.Column("key_sha256", sa.String(64), nullable=False, unique=True),
+    sa.Column("hint", sa.String(16), nullable=False),
+    sa.Column("created_at", sa.Integer, nullable=False),
+    sa.Column("revoked_at", sa.Integer),
+)
+files = sa.Table(
+    "files", metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("project_id", sa.String(64), sa.ForeignKey("projects.id"), nullable=False, index=True),
+    sa.Column("filename", sa.String(500), nullable=False),
+    sa.Column("purpose", sa.String(32), nullable=False),
+    sa.Column("bytes", sa.Integer, nullable=False),
+    sa.Column("path", sa.String(1000), nullable=False),
+    sa.Column("report", sa.JSON),
+    sa.Column("created_at", sa.Integer, nullable=False),
+    sa.Column("seq", sa.Integer, nullable=False),
+)
+jobs = sa.Table(
+    "jobs", metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("project_id", sa.String(64), sa.ForeignKey("projects.id"), nullable=False, index=True),
+    sa.Column("seq", sa.Integer, nullable=False),  # creation order, for pagination
+    sa.Column("model", sa.String(1000), nullable=False),
+    sa.Column("training_file", sa.String(64), nullable=False),
+    sa.Column("validation_file", sa.String(64)),
+    sa.Column("suffix", sa.String(64)),
+    sa.Column("seed", sa.Integer, nullable=False),
+    sa.Column("method", sa.JSON, nullable=False),  # OpenAI's method with every "auto" resolved
+    sa.Column("config", sa.JSON, nullable=False),  # the hone RunConfig the job trains
+    sa.Column("status", sa.String(32), nullable=False, index=True),
+    sa.Column("fine_tuned_model", sa.String(300)),
+    sa.Column("adapter_dir", sa.String(1000)),
+    sa.Column("error", sa.JSON),
+    sa.Column("metadata", sa.JSON),
+    sa.Column("created_at", sa.Integer, nullable=False),
+    sa.Column("started_at", sa.Integer),
+    sa.Column("finished_at", sa.Integer),
+    sa.Column("trained_tokens", sa.Integer),
+    sa.Column("result_files", sa.JSON),  # file ids: the step-metrics CSV
+    sa.Column("results", sa.JSON),  # the adapter's final metrics (train/valid loss, eval_* scores)
+    sa.Column("progress", sa.JSON),  # {"step": n, "total_steps": m}
+    sa.Column("run_dir", sa.String(1000), nullable=False),
+    sa.Column("worker", sa.String(100)),  # the worker holding the job (null when none)
+    sa.Column("lease_until", sa.Float),
+    sa.Column("attempts", sa.Integer, nullable=False, default=0),
+)
+events = sa.Table(
+    "job_events", metadata,
+    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("job_id", sa.String(64), sa.ForeignKey("jobs.id"), nullable=False, index=True),
+    sa.Column("created_at", sa.Integer, nullable=False),
+    sa.Column("level", sa.String(10), nullable=False),
+    sa.Column("type", sa.String(16), nullable=False),  # message | metrics
+    sa.Column("message", sa.Text, nullable=False),
+    sa.Column("data", sa.JSON),
+)
+checkpoints = sa.Table(
+    "checkpoints", metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("job_id", sa.String(64), sa.ForeignKey("jobs.id"), nullable=False, index=True),
+    sa.Column("step", sa.Integer, nullable=False),
+    sa.Column("metrics", sa.JSON),
+    sa.Column("fine_tuned_model_checkpoint", sa.String(300), nullable=False),
+    sa.Column("created_at", sa.Integer, nullable=False),
+    sa.UniqueConstraint("job_id", "step"),
+)
+
+ACTIVE = ("validating_files", "queued", "running", "paused")
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}-{secrets.token_hex(12)}"
+
+
+def key_hash(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def _row(row) -> dict | None:
+    return dict(row._mapping) if row is not None else None
+
+
+class Store:
+    """All SQL of the service. `url` is a SQLAlchemy URL or a path to a SQLite file."""
+
+    def __init__(self, url: str | Path) -> None:
+        url = str(url)
+        if "://" not in url:
+            Path(url).expanduser().parent.mkdir(parents=True, exist_ok=True)
+            url = f"sqlite:///{Path(url).expanduser()}"
+        self.url = url
+        args = {"timeout": 30, "check_same_thread": False} if url.startswith("sqlite") else {}
+        self.engine = sa.create_engine(url, connect_args=args, future=True)
+        if url.startswith("sqlite"):
+            sa.event.listen(self.engine, "connect", _sqlite_pragmas)
+        metadata.create_all(self.engine)
+
+    # -- projects and keys ---------------------------------------------------------------------
+    def create_project(self, name: str) -> dict:
+        row = {"id": new_id("proj"), "name": name, "created_at": int(time.time())}
+        with self.engine.begin() as db:
+            db.execute(projects.insert().values(**row))
+        return row
+
+    def project_by_name(self, name: str) -> dict | None:
+        with self.engine.connect() as db:
+            return _row(db.execute(sa.select(projects).where(projects.c.name == name)).first())
+
+    def create_key(self, project_id: str) -> str:
+        """A new API key for the project; only its SHA-256 is stored, so show it to the user now."""
+        key = "sk-hone-" + secrets.token_urlsafe(32)
+        with self.engine.begin() as db:
+            db.execute(api_keys.insert().values(id=new_id("key"), project_id=project_id, key_sha256=key_hash(key),
+                                                hint=key[-4:], created_at=int(time.time())))
+        return key
+
+    def project_for_key(self, key: str) -> str | None:
+        with self.engine.connect() as db:
+            return db.execute(sa.select(api_keys.c.project_id).where(
+                api_keys.c.key_sha256 == key_hash(key), api_keys.c.revoked_at.is_(None))).scalar()
+
+    # -- files ---------------------------------------------------------------------------------
+    def add_file(self, project_id: str, row: dict) -> dict:
+        with self.engine.begin() as db:
+            seq = db.execute(sa.select(sa.func.coalesce(sa.func.max(files.c.seq), 0) + 1)).scalar()
+            row = {**row, "project_id": project_id, "seq": seq}
+            db.execute(files.insert().values(**row))
+        return row
+
+    def get_file(self, project_id: str, file_id: str) -> dict | None:
+        with self.engine.connect() as db:
+            return _row(db.execute(sa.select(files).where(files.c.id == file_id,
+                                                          files.c.project_id == project_id)).first())
+
+    def list_files(self, project_id: str, *, purpose: str | None = None, after: str | None = None,
+                   limit: int = 100, newest_first: bool = True) -> list[dict]:
+        query = sa.select(files).where(files.c.project_id == project_id)
+        if purpose:
+            query = query.where(files.c.purpose == purpose)
+        return self._page(query, files, project_id, after, limit, newest_first)
+
+    def delete_file(self, project_id: str, file_id: str) -> bool:
+        with self.engine.begin() as db:
+            return db.execute(files.delete().where(files.c.id == file_id,
+                                                   files.c.project_id == project_id)).rowcount == 1
+
+    def file_in_use(self, project_id: str, file_id: str) -> bool:
+        with self.engine.connect() as db:
+            return db.execute(sa.select(jobs.c.id).where(
+                jobs.c.project_id == project_id, jobs.c.status.in_(ACTIVE),
+                sa.or_(jobs.c.training_file == file_id, jobs.c.validation_file == file_id))).first() is not None
+
+    # -- jobs ----------------------------------------------------------------------------------
+    def add_job(self, project_id: str, row: dict) -> dict:
+        with self.engine.begin() as db:
+            seq = db.execute(sa.select(sa.func.coalesce(sa.func.max(jobs.c.seq), 0) + 1)).scalar()
+            row = {**row, "project_id": project_id, "seq": seq, "attempts": 0}
+            db.execute(jobs.insert().values(**row))
+        return row
+
+    def get_job(self, project_id: str | None, job_id: str) -> dict | None:
+        """The job, within the project (None = any project: for workers only)."""
+        query = sa.select(jobs).where(jobs.c.id == job_id)
+        if project_id is not None:
+            query = query.where(jobs.c.project_id == project_id)
+        with self.engine.connect() as db:
+            return _row(db.execute(query).first())
+
+    def list_jobs(self, project_id: str, *, after: str | None = None, limit: int = 20,
+                  metadata_filter: dict | None = None) -> list[dict]:
+        query = sa.select(jobs).where(jobs.c.project_id == project_id)
+        rows = self._page(query, jobs, project_id, after, None, True)
+        if metadata_filter:
+            rows = [r for r in rows if all((r["metadata"] or {}).get(k) == v for k, v in metadata_filter.items())]
+        return rows[:limit]
+
+    def count_active_jobs(self, project_id: str) -> int:
+        with self.engine.connect() as db:
+            return db.execute(sa.select(sa.func.count()).select_from(jobs).where(
+                jobs.c.project_id == project_id, jobs.c.status.in_(ACTIVE))).scalar()
+
+    def update_job(self, job_id: str, *, expect: dict | None = None, **values) -> bool:
+        """Set `values` on the job if its columns still equal `expect`; True when the row changed."""
+        query = jobs.update().where(jobs.c.id == job_id)
+        for column, value in (expect or {}).items():
+            col = jobs.c[column]
+            query = query.where(col.is_(None) if value is None else
+                                col.in_(value) if isinstance(value, tuple) else col == value)
+        with self.engine.begin() as db:
+            return db.execute(query.values(**values)).rowcount == 1
+
+    def claim_job(self, worker: str, lease_seconds: float) -> dict | None:
+        """Atomically take the oldest queued job, or a running one whose worker's lease ran out."""
+        now = time.time()
+        claimable = sa.or_(
+            sa.and_(jobs.c.status == "queued", sa.or_(jobs.c.worker.is_(None), jobs.c.lease_until < now)),
+            sa.and_(jobs.c.status == "running", jobs.c.lease_until < now),
+        )
+        with self.engine.connect() as db:
+            candidates = db.execute(sa.select(jobs.c.id, jobs.c.status, jobs.c.worker, jobs.c.attempts)
+                                    .where(claimable).order_by(jobs.c.seq).limit(5)).all()
+        for job_id, status, previous, attempts in candidates:
+            cas = jobs.update().where(jobs.c.id == job_id, jobs.c.status == status, claimable,
+                                      jobs.c.attempts == attempts)
+            with self.engine.begin() as db:
+                won = db.execute(cas.values(status="running", worker=worker, lease_until=now + lease_seconds,
+                                            attempts=attempts + 1,
+                                            started_at=sa.func.coalesce(jobs.c.started_at, int(now)))).rowcount
+            if won == 1:
+                job = self.get_job(None, job_id)
+                job["previous_worker"] = previous if status == "running" else None
+                return job
+        return None
+
+    def renew_lease(self, job_id: str, worker: str, lease_seconds: float) -> str | None:
+        """Extend this worker's lease; returns the job's status, or None when the job is no longer ours."""
+        with self.engine.begin() as db:
+            db.execute(jobs.update().where(jobs.c.id == job_id, jobs.c.worker == worker)
+                       .values(lease_until=time.time() + lease_seconds))
+            row = db.execute(sa.select(jobs.c.status, jobs.c.worker).where(jobs.c.id == job_id)).first()
+        return row.status if row is not None and row.worker == worker else None
+
+    def fine_tuned_models(self, project_id: str | None = None) -> list[dict]:
+        """Succeeded jobs' models: name, base model, adapter directory, project (for the inference server)."""
+        query = sa.select(jobs.c.fine_tuned_model, jobs.c.model, jobs.c.adapter_dir, jobs.c.project_id,
+                          jobs.c.finished_at).where(jobs.c.status == "succeeded")
+        if project_id is not None:
+            query = query.where(jobs.c.project_id == project_id)
+        with self.engine.connect() as db:
+            return [dict(r._mapping) for r in db.execute(query.order_by(jobs.c.seq))]
+
+    # -- events and checkpoints ----------------------------------------------------------------
+    def add_event(self, job_id: str, message: str, *, level: str = "info", type: str = "message",
+                  data: dict | None = None) -> None:
+        with self.engine.begin() as db:
+            db.execute(events.insert().values(job_id=job_id, created_at=int(time.time()), level=level, type=type,
+                                              message=message, data=data))
+
+    def list_events(self, job_id: str, *, after_seq: int | None = None, before_seq: int | None = None,
+                    limit: int = 20, newest_first: bool = True) -> list[dict]:
+        query = sa.select(events).where(events.c.job_id == job_id)
+        if after_seq is not None:
+            query = query.where(events.c.seq > after_seq)
+        if before_seq is not None:
+            query = query.where(events.c.seq < before_seq)
+        order = events.c.seq.desc() if newest_first else events.c.seq
+        with self.engine.connect() as db:
+            return [dict(r._mapping) for r in db.execute(query.order_by(order).limit(limit))]
+
+    def add_checkpoint(self, job_id: str, step: int, metrics: dict, name: str) -> bool:
+        row = {"id": new_id("ftckpt"), "job_id": job_id, "step": step, "metrics": metrics,
+               "fine_tuned_model_checkpoint": name, "created_at": int(time.time())}
+        try:
+            with self.engine.begin() as db:
+                db.execute(checkpoints.insert().values(**row))
+        except sa.exc.IntegrityError:
+            return False  # recorded already (a resumed run passes the same step again)
+        return True
+
+    def list_checkpoints(self, job_id: str, *, after: str | None = None, limit: int = 10) -> list[dict]:
+        with self.engine.connect() as db:
+            rows = [dict(r._mapping) for r in db.execute(
+                sa.select(checkpoints).where(checkpoints.c.job_id == job_id).order_by(checkpoints.c.step.desc()))]
+        if after is not None:
+            ids = [r["id"] for r in rows]
+            rows = rows[ids.index(after) + 1:] if after in ids else []
+        return rows[:limit]
+
+    def _page(self, query, table, project_id, after, limit, newest_first) -> list[dict]:
+        if after is not None:
+            with self.engine.connect() as db:
+                seq = db.execute(sa.select(table.c.seq).where(table.c.id == after,
+                                                              table.c.project_id == project_id)).scalar()
+            if seq is None:
+                return []
+            query = query.where(table.c.seq < seq if newest_first else table.c.seq > seq)
+        query = query.order_by(table.c.seq.desc() if newest_first else table.c.seq)
+        if limit is not None:
+            query = query.limit(limit)
+        with self.engine.connect() as db:
+            return [dict(r._mapping) for r in db.execute(query)]
+
+
+def _sqlite_pragmas(connection, _record) -> None:
+    cursor = connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()

@@ -1,0 +1,283 @@
+"""`hone worker`: claim queued fine-tuning jobs and run each in a `hone train` subprocess.
+
+While the subprocess runs, the worker renews its lease on the job, turns new lines of the run's
+`metrics.jsonl` into job events, records each new checkpoint with its metrics, and obeys the job's
+status as the API changed it: `cancelled` terminates the subprocess, `paused` interrupts it (hone
+saves a checkpoint on SIGINT) so a later resume continues from there. A worker that dies (even by
+kill -9) stops renewing its lease; its subprocess dies with it (Linux parent-death signal), and the
+next worker takes the job over and resumes it from its last checkpoint with `hone train --resume`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+from hone.jobs.service import ServiceError, ServiceSettings, fine_tuned_model_name, transition
+from hone.jobs.store import Store, new_id
+
+EXIT_CODES = {2: "invalid_config", 3: "invalid_training_file", 4: "invalid_model"}
+
+
+class Worker:
+    """Runs jobs one at a time. `poll_seconds`: how often it looks for work and for progress."""
+
+    def __init__(self, store: Store, settings: ServiceSettings, *, worker_id: str | None = None,
+                 poll_seconds: float = 1.0, log=print) -> None:
+        self.store, self.settings, self.poll, self.log = store, settings, poll_seconds, log
+        self.id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{new_id('w')[2:10]}"
+        self._stop = False
+
+    def run(self, *, max_jobs: int | None = None, exit_when_idle: bool = False) -> int:
+        """Claim and run jobs until stopped (SIGTERM/SIGINT), `max_jobs` ran, or idle with `exit_when_idle`."""
+        done = 0
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._request_stop)
+        while not self._stop and (max_jobs is None or done < max_jobs):
+            job = self.store.claim_job(self.id, self.settings.lease_seconds)
+            if job is None:
+                if exit_when_idle:
+                    break
+                time.sleep(self.poll)
+                continue
+            self.run_job(job)
+            done += 1
+        return done
+
+    def _request_stop(self, *_):
+        self._stop = True
+
+    def run_job(self, job: dict) -> str:
+        """Run one claimed job to its end (or until it is cancelled, paused or taken away); its final status."""
+        run_dir = Path(job["run_dir"])
+        run_dir.mkdir(parents=True, exist_ok=True)
+        resume = (run_dir / "config.yaml").is_file()
+        step = _checkpoint_step(run_dir)
+        if job.get("previous_worker"):
+            self.store.add_event(job["id"], f"Worker {job['previous_worker']} stopped renewing its lease; "
+                                 f"worker {self.id} resumes the job from step {step or 0}", level="warn")
+        elif resume:
+            self.store.add_event(job["id"], f"Resuming from step {step or 0}")
+        else:
+            self.store.add_event(job["id"], "Fine-tuning job started")
+        if resume:
+            command = ["train", "--resume", str(run_dir)]
+        else:
+            (run_dir / "job.yaml").write_text(yaml.safe_dump(job["config"], sort_keys=False))
+            command = ["train", str(run_dir / "job.yaml")]
+        log_path = run_dir / "worker.log"
+        with open(log_path, "ab") as log:
+            proc = subprocess.Popen([sys.executable, "-m", "hone", *command, "--no-progress"], stdout=log,
+                                    stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                                    preexec_fn=_die_with_parent)
+        progress = Progress(self.store, job, run_dir)
+        outcome = self._watch(job, proc, progress)
+        progress.update()
+        try:
+            return self._finish(job, proc.returncode, outcome, progress, log_path)
+        finally:
+            self.store.update_job(job["id"], expect={"worker": self.id}, worker=None, lease_until=None)
+
+    def _watch(self, job: dict, proc: subprocess.Popen, progress: "Progress") -> str:
+        """Follow the subprocess until it exits; 'exited', 'cancelled', 'paused', 'stopped' or 'lost'."""
+        while proc.poll() is None:
+            progress.update()
+            if self._stop:
+                _stop(proc, signal.SIGINT)  # checkpoint now; the next worker resumes from it
+                return "stopped"
+            status = self.store.renew_lease(job["id"], self.id, self.settings.lease_seconds)
+            if status in ("cancelled", None):
+                _stop(proc, signal.SIGTERM)
+                return "cancelled" if status else "lost"
+            if status == "paused":
+                _stop(proc, signal.SIGINT)  # hone train saves a checkpoint, then exits
+                return "paused"
+            time.sleep(min(self.poll, self.settings.lease_seconds / 4))
+        return "exited"
+
+    def _finish(self, job: dict, returncode: int, outcome: str, progress: "Progress", log_path: Path) -> str:
+        store, job_id = self.store, job["id"]
+        current = store.get_job(None, job_id)
+        if outcome == "lost":
+            self.log(f"{job_id}: another worker holds the job now; stopped")
+            return current["status"]
+        if outcome == "stopped" and current["status"] == "running":
+            try:
+                transition(store, current, "queued", expect={"worker": self.id})
+                at = _checkpoint_step(Path(job["run_dir"])) or 0
+                store.add_event(job_id, f"Worker {self.id} stopped at step {at}; the job waits for the next worker")
+                return "queued"
+            except ServiceError:
+                return store.get_job(None, job_id)["status"]
+        if outcome == "paused":
+            store.add_event(job_id, f"Paused at step {_checkpoint_step(Path(job['run_dir'])) or 0}; "
+                            "checkpoint saved")
+            return "paused"
+        if outcome == "cancelled" or current["status"] != "running":
+            return current["status"]
+        mine = {"worker": self.id}
+        try:
+            if returncode == 0:
+                adapter = Path(job["run_dir"]) / "adapter"
+                results = _final_metrics(adapter)
+                final = transition(store, current, "succeeded", expect=mine, adapter_dir=str(adapter),
+                                   fine_tuned_model=fine_tuned_model_name(current), trained_tokens=progress.tokens,
+                                   results=results, result_files=[self._results_file(current, progress)])
+                scores = {k: v for k, v in results.items() if k.startswith("eval_")}
+                if scores:
+                    store.add_event(job_id, "Evaluation: " + ", ".join(f"{k.removeprefix('eval_')}={v:.4g}"
+                                    for k, v in scores.items() if isinstance(v, (int, float))),
+                                    type="metrics", data=scores)
+                store.add_event(job_id, f"New fine-tuned model created: {final['fine_tuned_model']}")
+                return "succeeded"
+            message = _error_message(log_path, returncode)
+            transition(store, current, "failed", expect=mine, trained_tokens=progress.tokens,
+                       error={"code": EXIT_CODES.get(returncode, "training_failed"), "message": message,
+                              "param": "training_file" if returncode == 3 else None})
+            store.add_event(job_id, message, level="error")
+            return "failed"
+        except ServiceError:  # cancelled or paused between the exit and now: the API's change stands
+            return store.get_job(None, job_id)["status"]
+
+
+    def _results_file(self, job: dict, progress: "Progress") -> str:
+        """OpenAI's result file: step,train_loss,valid_loss,learning_rate,tokens as CSV, in the job's project."""
+        rows = ["step,train_loss,valid_loss,learning_rate,tokens"]
+        for step in sorted(progress.records):
+            r = progress.records[step]
+            rows.append(",".join("" if r.get(k) is None else str(r.get(k))
+                                 for k in ("step", "loss", "val_loss", "lr", "tokens")))
+        file_id = new_id("file")
+        path = self.settings.data_dir / "files" / f"{file_id}.csv"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("\n".join(rows) + "\n")
+        self.store.add_file(job["project_id"], {"id": file_id, "filename": "step_metrics.csv",
+                                                "purpose": "fine-tune-results", "bytes": path.stat().st_size,
+                                                "path": str(path), "report": None, "created_at": int(time.time())})
+        return file_id
+
+
+class Progress:
+    """Turns the run's metrics.jsonl and checkpoints/ into job events, progress and checkpoint rows."""
+
+    def __init__(self, store: Store, job: dict, run_dir: Path) -> None:
+        self.store, self.job, self.run_dir = store, job, run_dir
+        self.metrics = run_dir / "metrics.jsonl"
+        self.offset = 0
+        self.last_step = (job.get("progress") or {}).get("step", 0)
+        self.records: dict[int, dict] = {}
+        self.tokens = 0
+        self._seen_checkpoints = {c["step"] for c in store.list_checkpoints(job["id"], limit=10**6)}
+
+    def update(self) -> None:
+        new = self._read()
+        for record in new:
+            step = record.get("step", 0)
+            merged = self.records.setdefault(step, {})
+            merged.update(record)
+            if "loss" in record and step > self.last_step:
+                self.last_step = step
+                self.store.add_event(self.job["id"], f"Step {step}/{record.get('total_steps', '?')}: "
+                                     f"training loss={record['loss']:.4f}", type="metrics",
+                                     data={"step": step, "total_steps": record.get("total_steps"),
+                                           "train_loss": record["loss"], "learning_rate": record.get("lr"),
+                                           "tokens": record.get("tokens")})
+            if "val_loss" in record:
+                self.store.add_event(self.job["id"], f"Step {step}: validation loss={record['val_loss']:.4f}",
+                                     type="metrics", data={"step": step, "valid_loss": record["val_loss"]})
+        if new:
+            self.tokens = sum(r.get("tokens", 0) for r in self.records.values())
+            steps = [r for r in self.records.values() if "loss" in r]
+            if steps:
+                last = max(steps, key=lambda r: r["step"])
+                self.store.update_job(self.job["id"], trained_tokens=self.tokens,
+                                      progress={"step": last["step"], "total_steps": last.get("total_steps")})
+        self._checkpoints()
+
+    def _read(self) -> list[dict]:
+        if not self.metrics.is_file():
+            return []
+        size = self.metrics.stat().st_size
+        if size < self.offset:  # a resumed run rewrote the file up to its checkpoint
+            self.offset = 0
+        with open(self.metrics, "rb") as f:
+            f.seek(self.offset)
+            chunk = f.read()
+        end = chunk.rfind(b"\n") + 1  # a line still being written waits for the next look
+        self.offset += end
+        return [json.loads(line) for line in chunk[:end].decode("utf-8").splitlines() if line.strip()]
+
+    def _checkpoints(self) -> None:
+        root = self.run_dir / "checkpoints"
+        if not root.is_dir():
+            return
+        for path in root.glob("step-*"):
+            if not (path / "state.json").is_file():
+                continue
+            step = int(path.name.split("-")[1])
+            if step in self._seen_checkpoints:
+                continue
+            metrics = self.records.get(step, {})
+            if "loss" not in metrics:
+                continue  # its metrics line is not read yet
+            self._seen_checkpoints.add(step)
+            name = f"{fine_tuned_model_name(self.job)}:ckpt-step-{step}"
+            shown = {"step": step, "train_loss": metrics["loss"]}
+            if "val_loss" in metrics:
+                shown["valid_loss"] = metrics["val_loss"]
+            if self.store.add_checkpoint(self.job["id"], step, shown, name):
+                self.store.add_event(self.job["id"], f"Checkpoint created at step {step}")
+
+
+
+def _final_metrics(adapter: Path) -> dict:
+    """The metrics recorded in the adapter's hone.json (train/valid loss, eval_* scores)."""
+    try:
+        return json.loads((adapter / "hone.json").read_text()).get("metrics", {})
+    except (OSError, ValueError):
+        return {}
+
+
+def _checkpoint_step(run_dir: Path) -> int | None:
+    """The step of the run's newest complete checkpoint (without importing torch)."""
+    root = run_dir / "checkpoints"
+    steps = [int(p.name.split("-")[1]) for p in root.glob("step-*") if (p / "state.json").is_file()] \
+        if root.is_dir() else []
+    return max(steps) if steps else None
+
+
+def _stop(proc: subprocess.Popen, sig: int, grace: float = 60.0) -> None:
+    proc.send_signal(sig)
+    try:
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def _error_message(log_path: Path, returncode: int) -> str:
+    """The `error: ...` the hone CLI printed (its last lines), or the exit code."""
+    lines = log_path.read_text(encoding="utf-8", errors="replace").splitlines()
+    for i in range(len(lines) - 1, -1, -1):
+        if lines[i].startswith(("error:", "internal error:")):
+            return "\n".join(lines[i:i + 20])
+    tail = "\n".join(lines[-5:])
+    return f"training exited with code {returncode}" + (f":\n{tail}" if tail else "")
+
+
+def _die_with_parent() -> None:
+    """In the child: ask Linux to SIGKILL it when the worker dies, so a killed worker leaves no trainer."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass

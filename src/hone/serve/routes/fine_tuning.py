@@ -1,0 +1,107 @@
+"""`/v1/fine_tuning/jobs` in OpenAI's shape: create, list, retrieve, cancel, pause, resume, events
+(also as a server-sent event stream with `?stream=true`) and checkpoints. Every lookup is limited to
+the project of the request's API key: another project's job answers 404, like one that does not exist."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import StreamingResponse
+
+from hone.jobs import service
+from hone.jobs.http import json_object, page_limit, require_project, settings_of, store_of
+from hone.jobs.objects import checkpoint_object, event_object, event_seq, job_object, list_object
+from hone.jobs.service import ENDED, not_found
+
+router = APIRouter()
+
+
+@router.post("/fine_tuning/jobs")
+async def create_job(request: Request, project: str = Depends(require_project)) -> dict:
+    body = await json_object(request)
+    row = await asyncio.to_thread(service.create_job, store_of(request), settings_of(request), project, body)
+    return job_object(row)
+
+
+@router.get("/fine_tuning/jobs")
+def list_jobs(request: Request, after: str | None = None, limit: str | None = None,
+              project: str = Depends(require_project)) -> dict:
+    count = page_limit(limit, 20)
+    wanted = {key[len("metadata["):-1]: value for key, value in request.query_params.items()
+              if key.startswith("metadata[") and key.endswith("]")}
+    rows = store_of(request).list_jobs(project, after=after, limit=count + 1, metadata_filter=wanted)
+    return list_object([job_object(r) for r in rows[:count]], len(rows) > count)
+
+
+@router.get("/fine_tuning/jobs/{job_id}")
+def retrieve_job(request: Request, job_id: str, project: str = Depends(require_project)) -> dict:
+    return job_object(_job(request, project, job_id))
+
+
+@router.post("/fine_tuning/jobs/{job_id}/cancel")
+def cancel_job(request: Request, job_id: str, project: str = Depends(require_project)) -> dict:
+    return job_object(service.cancel_job(store_of(request), _job(request, project, job_id)))
+
+
+@router.post("/fine_tuning/jobs/{job_id}/pause")
+def pause_job(request: Request, job_id: str, project: str = Depends(require_project)) -> dict:
+    return job_object(service.pause_job(store_of(request), _job(request, project, job_id)))
+
+
+@router.post("/fine_tuning/jobs/{job_id}/resume")
+def resume_job(request: Request, job_id: str, project: str = Depends(require_project)) -> dict:
+    return job_object(service.resume_job(store_of(request), _job(request, project, job_id)))
+
+
+@router.get("/fine_tuning/jobs/{job_id}/events")
+def list_events(request: Request, job_id: str, after: str | None = None, limit: str | None = None,
+                stream: bool = False, project: str = Depends(require_project)):
+    """Newest first, `after` an event id (older ones follow); `stream=true` sends every event oldest
+    first as server-sent events, then new ones as they happen, and `data: [DONE]` once the job ended."""
+    _job(request, project, job_id)
+    store = store_of(request)
+    if stream:
+        return StreamingResponse(_event_stream(request, job_id, event_seq(after)), media_type="text/event-stream")
+    count = page_limit(limit, 20)
+    rows = store.list_events(job_id, before_seq=event_seq(after), limit=count + 1)
+    return list_object([event_object(r) for r in rows[:count]], len(rows) > count)
+
+
+@router.get("/fine_tuning/jobs/{job_id}/checkpoints")
+def list_checkpoints(request: Request, job_id: str, after: str | None = None, limit: str | None = None,
+                     project: str = Depends(require_project)) -> dict:
+    _job(request, project, job_id)
+    count = page_limit(limit, 10)
+    rows = store_of(request).list_checkpoints(job_id, after=after, limit=count + 1)
+    return list_object([checkpoint_object(r) for r in rows[:count]], len(rows) > count)
+
+
+async def _event_stream(request: Request, job_id: str, after_seq: int | None, poll: float = 0.5):
+    store = store_of(request)
+    seen = after_seq or 0
+    idle = 0.0
+    while not await request.is_disconnected():
+        rows = await asyncio.to_thread(store.list_events, job_id, after_seq=seen, limit=1000, newest_first=False)
+        for row in rows:
+            seen = row["seq"]
+            yield f"data: {json.dumps(event_object(row))}\n\n"
+        if not rows:
+            job = await asyncio.to_thread(store.get_job, None, job_id)
+            if job is None or job["status"] in ENDED:
+                yield "data: [DONE]\n\n"
+                return
+            idle += poll
+            if idle >= 15:
+                idle = 0.0
+                yield ": keep-alive\n\n"
+        await asyncio.sleep(poll)
+
+
+def _job(request: Request, project: str, job_id: str) -> dict:
+    row = store_of(request).get_job(project, job_id)
+    if row is None:
+        raise not_found("fine-tuning job", job_id, "fine_tuning_job_id")
+    return row
+

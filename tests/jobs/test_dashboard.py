@@ -1,0 +1,68 @@
+"""The dashboard in headless Chromium: upload a file, launch a tiny job, watch it succeed with its loss curve."""
+
+import json
+import shutil
+
+import pytest
+
+from tests.jobs.conftest import wait_for
+
+CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
+
+
+@pytest.fixture
+def browser():
+    webdriver = pytest.importorskip("selenium.webdriver")
+    if not shutil.which("chromium") or not shutil.which(CHROMEDRIVER):
+        pytest.skip("Debian's chromium and chromedriver are not installed")
+    from selenium.webdriver.chrome.service import Service as DriverService
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = shutil.which("chromium")
+    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=DriverService(CHROMEDRIVER), options=options)
+    yield driver
+    driver.quit()
+
+
+def test_upload_launch_and_watch_a_job(service, browser, pizza_data, tiny_model_dir):
+    from selenium.webdriver.common.by import By
+
+    browser.get(service.url + "/")
+    key = browser.find_element(By.ID, "key")
+    key.send_keys(service.keys["alpha"])
+    browser.execute_script("arguments[0].dispatchEvent(new Event('change'))", key)
+    browser.find_element(By.ID, "train-file").send_keys(str(pizza_data[0]))
+    model = browser.find_element(By.ID, "model")
+    model.clear()
+    model.send_keys(str(tiny_model_dir))
+    browser.find_element(By.ID, "suffix").send_keys("web")
+    browser.find_element(By.ID, "batch-size").clear()
+    browser.find_element(By.ID, "batch-size").send_keys("2")
+    browser.find_element(By.ID, "hone").send_keys(json.dumps({"train.max_steps": 5, "train.save_every": 2,
+                                                              "data.max_length": 384}))
+    browser.find_element(By.ID, "launch-button").click()
+    launched = wait_for(lambda: browser.find_element(By.ID, "launch-result").text.startswith("launched ") and
+                        browser.find_element(By.ID, "launch-result").text, timeout=30, what="the launch")
+    job_id = launched.split()[1]
+    assert service.store.get_job(None, job_id)["suffix"] == "web"
+    service.start_worker()
+    wait_for(lambda: browser.find_element(By.ID, "job-status").text == "succeeded", what="the job to succeed")
+    assert browser.find_element(By.ID, "job-id").text == job_id
+    results = json.loads(wait_for(lambda: browser.find_element(By.ID, "job-results").text, timeout=10,
+                                  what="the results"))
+    assert results["steps"] == 5 and results["train_loss"] > 0
+    assert browser.find_element(By.ID, "loss-curve").get_attribute("data-points") == "5"
+    points = browser.find_element(By.ID, "train-line").get_attribute("points").split()
+    assert len(points) == 5
+    rows = browser.find_elements(By.CSS_SELECTOR, "#checkpoints tbody tr")
+    assert [r.find_elements(By.TAG_NAME, "td")[0].text for r in rows] == ["5", "4", "2"]
+    jobs_rows = browser.find_elements(By.CSS_SELECTOR, "#jobs tbody tr")
+    assert [r.get_attribute("data-id") for r in jobs_rows] == [job_id]
+    assert "ft:" in jobs_rows[0].text
+    file_rows = [r for r in browser.find_elements(By.CSS_SELECTOR, "#files tbody tr") if "train.jsonl" in r.text]
+    assert len(file_rows) == 1 and "40 valid of 40" in file_rows[0].text
+    file_rows[0].click()
+    wait_for(lambda: '"valid": 40' in browser.find_element(By.ID, "file-report").text, timeout=10,
+             what="the file report")

@@ -1,0 +1,126 @@
+"""Workers as real processes: cancel, pause and resume, kill -9 and recovery, two workers and several jobs."""
+
+import os
+import signal
+import time
+from pathlib import Path
+
+from tests.jobs.conftest import job_request, metric_steps, upload, wait_for
+
+
+def _create(service, model_dir, steps, save_every, project="alpha", **extra):
+    client = service.client(project)
+    file_id = upload(client, Path(service.pizza)).json()["id"]
+    response = client.post("/v1/fine_tuning/jobs", json=job_request(model_dir, file_id, steps=steps,
+                                                                     save_every=save_every, **extra))
+    assert response.status_code == 200, response.text
+    return response.json()["id"]
+
+
+def _job(service, job_id):
+    return service.store.get_job(None, job_id)
+
+
+def _step(service, job_id):
+    return (_job(service, job_id)["progress"] or {}).get("step", 0)
+
+
+def _messages(service, job_id):
+    return [e["message"] for e in service.store.list_events(job_id, limit=10**6, newest_first=False)]
+
+
+def _children(pid):
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    return [int(p) for p in path.read_text().split()] if path.exists() else []
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    status = Path(f"/proc/{pid}/status")
+    return status.exists() and "State:\tZ" not in status.read_text()
+
+
+def test_cancel_stops_the_training_process(service, pizza_data, tiny_model_dir):
+    service.pizza = pizza_data[0]
+    job_id = _create(service, tiny_model_dir, steps=100_000, save_every=100_000)
+    service.start_worker()
+    wait_for(lambda: _step(service, job_id) >= 2, what="training to start")
+    cancelled = service.client().post(f"/v1/fine_tuning/jobs/{job_id}/cancel").json()
+    assert cancelled["status"] == "cancelled" and cancelled["finished_at"]
+    wait_for(lambda: _job(service, job_id)["worker"] is None, timeout=60, what="the worker to let go")
+    metrics = service.data_dir / "runs" / job_id / "metrics.jsonl"
+    size = metrics.stat().st_size
+    time.sleep(2)
+    assert metrics.stat().st_size == size  # nothing trains any more
+    assert _job(service, job_id)["status"] == "cancelled" and _step(service, job_id) < 100_000
+
+
+def test_pause_then_resume_continues_from_the_checkpoint(service, pizza_data, tiny_model_dir):
+    service.pizza = pizza_data[0]
+    job_id = _create(service, tiny_model_dir, steps=120, save_every=100_000)
+    service.start_worker()
+    client = service.client()
+    wait_for(lambda: _step(service, job_id) >= 2, what="training to start")
+    assert client.post(f"/v1/fine_tuning/jobs/{job_id}/pause").json()["status"] == "paused"
+    paused = wait_for(lambda: [m for m in _messages(service, job_id) if m.startswith("Paused at step")],
+                      timeout=60, what="the pause to take effect")
+    at = int(paused[0].split()[3].rstrip(";"))
+    assert 2 <= at < 120
+    wait_for(lambda: _job(service, job_id)["worker"] is None, timeout=30, what="the worker to let go")
+    assert client.post(f"/v1/fine_tuning/jobs/{job_id}/resume").json()["status"] == "queued"
+    wait_for(lambda: _job(service, job_id)["status"] == "succeeded", what="the resumed job to succeed")
+    assert f"Resuming from step {at}" in _messages(service, job_id)
+    assert metric_steps(service.data_dir, job_id) == list(range(1, 121))  # each step once, none lost
+
+
+def test_a_killed_worker_leaves_the_job_to_the_next_one(service, pizza_data, tiny_model_dir):
+    service.pizza = pizza_data[0]
+    job_id = _create(service, tiny_model_dir, steps=80, save_every=5)
+    first = service.start_worker()
+    wait_for(lambda: service.store.list_checkpoints(job_id) and _step(service, job_id) >= 7,
+             what="a checkpoint")
+    trainers = _children(first.pid)
+    assert len(trainers) == 1
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    wait_for(lambda: not _alive(trainers[0]), timeout=10, what="the trainer to die with its worker")
+    saved = max(c["step"] for c in service.store.list_checkpoints(job_id, limit=100))
+    assert _job(service, job_id)["status"] == "running"  # nobody knows yet; the lease runs out
+    service.start_worker()
+    wait_for(lambda: _job(service, job_id)["status"] == "succeeded", what="the job to succeed")
+    messages = _messages(service, job_id)
+    taken = [m for m in messages if "stopped renewing its lease" in m]
+    assert len(taken) == 1 and int(taken[0].split()[-1]) >= saved
+    assert _job(service, job_id)["attempts"] == 2
+    assert metric_steps(service.data_dir, job_id) == list(range(1, 81))
+
+
+def test_two_workers_share_jobs_and_never_run_one_twice(service, pizza_data, tiny_model_dir):
+    service.pizza = pizza_data[0]
+    jobs = [_create(service, tiny_model_dir, steps=4, save_every=2) for _ in range(3)]
+    service.start_worker()
+    service.start_worker()
+    wait_for(lambda: all(_job(service, j)["status"] == "succeeded" for j in jobs), what="all jobs to succeed")
+    for job_id in jobs:
+        assert _messages(service, job_id).count("Fine-tuning job started") == 1
+        assert _job(service, job_id)["attempts"] == 1
+        assert metric_steps(service.data_dir, job_id) == [1, 2, 3, 4]
+    models = {_job(service, j)["fine_tuned_model"] for j in jobs}
+    assert len(models) == 3
+
+
+def test_a_stopped_worker_checkpoints_and_requeues_its_job(service, pizza_data, tiny_model_dir):
+    service.pizza = pizza_data[0]
+    job_id = _create(service, tiny_model_dir, steps=100_000, save_every=100_000)
+    worker = service.start_worker()
+    wait_for(lambda: _step(service, job_id) >= 2, what="training to start")
+    worker.send_signal(signal.SIGTERM)  # what `hone service` does to its workers on shutdown
+    assert worker.wait(90) == 0
+    job = _job(service, job_id)
+    assert job["status"] == "queued" and job["worker"] is None
+    stopped = [m for m in _messages(service, job_id) if "the job waits for the next worker" in m]
+    at = int(stopped[0].split(" at step ")[1].split(";")[0])
+    assert at >= 2 and (service.data_dir / "runs" / job_id / "checkpoints" / f"step-{at}").is_dir()
