@@ -244,15 +244,35 @@ def estimate_run(config, *, methods: list[str] | None = None, calibration_steps:
     rows = []
     for name in names:
         method_config = config.method if name == config.method.type else METHODS[name].Config()
-        estimate = analytical(config, source, workload, name, method_config)
+        run, note = _run_for_method(config, method_config)
+        estimate = analytical(run, source, workload_for(run, examples, segmented=segmented), name, method_config)
+        if note:
+            estimate.notes.append(note)
         if calibration_steps:
             if log:
                 log(f"estimate: calibrating {name} ({calibration_steps} steps) ...")
-            measured = calibrate(config, source, examples, name, method_config, steps=calibration_steps)
+            measured = calibrate(run, source, examples, name, method_config, steps=calibration_steps)
             estimate.seconds_per_step = measured["seconds_per_step"]
             estimate.tokens_per_s = measured["tokens_per_s"]
         rows.append(estimate)
     return Estimate(source.id, resolve_precision(config.train.precision), workload, rows, available_memory())
+
+
+def _run_for_method(config, method_config):
+    """`config` with `method_config`, adjusted where the method requires it (virtual-token methods
+    need `data.packing=false`); returns the run config and a note saying what changed."""
+    from hone.config.schema import RunConfig
+    from hone.errors import ConfigError
+
+    if method_config is config.method:
+        return config, None
+    data = config.model_dump()
+    data["method"] = method_config.model_dump()
+    try:
+        return RunConfig.model_validate(data), None
+    except (ValueError, ConfigError):
+        data["data"]["packing"] = False
+        return RunConfig.model_validate(data), "estimated with data.packing=false (this method requires it)"
 
 
 def check_fits(config, source, examples, log=print) -> Estimate:
