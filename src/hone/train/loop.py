@@ -14,8 +14,7 @@ import torch
 
 from hone.config.load import dump_config
 from hone.config.schema import RunConfig
-from hone.data.pack import collate, pack_rows, plan_batches
-from hone.data.prepare import prepare_data
+from hone.data.pack import plan_batches
 from hone.methods import method_for
 from hone.models.attention import use_segment_attention
 from hone.models.load import load_model, load_tokenizer, resolve_model
@@ -45,7 +44,8 @@ def run_training(config: RunConfig, run_dir: Path, *, resume: bool = False, prog
     """Train `config` into `run_dir` (config.yaml, metrics.jsonl, checkpoints/, adapter/)."""
     set_threads(config.train.threads)
     source = resolve_model(config.model)
-    data = prepare_data(config.data, load_tokenizer(source), seed=config.train.seed)  # fail before any writes
+    objective = build_objective(config.objective)
+    data = objective.prepare(config.data, load_tokenizer(source), seed=config.train.seed)  # fail before any writes
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(dump_config(config))
     log(f"run: {run_dir} (resolved config in config.yaml)")
@@ -53,10 +53,9 @@ def run_training(config: RunConfig, run_dir: Path, *, resume: bool = False, prog
     model, tokenizer, source = load_model(source)
 
     method = method_for(config.method.type)
-    objective = build_objective(config.objective)
     segmented = use_segment_attention(model)
     torch.manual_seed(config.train.seed)
-    model = method.apply(model, config.method)
+    model = objective.attach(method.apply(model, config.method), data)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())
     precision = resolve_precision(config.train.precision)
@@ -64,7 +63,7 @@ def run_training(config: RunConfig, run_dir: Path, *, resume: bool = False, prog
     log(f"model: {source.id} ({total / 1e6:.1f}M params), method {config.method.type}: "
         f"{trainable:,} trainable ({trainable / total:.2%}), precision {precision}")
 
-    plan = StepPlan(data.train, config, tokenizer.pad_token_id, segmented)
+    plan = StepPlan(data.train, objective, config, tokenizer.pad_token_id, segmented)
     optimizer = build_optimizer(model.parameters(), config.train)
     scheduler = build_scheduler(optimizer, config.train, plan.total_steps)
     metrics = MetricsLog(run_dir / "metrics.jsonl")
@@ -77,7 +76,7 @@ def run_training(config: RunConfig, run_dir: Path, *, resume: bool = False, prog
         log("no checkpoint found; starting from step 0")
     metrics.truncate_after(step)  # a resumed run rewrites what came after its checkpoint
 
-    validation = _rows(data.validation, config, tokenizer.pad_token_id, segmented)
+    validation = objective.validation_batches(data.validation, config.data, tokenizer.pad_token_id, segmented)
     bar = _progress_bar(plan.total_steps, step, progress)
     model.train()
     last_eval = None
@@ -97,7 +96,8 @@ def run_training(config: RunConfig, run_dir: Path, *, resume: bool = False, prog
                 with autocast(precision):
                     last_eval = evaluate_loss(model, objective, validation)
                 metrics.append({"step": step, **last_eval})
-                bar.write(f"step {step}: val_loss {last_eval['val_loss']:.4f} ppl {last_eval['val_ppl']:.2f}")
+                bar.write(f"step {step}: " + " ".join(f"{k} {v:.4f}" for k, v in last_eval.items()
+                                                      if isinstance(v, float)))
                 model.train()
             if _every(step, config.train.save_every) and step < plan.total_steps:
                 save_checkpoint(run_dir, step, model, optimizer, scheduler, {"total_steps": plan.total_steps})
@@ -112,7 +112,8 @@ def run_training(config: RunConfig, run_dir: Path, *, resume: bool = False, prog
     summary = metrics.summary()
     if last_eval:
         summary.update(last_eval)
-    adapter_dir = write_artifact(run_dir / "adapter", model, method, config, source, tokenizer, summary)
+    adapter_dir = write_artifact(run_dir / "adapter", model, method, config, source, tokenizer, summary,
+                                 objective=objective, data=data)
     return TrainResult(run_dir, adapter_dir, step, summary)
 
 
@@ -120,19 +121,22 @@ def optimizer_step(model, objective, batches, optimizer, scheduler, precision: s
     """One optimizer step over its micro-batches; the loss is normalised by the objective's units
     (target tokens for SFT) summed over all of them, so accumulation equals one big batch."""
     units = sum(objective.units(b) for b in batches)
-    loss_sum, tokens = 0.0, 0
+    loss_sum, tokens, all_parts = 0.0, 0, []
     for batch in batches:
         with autocast(precision):
             loss, parts = objective.loss(model, batch)
         (loss / max(units, 1)).backward()
         loss_sum += parts["loss_sum"]
         tokens += int(batch["n_tokens"])
+        all_parts.append(parts)
     grad_norm = _clip(model, max_grad_norm)
     lr = scheduler.get_last_lr()[0]
     optimizer.step()
     scheduler.step()
     optimizer.zero_grad(set_to_none=True)
-    return {"loss": loss_sum / max(units, 1), "lr": lr, "grad_norm": grad_norm, "tokens": tokens, "targets": units}
+    loss = loss_sum / max(units, 1)
+    return {"loss": loss, "lr": lr, "grad_norm": grad_norm, "tokens": tokens, "targets": units,
+            **objective.report(all_parts, loss, validation=False)}
 
 
 class StepPlan:
@@ -144,12 +148,12 @@ class StepPlan:
     packing, one padded row per example.
     """
 
-    def __init__(self, examples, config: RunConfig, pad_id: int, segmented: bool) -> None:
+    def __init__(self, examples, objective, config: RunConfig, pad_id: int, segmented: bool) -> None:
         self.examples = examples
-        self.lengths = [len(e.input_ids) for e in examples]
+        self.objective = objective
+        self.lengths = [objective.length(e) for e in examples]
         self.train = config.train
-        self.packing = config.data.packing
-        self.capacity = None if segmented else config.data.max_length
+        self.data = config.data
         self.pad_id = pad_id
         self.segmented = segmented
         self._epochs: dict[int, list[list[int]]] = {}
@@ -173,41 +177,22 @@ class StepPlan:
         for index in range(step * self.train.grad_accum, (step + 1) * self.train.grad_accum):
             epoch, offset = divmod(index, self.micro_per_epoch)
             examples = [self.examples[i] for i in self._epoch(epoch)[offset]]
-            rows = None
-            if self.packing:
-                lengths = [len(e.input_ids) for e in examples]
-                rows = pack_rows(lengths, self.capacity) if self.capacity else [list(range(len(examples)))]
-            yield collate(examples, rows, self.pad_id, mask=not self.segmented)
+            yield self.objective.collate(examples, self.data, self.pad_id, self.segmented)
 
 
 @torch.no_grad()
 def evaluate_loss(model, objective, batches) -> dict:
-    """Mean loss per target unit over pre-collated batches, and its perplexity."""
+    """Mean loss per unit over pre-collated batches and the objective's metrics (val_ppl for SFT)."""
     model.eval()
-    loss_sum, units = 0.0, 0
+    loss_sum, units, all_parts = 0.0, 0, []
     for batch in batches:
         _, parts = objective.loss(model, batch)
         loss_sum += parts["loss_sum"]
         units += objective.units(batch)
+        all_parts.append(parts)
     loss = loss_sum / max(units, 1)
-    return {"val_loss": loss, "val_ppl": math.exp(min(loss, 50.0))}
-
-
-def _rows(examples, config: RunConfig, pad_id: int, segmented: bool, rows_per_batch: int = 8):
-    """Collate validation examples once: rows of max_length (packed when packing is on), a few per batch."""
-    if not examples:
-        return []
-    capacity = config.data.max_length if config.data.packing else None
-    lengths = [len(e.input_ids) for e in examples]
-    rows = pack_rows(lengths, capacity) if capacity else [[i] for i in range(len(examples))]
-    batches = []
-    for start in range(0, len(rows), rows_per_batch):
-        chunk = rows[start:start + rows_per_batch]
-        flat = [i for row in chunk for i in row]
-        local = {i: n for n, i in enumerate(flat)}
-        batches.append(collate([examples[i] for i in flat], [[local[i] for i in row] for row in chunk], pad_id,
-                               mask=not segmented))
-    return batches
+    extra = objective.report(all_parts, loss, validation=True)
+    return {"val_loss": loss, **{f"val_{k}": v for k, v in extra.items()}}
 
 
 def _clip(model, max_norm: float | None) -> float:
