@@ -77,6 +77,27 @@ def generate(prompt: str | list[dict] | list[list[dict]], *, adapter: str | Path
     return outputs[0] if single else outputs
 
 
+def score(file: str | Path, *, adapter: str | Path, batch_size: int = 16) -> list[dict]:
+    """Score a JSONL file with a reward model or classifier run; one dict per record (see `hone score`).
+
+    Reward: `{"where", "score"}` for a conversation ending with the reply to score (chat,
+    prompt/completion, alpaca), `{"where", "chosen_score", "rejected_score", "correct"}` for a
+    preference pair. Classify: `{"where", "label", "probabilities", "gold"?}` for text or labelled records.
+    """
+    from hone.infer.score import read_for_scoring, score_examples
+    from hone.models.artifact import adapter_dir, load_tuned, read_manifest
+    from hone.train.loop import set_threads
+
+    kind = read_manifest(adapter_dir(adapter)).get("objective", {}).get("type")
+    if kind not in ("reward", "classify"):
+        raise HoneError(f"{adapter} was trained with objective {kind!r}; scoring needs a reward or classify run",
+                        where=str(adapter), hint="train with objective=reward or objective=classify")
+    examples = read_for_scoring(str(file), kind)  # bad input fails before a model is loaded
+    set_threads(None)
+    loaded, tokenizer, manifest = load_tuned(adapter)
+    return score_examples(loaded, tokenizer, manifest, examples, batch_size=batch_size)
+
+
 def load_for_inference(*, adapter=None, model: str | None = None):
     """(model, tokenizer) for a tuned artifact or a base model spec (the default model if neither)."""
     from hone.models.artifact import load_tuned

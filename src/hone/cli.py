@@ -85,6 +85,14 @@ def _parser() -> argparse.ArgumentParser:
     gen.add_argument("--seed", type=int)
     gen.set_defaults(run=_generate)
 
+    sc = commands.add_parser("score", help="score responses with a reward model, or texts with a classifier")
+    sc.add_argument("run_dir", metavar="RUN", help="a run directory (or its adapter/) trained with objective reward or classify")
+    sc.add_argument("file", help="JSONL: conversations ending with the reply / preference pairs (reward), "
+                                 "text or labelled records (classify)")
+    sc.add_argument("--output", metavar="JSONL", help="write the results here instead of standard output")
+    sc.add_argument("--batch-size", type=int, default=16)
+    sc.set_defaults(run=_score)
+
     demo = commands.add_parser("demo", help="the main job: pizza orders to JSON, before and after LoRA")
     demo.add_argument("--output-dir", default="runs")
     demo.add_argument("overrides", nargs="*", help="key=value settings for the demo's training run")
@@ -146,6 +154,25 @@ def _generate(args) -> int:
     print(generate(prompt, adapter=args.adapter, model=args.model, system=args.system,
                    max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p,
                    seed=args.seed))
+    return 0
+
+
+def _score(args) -> int:
+    from hone.api import score
+
+    results = score(args.file, adapter=args.run_dir, batch_size=args.batch_size)
+    lines = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in results)
+    if args.output:
+        with open(args.output, "w", encoding="utf-8") as f:
+            f.write(lines)
+        print(f"{len(results)} results written to {args.output}")
+    else:
+        sys.stdout.write(lines)
+    pairs = [r["correct"] for r in results if "correct" in r]
+    golds = [r["label"] == r["gold"] for r in results if "gold" in r]
+    for name, hits in (("pairwise accuracy", pairs), ("accuracy", golds)):
+        if hits:
+            print(f"{name}: {sum(hits) / len(hits):.4f} over {len(hits)}", file=sys.stderr)
     return 0
 
 
