@@ -175,3 +175,15 @@ def test_linear_token_log_probs_match_log_softmax_with_gradients():
     (ref_grad,) = torch.autograd.grad((ref * upstream).sum(), hidden)
     torch.testing.assert_close(ours, ref)
     torch.testing.assert_close(grad, ref_grad)
+
+
+def test_dpo_config_checks_its_options():
+    from hone.config.load import load_config
+    from hone.errors import ConfigError
+
+    config = load_config(None, ["objective=dpo", "objective.variant=hinge", "objective.beta=0.2"])
+    assert (config.objective.type, config.objective.variant, config.objective.beta) == ("dpo", "hinge", 0.2)
+    with pytest.raises(ConfigError, match="label_smoothing applies to the sigmoid variant"):
+        load_config(None, ["objective=dpo", "objective.variant=ipo", "objective.label_smoothing=0.1"])
+    with pytest.raises(ConfigError, match="objective.variant: Input should be .sigmoid., .ipo. or .hinge."):
+        load_config(None, ["objective=dpo", "objective.variant=kto"])
