@@ -14,7 +14,9 @@ The loop is objective-agnostic; an objective owns its whole data path:
 - `loss(model, batch)` returns the batch's *summed* loss and its parts; the loop divides by
   `units(batch)` summed over every micro-batch of the optimizer step, so gradient accumulation
   gives the same gradient as one big batch; `report(parts, validation)` turns the parts of a step or
-  of a validation pass into metrics. An objective that generates (GRPO) does so inside `loss`.
+  of a validation pass into metrics.
+An objective that generates (GRPO) takes prompt-only units, keeps the tokenizer it was given in
+`prepare`, and samples inside `loss` (the reference is `model.disable_adapter()`, as for DPO).
 """
 
 from __future__ import annotations

@@ -143,9 +143,9 @@ class StepPlan:
     """The deterministic sequence of micro-batches: epoch e shuffles with (seed, e); optimizer step s
     takes micro-batches [s * grad_accum, (s + 1) * grad_accum) of the concatenated epochs.
 
-    With packing and segment attention, a micro-batch is one row holding all its examples (no
-    padding at all); with packing alone, rows of `max_length` under a block-diagonal mask; without
-    packing, one padded row per example.
+    Batches are planned on the objective's unit lengths and collated by the objective (for SFT: with
+    packing and segment attention one row holding all its examples, no padding at all; with packing
+    alone rows of `max_length` under a block-diagonal mask; without packing one padded row each).
     """
 
     def __init__(self, examples, objective, config: RunConfig, pad_id: int, segmented: bool) -> None:
