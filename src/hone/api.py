@@ -39,6 +39,7 @@ def train(config: RunConfig | str | Path | dict | None = None, overrides: list[s
     result = run_training(config, run_dir, resume=resume is not None, progress=progress, log=log)
     if config.eval.file:
         result.evaluation = evaluate(config.eval.file, adapter=result.adapter_dir, metric=config.eval.metric,
+                                     grader=config.eval.grader,
                                      max_new_tokens=config.eval.max_new_tokens,
                                      batch_size=config.eval.batch_size, progress=progress)
         result.metrics.update({f"eval_{k}": v for k, v in result.evaluation.metrics.items()})
@@ -48,16 +49,24 @@ def train(config: RunConfig | str | Path | dict | None = None, overrides: list[s
 
 def evaluate(file: str | Path, *, adapter: str | Path | None = None, model: str | None = None,
              metric: str = "exact_match", prompt=None, max_new_tokens: int = 256, batch_size: int = 16,
-             progress: bool = True):
-    """Score the base `model` or a tuned `adapter` on a held-out chat file; returns an EvalResult."""
+             progress: bool = True, grader=None):
+    """Score the base `model` or a tuned `adapter` on a held-out chat file; returns an EvalResult.
+
+    `grader` (a spec dict, inline JSON, a JSON/YAML file or a grader config) replaces `metric`.
+    """
     from hone.evaluate.metrics import metric_for
     from hone.evaluate.task import evaluate_task, read_task
 
-    metric_for(metric)  # bad input fails before a model is loaded
+    if grader is not None:
+        from hone.rewards.spec import load_spec
+
+        grader = load_spec(grader)  # bad input fails before a model is loaded
+    else:
+        metric_for(metric)
     items = read_task(str(file))
     loaded, tokenizer = load_for_inference(adapter=adapter, model=model)
     return evaluate_task(loaded, tokenizer, items, metric, prompt=prompt, max_new_tokens=max_new_tokens,
-                         batch_size=batch_size, progress=progress)
+                         batch_size=batch_size, progress=progress, grader=grader)
 
 
 def generate(prompt: str | list[dict] | list[list[dict]], *, adapter: str | Path | None = None,

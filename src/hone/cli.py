@@ -70,10 +70,23 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("file")
     _model_args(ev)
     ev.add_argument("--metric", default="exact_match", help="exact_match | json")
+    ev.add_argument("--grader", metavar="SPEC", help="score with a grader spec (JSON/YAML file or inline JSON) "
+                    "instead of --metric")
     ev.add_argument("--max-new-tokens", type=int, default=256)
     ev.add_argument("--batch-size", type=int, default=16)
     ev.add_argument("--predictions", metavar="JSONL", help="write each prompt, reference and prediction here")
     ev.set_defaults(run=_eval)
+
+    grader = commands.add_parser("grader", help="check and try grader specs").add_subparsers(metavar="ACTION")
+    validate = grader.add_parser("validate", help="print the normalised spec, or every problem with its path")
+    validate.add_argument("spec", help="a JSON/YAML file or inline JSON")
+    validate.set_defaults(run=_grader_validate)
+    grade = grader.add_parser("run", help="grade a file of model outputs; print each score and the mean")
+    grade.add_argument("spec", help="a JSON/YAML file or inline JSON")
+    grade.add_argument("file", help="`hone eval --predictions` output, or items (with --samples)")
+    grade.add_argument("--samples", metavar="JSONL", help="model outputs, one per item of FILE")
+    grade.add_argument("--json", action="store_true", help="print the scores as JSON")
+    grade.set_defaults(run=_grader_run)
 
     gen = commands.add_parser("generate", help="generate with a base or tuned model")
     gen.add_argument("prompt", help="the user message ('-' reads standard input)")
@@ -136,14 +149,36 @@ def _eval(args) -> int:
     from hone.api import evaluate
 
     result = evaluate(args.file, adapter=args.adapter, model=args.model, metric=args.metric,
-                      max_new_tokens=args.max_new_tokens, batch_size=args.batch_size)
+                      max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, grader=args.grader)
     if args.predictions:
         with open(args.predictions, "w", encoding="utf-8") as f:
-            for item, prediction in zip(result.items, result.predictions):
-                f.write(json.dumps({"where": item.where, "messages": item.messages,
-                                    "reference": item.reference, "prediction": prediction}) + "\n")
+            for i, (item, prediction) in enumerate(zip(result.items, result.predictions)):
+                record = {"where": item.where, "messages": item.messages, "reference": item.reference,
+                          "prediction": prediction}
+                if result.grades:
+                    record["grade"] = result.grades[i].to_dict()
+                f.write(json.dumps(record) + "\n")
     for key, value in result.metrics.items():
         print(f"{key:>16}: {value:.4f}" if isinstance(value, float) else f"{key:>16}: {value}")
+    return 0
+
+
+def _grader_validate(args) -> int:
+    from hone.rewards.spec import dump_spec, load_spec
+
+    print(json.dumps(dump_spec(load_spec(args.spec)), indent=2))
+    return 0
+
+
+def _grader_run(args) -> int:
+    from hone.rewards import grade_outputs
+    from hone.rewards.batch import GradeReport, read_graded_file
+    from hone.rewards.spec import load_spec
+
+    spec = load_spec(args.spec)
+    items, outputs = read_graded_file(args.file, args.samples)
+    report = GradeReport(grade_outputs(spec, outputs, items), items)
+    print(json.dumps(report.to_dict(), indent=2) if args.json else report.render())
     return 0
 
 

@@ -117,6 +117,10 @@ def _deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
 
 
 def _loc(loc: tuple) -> str:
+    if loc[:2] == ("eval", "grader") and len(loc) > 2:
+        from hone.rewards.spec import spec_path
+
+        return ".".join(filter(None, ("eval.grader", spec_path(loc[2:]))))
     parts: list[str] = []
     for i, item in enumerate(loc):
         if i == 1 and loc[0] in ("method", "objective"):

@@ -14,6 +14,7 @@ from hone.config.base import Section
 from hone.methods import METHOD_CONFIGS
 from hone.models.registry import DEFAULT_MODEL
 from hone.objectives import OBJECTIVE_CONFIGS
+from hone.rewards import GraderConfig
 
 MethodConfig = Annotated[Union[tuple(METHOD_CONFIGS.values())], Field(discriminator="type")]
 ObjectiveConfig = Annotated[Union[tuple(OBJECTIVE_CONFIGS.values())], Field(discriminator="type")]
@@ -77,6 +78,9 @@ class EvalConfig(Section):
     file: str | None = None
     """Held-out JSONL scored after training (the last assistant turn is the reference)."""
     metric: Literal["exact_match", "json"] = "exact_match"
+    grader: GraderConfig | None = None
+    """A grader spec (`hone.rewards`, e.g. `{type: json, json_schema: {...}}`) that scores each held-out
+    item instead of `metric`; the item is `{messages, prompt, reference, where}`."""
     max_new_tokens: int = Field(256, gt=0)
     batch_size: int = Field(16, gt=0)
 

@@ -23,6 +23,7 @@ class EvalResult:
     metrics: dict
     predictions: list[str] = field(default_factory=list)
     items: list[TaskItem] = field(default_factory=list)
+    grades: list = field(default_factory=list)  # one hone.rewards Grade per item when a grader scored them
 
 
 def read_task(path: str) -> list[TaskItem]:
@@ -39,14 +40,35 @@ def read_task(path: str) -> list[TaskItem]:
 
 def evaluate_task(model, tokenizer, items: list[TaskItem], metric: str, *,
                   prompt: Callable[[list[dict]], list[dict]] | None = None,
-                  max_new_tokens: int = 256, batch_size: int = 16, progress: bool = True) -> EvalResult:
-    """Greedy-generate an answer per item (optionally re-prompted by `prompt`) and score it."""
+                  max_new_tokens: int = 256, batch_size: int = 16, progress: bool = True,
+                  grader=None) -> EvalResult:
+    """Greedy-generate an answer per item (optionally re-prompted by `prompt`) and score it.
+
+    With `grader` (a spec: dict, JSON/YAML path or config), the grader scores each prediction against
+    the item `{messages, prompt, reference, where}` instead of `metric`.
+    """
     from tqdm.auto import tqdm
 
-    metric_for(metric)  # an unknown metric fails before any generation
+    if grader is not None:
+        from hone.rewards.spec import load_spec
+
+        grader = load_spec(grader)  # a bad spec fails before any generation
+    else:
+        metric_for(metric)  # an unknown metric fails before any generation
     conversations = [prompt(item.messages) if prompt else item.messages for item in items]
     with tqdm(total=len(items), desc="eval", unit="ex", disable=not progress) as bar:
         predictions = generate_batch(model, tokenizer, conversations, max_new_tokens=max_new_tokens,
                                      batch_size=batch_size, progress=bar.update)
+    if grader is not None:
+        return _graded(grader, predictions, items)
     metrics = score(metric, predictions, [item.reference for item in items])
     return EvalResult(metrics, predictions, items)
+
+
+def _graded(grader, predictions: list[str], items: list[TaskItem]) -> EvalResult:
+    from hone.rewards import grade_outputs
+    from hone.rewards.batch import GradeReport, task_item
+
+    records = [task_item(item.messages, item.reference, item.where) for item in items]
+    report = GradeReport(grade_outputs(grader, predictions, records), records)
+    return EvalResult(report.metrics(), predictions, items, report.grades)

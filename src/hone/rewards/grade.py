@@ -1,0 +1,144 @@
+"""What a grader returns (`Grade`), what it reads (a sample and an item), and `{{...}}` templates.
+
+A *sample* is one model output: `{"output_text": str, "output_json": parsed JSON or None}`.
+An *item* is the record the output answers (any JSON object); for held-out chat files hone makes it
+`{"messages", "prompt", "reference", "where"}` (see `hone.rewards.batch.task_item`).
+Templates name fields as `{{sample.output_text}}` or `{{item.reference}}`, with dots into nested
+objects and list indices (`{{item.answers.0}}`); non-string values render as JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from hone.config.base import Section
+
+TEMPLATE = re.compile(r"\{\{\s*([^{}]*?)\s*\}\}")
+FIELD = re.compile(r"^(sample|item)(\.[A-Za-z0-9_\-]+)*$")
+
+
+@dataclass
+class Grade:
+    """One graded sample: `score` in [0, 1], a short human `reason`, and grader-specific `details`.
+
+    A grader that cannot grade (invalid output, a raising or hanging user function, an unparseable
+    judge) returns score 0 and says why in `reason`, with `error` set; it never raises.
+    """
+
+    score: float
+    reason: str = ""
+    error: bool = False
+    details: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        out = {"score": self.score, "reason": self.reason}
+        if self.error:
+            out["error"] = True
+        if self.details:
+            out["details"] = self.details
+        return out
+
+
+def failed(reason: str, **details) -> Grade:
+    return Grade(0.0, reason, error=True, details=details)
+
+
+class GraderBase(Section):
+    """Options every grader takes."""
+
+    name: str | None = None
+    """A label for reports and `multi` formulas (default: the grader's type)."""
+
+
+class TemplateError(ValueError):
+    """A template names a field the sample or item does not have."""
+
+
+def as_sample(output: Any) -> dict:
+    """A model output (a string, or a dict with `output_text`) as a sample with `output_json` filled."""
+    if isinstance(output, dict):
+        text = output.get("output_text", "")
+        sample = dict(output)
+    else:
+        text = "" if output is None else str(output)
+        sample = {}
+    sample["output_text"] = text if isinstance(text, str) else json.dumps(text)
+    if "output_json" not in sample:
+        sample["output_json"] = parse_json_or_none(sample["output_text"])
+    return sample
+
+
+def parse_json_or_none(text: str) -> Any:
+    from hone.evaluate.metrics import _NOT_JSON, parse_json_output
+
+    value = parse_json_output(text)
+    return None if value is _NOT_JSON else value
+
+
+def check_template(template: str) -> str:
+    """Raise ValueError (for pydantic) when a `{{...}}` names something other than sample.* / item.*."""
+    for name in TEMPLATE.findall(template):
+        if not FIELD.match(name):
+            raise ValueError(f"template field {{{{{name}}}}} must be sample.<field> or item.<field>, "
+                             "e.g. {{sample.output_text}} or {{item.reference}}")
+    if template.count("{{") != len(TEMPLATE.findall(template)):
+        raise ValueError("unbalanced {{ in template")
+    return template
+
+
+def lookup(name: str, sample: dict, item: dict) -> Any:
+    """The value a template field names, or TemplateError saying which part is missing."""
+    root, *parts = name.split(".")
+    value: Any = sample if root == "sample" else item
+    for depth, part in enumerate(parts):
+        if isinstance(value, dict) and part in value:
+            value = value[part]
+        elif isinstance(value, list) and part.isdigit() and int(part) < len(value):
+            value = value[int(part)]
+        else:
+            where = ".".join([root, *parts[:depth]])
+            raise TemplateError(f"{where} has no field {part!r} (template {{{{{name}}}}})")
+    return value
+
+
+def render(template: str, sample: dict, item: dict) -> str:
+    """Fill every `{{field}}` of `template`; strings go in as they are, other values as JSON."""
+    def fill(match: re.Match) -> str:
+        value = lookup(match.group(1), sample, item)
+        return value if isinstance(value, str) else json.dumps(value)
+
+    return TEMPLATE.sub(fill, template)
+
+
+def bounded(score: float, reason: str, **details) -> Grade:
+    """A Grade with `score` clipped into [0, 1] (the raw value kept in details when it was clipped)."""
+    if not math.isfinite(score):
+        return failed(f"score is {score}", **details)
+    if 0.0 <= score <= 1.0:
+        return Grade(float(score), reason, details=details)
+    return Grade(min(1.0, max(0.0, float(score))), f"{reason} (clipped from {score:g})",
+                 details={**details, "raw_score": score})
+
+
+class PerItem:
+    """A batch grader made from a function grading one (sample, item); its exceptions become Grades."""
+
+    def __init__(self, name: str, grade_one: Callable[[dict, dict], Grade]) -> None:
+        self.name = name
+        self.grade_one = grade_one
+
+    def grade(self, samples: list[dict], items: list[dict]) -> list[Grade]:
+        return [safe_call(self.grade_one, sample, item) for sample, item in zip(samples, items)]
+
+
+def safe_call(function: Callable[[dict, dict], Grade], sample: dict, item: dict) -> Grade:
+    try:
+        return function(sample, item)
+    except TemplateError as exc:
+        return failed(str(exc))
+    except Exception as exc:  # noqa: BLE001 - a grader never crashes a batch
+        return failed(f"{type(exc).__name__}: {exc}")
