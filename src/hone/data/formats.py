@@ -1,11 +1,13 @@
 """Training record formats, detected per JSONL record: chat, prompt/completion, alpaca, text
-(supervised), preference (chosen/rejected pairs) and labelled text (classification).
+(supervised), preference (chosen/rejected pairs), graded prompts (RL against a grader) and labelled
+text (classification).
 
 Every format except `text` and `labelled` becomes a list of chat messages, so templating and loss
 masking have a single path. Detection is by keys: a record holding a preference key
 (`chosen`/`rejected`, `preferred_output`/`non_preferred_output`) is a preference record, one
 holding `label` is a labelled record, whatever else it holds (their `prompt`/`messages`/`input`/
-`text` keys belong to them); otherwise a record claims a format when it holds any of that format's
+`text` keys belong to them); a record whose `messages` end with a user turn is a graded prompt
+(OpenAI's reinforcement fine-tuning shape: every other key is data for the grader); otherwise a record claims a format when it holds any of that format's
 keys, and claiming none or two is an error that lists the shapes hone accepts.
 """
 
@@ -39,6 +41,8 @@ FORMAT_SHAPES = {
     "preference": '{"prompt": ... | "messages": [...], "chosen": ..., "rejected": ...} or OpenAI\'s '
                   '{"input": {"messages": [...]}, "preferred_output": [...], "non_preferred_output": [...]}',
     "labelled": '{"text": ..., "label": ...}',
+    "graded_prompt": '{"messages": [..., {"role": "user", "content": ...}], ...fields a grader reads as '
+                     '{{item.<field>}}}',
 }
 
 
@@ -58,6 +62,7 @@ class Example:
     chosen: list[dict] | None = None
     rejected: list[dict] | None = None
     label: str | None = None
+    item: dict | None = None  # a graded prompt's other fields, for the grader
 
 
 class RecordError(ValueError):
@@ -73,6 +78,10 @@ def parse_record(obj: dict) -> Example:
     """Detect the format of one decoded JSON object and turn it into an `Example` (without `where`)."""
     if not isinstance(obj, dict):
         raise RecordError("", f"is {a_json_type(obj)}; expected a JSON object")
+    if any(key in obj for key in DOMINANT_KEYS["preference"]):
+        return parse_preference(obj)
+    if ends_with_user_turn(obj.get("messages")):
+        return parse_graded_prompt(obj)
     for name, keys in DOMINANT_KEYS.items():
         if any(key in obj for key in keys):
             return PARSERS[name](obj)
@@ -249,6 +258,22 @@ def preference_reply(obj: dict, key: str) -> list[dict]:
     return [{**m, "weight": 1} for m in replies]
 
 
+def ends_with_user_turn(messages: object) -> bool:
+    return isinstance(messages, list) and bool(messages) and isinstance(messages[-1], dict) \
+        and messages[-1].get("role") == "user"
+
+
+def parse_graded_prompt(obj: dict) -> Example:
+    """`{"messages": [... ending with a user turn], **fields}`: a prompt to sample replies to and the
+    fields a grader compares them with; earlier assistant turns are context (weight 0)."""
+    messages = [parse_message(m, f"messages[{i}]") for i, m in enumerate(obj["messages"])]
+    first_turn = next(i for i, m in enumerate(messages) if m["role"] != "system")
+    if messages[first_turn]["role"] == "assistant":
+        raise RecordError(f"messages[{first_turn}].role", "is 'assistant'; the conversation must start with a user message")
+    messages = [{**m, "weight": 0} if m["role"] == "assistant" else m for m in messages]
+    return Example(format="graded_prompt", messages=messages, item={k: v for k, v in obj.items() if k != "messages"})
+
+
 def parse_labelled(obj: dict) -> Example:
     """`{"text", "label"}` for classification; a label is a string, or a number/boolean used as its text."""
     text = required_text(obj, "text")
@@ -271,6 +296,7 @@ PARSERS = {
     "text": parse_text,
     "preference": parse_preference,
     "labelled": parse_labelled,
+    "graded_prompt": parse_graded_prompt,
 }
 
 
@@ -335,6 +361,8 @@ def example_key(example: Example) -> str:
         if example.chosen is not None:
             normalized += [[[m["role"], squash(m["content"])] for m in side]
                            for side in (example.chosen, example.rejected or [])]
+        if example.item:
+            normalized.append(json.dumps(example.item, sort_keys=True, ensure_ascii=False))
     payload = json.dumps(normalized, ensure_ascii=False, separators=(",", ":"))
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()
 

@@ -122,7 +122,13 @@ def check_file(path, tokenizer=None, *, max_length: int = 512, loss_on: str = "a
 
 
 def tokenize_for_report(example, tokenizer, loss_on: str):
-    """The example as training sees it; a preference pair by its longer side (prompt + reply)."""
+    """The example as training sees it; a preference pair by its longer side (prompt + reply), a graded
+    prompt as the tokens generation starts from (no targets: GRPO samples its replies)."""
+    if example.format == "graded_prompt":
+        from hone.data.template import TokenizedExample, prompt_ids
+
+        ids = prompt_ids(example.messages, tokenizer)
+        return TokenizedExample(ids, [IGNORE] * len(ids), example.where)
     if example.format == "preference":
         from hone.data.pairs import tokenize_pair
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 from types import ModuleType
 from typing import Protocol
 
-from hone.objectives import classify, dpo, reward, sft
+from hone.objectives import classify, dpo, grpo, reward, sft
 
 
 class Objective(Protocol):
@@ -51,7 +51,7 @@ class Objective(Protocol):
     def manifest(self, data) -> dict: ...
 
 
-OBJECTIVES: dict[str, ModuleType] = {"sft": sft, "dpo": dpo, "reward": reward, "classify": classify}
+OBJECTIVES: dict[str, ModuleType] = {"sft": sft, "dpo": dpo, "reward": reward, "classify": classify, "grpo": grpo}
 OBJECTIVE_CONFIGS = {name: module.Config for name, module in OBJECTIVES.items()}
 
 

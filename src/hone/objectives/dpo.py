@@ -1,7 +1,8 @@
 """Direct preference optimisation (Rafailov et al. 2023) on preference pairs, with IPO and hinge variants.
 
-The reference policy is the same model with its adapter disabled (PEFT's `disable_adapter()`), so
-no second copy of the weights is held; both replies of a pair sit in one packed row, so one forward
+The reference policy is the same model with its adapter disabled (PEFT's `disable_adapter()`), or
+the frozen start adapter when the run continues one (`method.init_from`), so no second copy of the
+weights is held; both replies of a pair sit in one packed row, so one forward
 pass (segment attention) gives both summed log-probs, and one more without gradients gives the
 reference's. Where hone departs from the papers or TRL:
 - IPO's log-ratios are averaged per reply token before the squared loss (as TRL does, after the
@@ -25,6 +26,7 @@ from hone.config.base import Section
 from hone.data.pairs import collate_pairs, pair_batches, pair_length, prepare_pairs
 from hone.data.template import IGNORE
 from hone.errors import ConfigError
+from hone.methods import reference_policy
 from hone.objectives.losses import linear_token_log_probs
 from hone.objectives.sft import hidden_states
 
@@ -129,7 +131,7 @@ class DPO:
     def loss(self, model, batch):
         c = self.config
         policy, counts = sequence_log_probs(model, batch, c.loss_chunk_tokens)
-        with torch.no_grad(), model.disable_adapter():
+        with torch.no_grad(), reference_policy(model):
             reference, _ = sequence_log_probs(model, batch, c.loss_chunk_tokens)
         scale = counts.clamp(min=1) if c.variant == "ipo" else torch.ones_like(counts)
         policy_s, reference_s = policy / scale, reference / scale
