@@ -235,3 +235,62 @@ def test_data_check_reports_graded_prompts(tmp_path, tiny_tokenizer):
     assert report.formats == {"graded_prompt": 1}
     assert [str(i) for i in report.issues] == [f"{path}:2: messages[0].content: is empty; user messages need text"]
     assert report.token_stats["count"] == 1 and report.target_tokens == 0
+
+
+def test_grpo_continues_an_sft_adapter_against_it_as_reference(train_objective, pizza_files, prompt_files):
+    """`method.init_from`: the SFT adapter is the starting policy and the KL reference (KL 0 at step 1,
+    which the base with the adapter disabled would not give); the artifact holds one adapter."""
+    from safetensors.torch import load_file
+
+    from hone.models.artifact import load_tuned
+
+    sft = train_objective(*pizza_files, "train.max_steps=2", "method.rank=4", name="sft-start")
+    result = train_objective(*prompt_files, "objective=grpo", f"method.init_from={sft.run_dir}",
+                             'objective.grader={"type": "string_check", "operation": "contains", "reference": "e"}',
+                             "objective.group_size=4", "objective.max_new_tokens=4", "objective.beta=0.5",
+                             "train.batch_size=2", "train.max_steps=2", name="from-sft")
+    steps = records(result.run_dir, "kl")
+    assert steps[0]["kl"] == pytest.approx(0.0, abs=1e-6)
+    assert {p.name for p in result.adapter_dir.iterdir()} == {"adapter_config.json", "adapter_model.safetensors",
+                                                              "hone.json", "README.md"}
+    start = load_file(sft.adapter_dir / "adapter_model.safetensors")
+    tuned = load_file(result.adapter_dir / "adapter_model.safetensors")
+    assert start.keys() == tuned.keys() and tuned["base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight"].shape[0] == 4
+    assert any(not torch.equal(start[k], tuned[k]) for k in start)
+    model, _, manifest = load_tuned(result.run_dir)
+    assert list(model.peft_config) == ["default"] and manifest["method"]["init_from"] == str(sft.run_dir)
+
+
+def test_reference_policy_without_a_start_adapter_is_the_base(train_objective, pizza_files):
+    """The control for the test above: a trained SFT adapter computes other logits than the base, so
+    KL 0 there comes from the start adapter being the reference, not from an adapter that did nothing."""
+    import torch as _torch
+
+    from hone.methods import reference_policy
+    from hone.models.artifact import load_tuned
+
+    sft = train_objective(*pizza_files, "train.max_steps=2", "method.rank=4", name="sft-control")
+    model, tokenizer, _ = load_tuned(sft.run_dir)
+    ids = _torch.tensor([tokenizer("Order a large pizza")["input_ids"]])
+    with _torch.no_grad():
+        tuned = model(ids).logits
+        with reference_policy(model):
+            base = model(ids).logits
+    assert (tuned - base).abs().max() > 1e-4
+
+
+def test_the_pizza_grpo_example_validates_and_grades():
+    from pathlib import Path
+
+    from hone.config.load import load_config
+    from hone.rewards import grade_outputs
+    from hone.rewards.spec import load_spec
+
+    root = Path(__file__).parents[2] / "examples" / "pizza"
+    config = load_config(root / "grpo.yaml")
+    assert config.objective.type == "grpo" and config.method.init_from == "runs/pizza"
+    assert load_spec(root / "grader.json") == config.objective.grader  # the eval command grades alike
+    reference = '{"size": "large", "crust": "thin", "toppings": [], "quantity": 2, "delivery": false}'
+    right, wrong_quantity, prose = (g.score for g in grade_outputs(config.objective.grader, [
+        reference, reference.replace("2", "1"), "A large pizza."], [{"reference": reference}] * 3))
+    assert right == pytest.approx(1.0) and 0.2 < wrong_quantity < 1.0 and prose == 0.0
