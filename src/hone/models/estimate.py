@@ -107,7 +107,10 @@ class Estimate:
 
 
 def workload_for(config, examples=None, *, segmented: bool = True) -> Workload:
-    """The biggest micro-batch of `config` over `examples` (tokenized), or batch x max_length without."""
+    """The biggest micro-batch of `config` over `examples` (tokenized), or batch x max_length without
+    (also for units that are not single tokenized examples: preference pairs, prompts to sample from)."""
+    if examples and not hasattr(examples[0], "labels"):
+        examples = None
     from hone.data.pack import pack_rows, plan_batches
 
     train, data = config.train, config.data
@@ -209,10 +212,11 @@ def calibrate(config, source, examples, method_name: str, method_config=None, *,
     runtime = start_runtime(config.train)
     prepare_for_precision(model, runtime.precision)
     examples = examples or _synthetic_examples(config, tokenizer, steps + 1)
-    plan = StepPlan(examples, config, tokenizer.pad_token_id, segmented)
+    objective = build_objective(config.objective)
+    plan = StepPlan(examples, objective, config, tokenizer.pad_token_id, segmented)
     optimizer = build_optimizer(model.parameters(), config.train)
     scheduler = build_scheduler(optimizer, config.train, plan.total_steps)
-    objective = runtime.wrap(model, build_objective(config.objective))
+    objective = runtime.wrap(model, objective)
     model.train()
     seconds, tokens = [], []
     for step in range(steps + 1):
