@@ -37,6 +37,14 @@ def test_reward_model_trains_saves_and_scores(train_objective, reward_files, tmp
     assert files == {"adapter_config.json", "adapter_model.safetensors", "head.safetensors", "hone.json", "README.md"}
     manifest = json.loads((result.adapter_dir / "hone.json").read_text())
     assert manifest["objective"] == {"type": "reward", "head": "head.safetensors"}
+    # The head is a trainable parameter like the adapter's: checkpoints (and so resume) carry it.
+    from safetensors.torch import load_file
+
+    from hone.train.checkpoint import latest_checkpoint
+
+    checkpoint = load_file(latest_checkpoint(result.run_dir) / "trainable.safetensors")
+    head = load_file(result.adapter_dir / "head.safetensors")
+    assert torch.equal(checkpoint["hone_head.weight"], head["weight"])
 
     # The loaded artifact ranks the held-out pairs exactly as the last validation pass did.
     out = tmp_path / "scores.jsonl"

@@ -89,7 +89,7 @@ def sequence_log_probs(model, batch, chunk_tokens: int):
         h = hidden[keep]
         per_token = linear_token_log_probs(h, head.to(h.dtype), targets[keep], chunk_tokens)
         sums = per_token.new_zeros(n).index_add(0, owner, per_token)
-    counts = torch.zeros(n, dtype=per_token.dtype).index_add(0, owner, torch.ones_like(per_token))
+    counts = per_token.new_zeros(n).index_add(0, owner, torch.ones_like(per_token))
     return sums, counts
 
 
