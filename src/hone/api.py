@@ -37,7 +37,9 @@ def train(config: RunConfig | str | Path | dict | None = None, overrides: list[s
 
         read_task(config.eval.file)  # a bad eval file fails now, not after training
     result = run_training(config, run_dir, resume=resume is not None, progress=progress, log=log)
-    if config.eval.file and result.rank == 0:  # under torchrun, rank 0 alone evaluates
+    if result.rank != 0:  # under torchrun, rank 0 alone evaluates and writes the run's status
+        return result
+    if config.eval.file:
         from hone.evaluate.task import EvalResult
 
         scored = compare(config.eval.file, adapter=result.adapter_dir, metric=config.eval.metric, contenders=("tuned",),
