@@ -27,6 +27,7 @@ def run_one(args) -> None:
     """Child process: train one method, score it, print one JSON line."""
     from hone.api import train
     from hone.config.load import load_config
+    from hone.errors import ConfigError
     from hone.models.estimate import analytical, workload_for
     from hone.models.load import resolve_model
 
@@ -36,12 +37,17 @@ def run_one(args) -> None:
                 "output_dir": args.runs, "name": args.method}
     if args.threads:
         settings["train.threads"] = args.threads
-    config = load_config(None, settings, preset="demo")
+    settings["forgetting.enabled"] = False  # the same budget for every method: training and the task only
+    try:
+        config = load_config(None, settings, preset="demo")
+    except ConfigError:  # prompt/prefix tuning need one example per row
+        settings["data.packing"] = False
+        config = load_config(None, settings, preset="demo")
     estimate = analytical(config, resolve_model(config.model), workload_for(config), args.method)
     result = train(config, progress=False, log=lambda *_: None)
     metrics = result.metrics
     print(json.dumps({
-        "method": args.method, "trainable": estimate.trainable, "total": estimate.total,
+        "method": args.method, "packing": config.data.packing, "trainable": estimate.trainable, "total": estimate.total,
         "estimated_gib": estimate.memory / 2**30, "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
         "tokens_per_s": metrics["tokens_per_s"], "steps": metrics["steps"], "train_loss": metrics["train_loss"],
         "val_loss": metrics.get("val_loss"), "wall_s": time.perf_counter() - started,
@@ -70,7 +76,7 @@ def render(rows: list[dict], args, seconds: float) -> str:
             lines.append(f"| {r['method']} | failed: {r['error']} |" + " |" * 8)
             continue
         lines.append(
-            f"| {r['method']} | {r['trainable']:,} ({r['trainable'] / r['total']:.2%}) | {r['estimated_gib']:.2f} | "
+            f"| {r['method']}{'' if r.get('packing', True) else ' (packing off)'} | {r['trainable']:,} ({r['trainable'] / r['total']:.2%}) | {r['estimated_gib']:.2f} | "
             f"{r['peak_rss_gib']:.2f} | {r['tokens_per_s']:.0f} | {r['wall_s']:.0f} | {r['train_loss']:.3f} | "
             f"{r.get('eval_json_valid', 0):.1%} | {r.get('eval_field_accuracy', 0):.1%} | {r.get('eval_exact_match', 0):.1%} |")
     lines += ["", "Peak RSS covers the whole process (model load, training, evaluation); the estimate is "
