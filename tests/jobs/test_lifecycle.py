@@ -83,7 +83,7 @@ def _call_the_tuned_model(service, tuned: str, base: str, run_dir):
         answers[model] = chat.choices[0].message.content
     expected = {model: _hone_generate(prompt, ["--adapter", str(run_dir)] if model == tuned else ["--model", base])
                 for model in (tuned, base)}
-    assert {m: a.strip() for m, a in answers.items()} == expected
+    assert {m: a.strip() for m, a in answers.items()} == expected and any(expected.values())
     completion = client.completions.create(model=tuned, prompt="Order:", temperature=0, max_tokens=8)
     assert completion.model == tuned and completion.usage.completion_tokens > 0
 

@@ -238,10 +238,12 @@ $("job-report").addEventListener("click", async (event) => {
 $("send").addEventListener("click", async () => {
   const tuned = $("tuned-model").value;
   const prompt = $("prompt").value;
+  $("playground").dataset.state = "asking";
   $("base-answer").textContent = $("tuned-answer").textContent = "...";
   const [base, mine] = await Promise.all([chat($("base-model").textContent, prompt), chat(tuned, prompt)]);
   $("base-answer").textContent = base;
   $("tuned-answer").textContent = mine;
+  $("playground").dataset.state = "answered";
 });
 
 refresh();
