@@ -73,6 +73,24 @@ def test_upload_launch_and_watch_a_job(service, browser, pizza_data, tiny_model_
     order = json.loads(pizza_data[1].read_text().splitlines()[0])["messages"][1]["content"]
     _chat_in_the_playground(service, browser, service.store.get_job(None, job_id)["fine_tuned_model"],
                             str(tiny_model_dir), order)
+    _open_the_eval_report(service, browser, job_id)
+
+
+def _open_the_eval_report(service, browser, job_id: str):
+    """After `hone report` on the job's run, the job's "eval report" link opens that page."""
+    from selenium.webdriver.common.by import By
+
+    from hone.evaluate.report import write_report
+
+    link = browser.find_element(By.ID, "job-report")
+    assert not link.is_displayed()
+    write_report(service.data_dir / "runs" / job_id, progress=False, log=lambda *a: None)
+    wait_for(link.is_displayed, timeout=10, what="the report link")
+    link.click()
+    wait_for(lambda: len(browser.window_handles) == 2, timeout=10, what="the report page")
+    browser.switch_to.window(browser.window_handles[1])
+    images = wait_for(lambda: browser.find_elements(By.TAG_NAME, "img"), timeout=10, what="the report's figures")
+    assert all(browser.execute_script("return arguments[0].naturalWidth", img) > 0 for img in images)
 
 
 def _chat_in_the_playground(service, browser, tuned: str, base: str, prompt: str):

@@ -60,6 +60,7 @@ def test_openai_client_runs_a_job_end_to_end(service, pizza_data, tiny_model_dir
     assert checkpoints[0].fine_tuned_model_checkpoint == f"{done.fine_tuned_model}:ckpt-step-6"
     assert [j.id for j in client.fine_tuning.jobs.list(metadata={"purpose": "test"})] == [job.id]
     _call_the_tuned_model(service, done.fine_tuned_model, str(tiny_model_dir), run_dir)
+    _the_eval_report_is_linked(service, job.id, run_dir)
 
     streamed = _sse(service, job.id)
     assert streamed[-1] == "[DONE]"
@@ -99,6 +100,23 @@ def _call_the_tuned_model(service, tuned: str, base: str, run_dir):
                                          max_tokens=16).choices[0].message.content == answers[base]
     with pytest.raises(openai.AuthenticationError):
         service.openai("alpha").with_options(api_key="sk-hone-wrong").models.list()
+
+
+def _the_eval_report_is_linked(service, job_id: str, run_dir):
+    """Once `hone report` was run on the job's run, the job links its page, for its project only."""
+    from hone.evaluate.report import write_report
+
+    client = service.client()
+    assert client.get(f"/v1/fine_tuning/jobs/{job_id}").json()["report"] is None
+    assert client.get(f"/v1/fine_tuning/jobs/{job_id}/report").status_code == 404
+    write_report(run_dir, progress=False, log=lambda *a: None)
+    url = client.get(f"/v1/fine_tuning/jobs/{job_id}").json()["report"]
+    assert url == f"/v1/fine_tuning/jobs/{job_id}/report"
+    page = client.get(url)
+    assert page.headers["content-type"].startswith("text/html")
+    assert page.text == (run_dir / "report" / "index.html").read_text() and "data:image/png;base64," in page.text
+    other = service.client("beta").get(url)
+    assert other.status_code == 404 and other.json()["error"]["code"] == "not_found"
 
 
 def _hone_generate(prompt: str, model_args: list[str]) -> str:

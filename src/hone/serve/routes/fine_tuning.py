@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from pathlib import Path
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import StreamingResponse
@@ -81,28 +80,14 @@ def list_checkpoints(request: Request, job_id: str, after: str | None = None, li
 
 @router.get("/fine_tuning/jobs/{job_id}/report")
 def job_report(request: Request, job_id: str, project: str = Depends(require_project)):
-    """hone's addition: the run's `hone report` page (its figures inlined), linked from the job as `report`."""
+    """hone's addition: the run's `hone report` page (figures inlined), linked from the job as `report`."""
     from fastapi.responses import HTMLResponse
 
     page = report_page(_job(request, project, job_id))
     if page is None:
         raise ServiceError(404, f"job {job_id} has no eval report; its `results` hold the tuned model's metrics "
                            "(`hone report RUN` on the job's run writes one)", param="job_id", code="not_found")
-    return HTMLResponse(_inline_images(page))
-
-
-def _inline_images(page: Path) -> str:
-    """The report's HTML with its PNGs as data URLs, so it shows without further (keyed) requests."""
-    import base64
-    import re
-
-    def inline(match: re.Match) -> str:
-        path = page.parent / match.group(2)
-        if path.suffix != ".png" or not path.is_file() or page.parent not in path.resolve().parents:
-            return match.group(0)
-        return f'{match.group(1)}"data:image/png;base64,{base64.b64encode(path.read_bytes()).decode()}"'
-
-    return re.sub(r'(src=)"([^":]+)"', inline, page.read_text(encoding="utf-8"))
+    return HTMLResponse(page.read_text(encoding="utf-8"))
 
 
 async def _event_stream(request: Request, job_id: str, after_seq: int | None, poll: float = 0.5):
