@@ -58,9 +58,7 @@ def test_upload_launch_and_watch_a_job(service, browser, pizza_data, tiny_model_
     points = browser.find_element(By.ID, "train-line").get_attribute("points").split()
     assert len(points) == 5
     rows = browser.find_elements(By.CSS_SELECTOR, "#checkpoints tbody tr")
-    # the API's checkpoints, newest first (the worker may miss one the run pruned between two looks)
-    recorded = [str(c.step_number) for c in service.openai().fine_tuning.jobs.checkpoints.list(job_id).data]
-    assert [r.find_elements(By.TAG_NAME, "td")[0].text for r in rows] == recorded and recorded[:2] == ["5", "4"]
+    assert [r.find_elements(By.TAG_NAME, "td")[0].text for r in rows] == ["5", "4", "2"]
     jobs_rows = browser.find_elements(By.CSS_SELECTOR, "#jobs tbody tr")
     assert [r.get_attribute("data-id") for r in jobs_rows] == [job_id]
     assert "ft:" in jobs_rows[0].text
