@@ -37,7 +37,9 @@ def train(config: RunConfig | str | Path | dict | None = None, overrides: list[s
 
         read_task(config.eval.file)  # a bad eval file fails now, not after training
     result = run_training(config, run_dir, resume=resume is not None, progress=progress, log=log)
-    if config.eval.file and result.rank == 0:  # under torchrun, rank 0 alone evaluates
+    if result.rank != 0:  # under torchrun, rank 0 alone evaluates and writes the run's status
+        return result
+    if config.eval.file:
         from hone.evaluate.task import EvalResult
 
         scored = compare(config.eval.file, adapter=result.adapter_dir, metric=config.eval.metric, contenders=("tuned",),
@@ -127,10 +129,11 @@ def estimate(config: RunConfig | str | Path | dict | None = None, overrides: lis
     set_threads(config.train.threads)
     examples = None
     if config.data.train:
-        from hone.data.prepare import prepare_data
         from hone.models.load import load_tokenizer
+        from hone.objectives import build_objective
 
-        examples = prepare_data(config.data, load_tokenizer(config.model), seed=config.train.seed).train
+        objective = build_objective(config.objective)
+        examples = objective.prepare(config.data, load_tokenizer(config.model), seed=config.train.seed).train
     names = list(METHODS) if all_methods else methods
     return estimate_run(config, methods=names, calibration_steps=calibration_steps, examples=examples, log=log)
 
@@ -172,6 +175,27 @@ def generate(prompt: str | list[dict] | list[list[dict]], *, adapter: str | Path
     outputs = generate_batch(loaded, tokenizer, conversations, max_new_tokens=max_new_tokens,
                              temperature=temperature, top_p=top_p, seed=seed)
     return outputs[0] if single else outputs
+
+
+def score(file: str | Path, *, adapter: str | Path, batch_size: int = 16) -> list[dict]:
+    """Score a JSONL file with a reward model or classifier run; one dict per record (see `hone score`).
+
+    Reward: `{"where", "score"}` for a conversation ending with the reply to score (chat,
+    prompt/completion, alpaca), `{"where", "chosen_score", "rejected_score", "correct"}` for a
+    preference pair. Classify: `{"where", "label", "probabilities", "gold"?}` for text or labelled records.
+    """
+    from hone.infer.score import read_for_scoring, score_examples
+    from hone.models.artifact import adapter_dir, load_tuned, read_manifest
+    from hone.train.loop import set_threads
+
+    kind = read_manifest(adapter_dir(adapter)).get("objective", {}).get("type")
+    if kind not in ("reward", "classify"):
+        raise HoneError(f"{adapter} was trained with objective {kind!r}; scoring needs a reward or classify run",
+                        where=str(adapter), hint="train with objective=reward or objective=classify")
+    examples = read_for_scoring(str(file), kind)  # bad input fails before a model is loaded
+    set_threads(None)
+    loaded, tokenizer, manifest = load_tuned(adapter)
+    return score_examples(loaded, tokenizer, manifest, examples, batch_size=batch_size)
 
 
 def export_gguf(source: str | Path, out: str | Path, *, dtype: str = "f16") -> Path:

@@ -144,6 +144,7 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--gguf", metavar="FILE", help="write a llama.cpp GGUF file here")
     export.add_argument("--dtype", choices=["f32", "f16", "q8_0"], default="f16", help="GGUF weight type (default f16)")
     export.set_defaults(run=_export)
+
     service = commands.add_parser("service", help="the fine-tuning API (OpenAI's shape) and inference on the "
                                   "base and its tuned models, with workers and dashboard")
     _service_args(service)
@@ -162,6 +163,14 @@ def _parser() -> argparse.ArgumentParser:
     worker.add_argument("--poll", type=float, default=1.0, help="seconds between looks for work")
     worker.add_argument("--exit-when-idle", action="store_true", help="stop when no job is queued")
     worker.set_defaults(run=_worker)
+
+    sc = commands.add_parser("score", help="score responses with a reward model, or texts with a classifier")
+    sc.add_argument("run_dir", metavar="RUN", help="a run directory (or its adapter/) trained with objective reward or classify")
+    sc.add_argument("file", help="JSONL: conversations ending with the reply / preference pairs (reward), "
+                                 "text or labelled records (classify)")
+    sc.add_argument("--output", metavar="JSONL", help="write the results here instead of standard output")
+    sc.add_argument("--batch-size", type=int, default=16)
+    sc.set_defaults(run=_score)
 
     demo = commands.add_parser("demo", help="the main job: pizza orders to JSON, before and after LoRA")
     demo.add_argument("--output-dir", default="runs")
@@ -341,6 +350,9 @@ def _export(args) -> int:
         if args.gguf:
             path = export_gguf(source, args.gguf, dtype=args.dtype)
             print(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MiB, {args.dtype})")
+    return 0
+
+
 def _service_args(parser) -> None:
     parser.add_argument("--db", help="SQLite file or database URL (default: $HONE_HOME/service/hone.db)")
     parser.add_argument("--data-dir", help="uploaded files and job runs (default: $HONE_HOME/service)")
@@ -395,6 +407,25 @@ def _worker(args) -> int:
     worker = Worker(store, settings, poll_seconds=args.poll)
     print(f"worker {worker.id} on {store.url}", flush=True)
     worker.run(exit_when_idle=args.exit_when_idle)
+    return 0
+
+
+def _score(args) -> int:
+    from hone.api import score
+
+    results = score(args.file, adapter=args.run_dir, batch_size=args.batch_size)
+    lines = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in results)
+    if args.output:
+        with open(args.output, "w", encoding="utf-8") as f:
+            f.write(lines)
+        print(f"{len(results)} results written to {args.output}")
+    else:
+        sys.stdout.write(lines)
+    pairs = [r["correct"] for r in results if "correct" in r]
+    golds = [r["label"] == r["gold"] for r in results if "gold" in r]
+    for name, hits in (("pairwise accuracy", pairs), ("accuracy", golds)):
+        if hits:
+            print(f"{name}: {sum(hits) / len(hits):.4f} over {len(hits)}", file=sys.stderr)
     return 0
 
 

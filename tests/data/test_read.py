@@ -51,8 +51,15 @@ def test_empty_assistant_content(write_jsonl):
 
 
 def test_missing_assistant_turn(write_jsonl):
-    path = write_jsonl([GOOD, chat(("system", "s"), ("user", "q"))])
+    path = write_jsonl([GOOD, chat(("system", "s"))])
     assert only_issue(path) == f"{path}:2: messages: has no assistant message; there is nothing to train on"
+
+
+def test_a_conversation_ending_with_a_user_turn_is_a_graded_prompt(write_jsonl):
+    path = write_jsonl([GOOD, {"messages": [{"role": "user", "content": "q"}], "answer": 4, "label": "x"}])
+    examples, issues = read_examples(path)
+    assert not issues and examples[1].format == "graded_prompt"
+    assert examples[1].item == {"answer": 4, "label": "x"}  # every other key is the grader's, even `label`
 
 
 @pytest.mark.parametrize(
@@ -136,7 +143,7 @@ def test_missing_file_is_a_data_error(tmp_path):
 
 
 def test_strict_raises_once_listing_every_issue(write_jsonl):
-    path = write_jsonl([GOOD, "{", GOOD, chat(("user", "q")), "7"])
+    path = write_jsonl([GOOD, "{", GOOD, chat(("system", "q")), "7"])
     with pytest.raises(DataError) as caught:
         read_examples(path)
     error = caught.value

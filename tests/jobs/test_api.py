@@ -70,9 +70,15 @@ def test_limits_and_malformed_requests(service, pizza_data, tiny_model_dir, tmp_
     assert _error(client.post("/v1/files", data={"purpose": "fine-tune"}), 400)["param"] == "file"
     file_id = upload(client, pizza_data[0]).json()["id"]
     assert _error(client.post("/v1/fine_tuning/jobs", content=b"{not json"), 400)["code"] == "invalid_json"
-    dpo = job_request(tiny_model_dir, file_id, steps=2, method={"type": "dpo", "dpo": {"hyperparameters": {}}})
-    error = _error(client.post("/v1/fine_tuning/jobs", json=dpo), 400)
-    assert error["code"] == "unsupported_method" and "'dpo' objective" in error["message"]
+    dpo = job_request(tiny_model_dir, file_id, steps=2, method={"type": "dpo", "dpo": {"hyperparameters": {
+        "beta": 0.5}}})
+    dpo_job = client.post("/v1/fine_tuning/jobs", json=dpo).json()  # hone's DPO objective, beta recorded
+    assert dpo_job["method"]["dpo"]["hyperparameters"]["beta"] == 0.5
+    objective = service.store.get_job(None, dpo_job["id"])["config"]["objective"]
+    assert objective["type"] == "dpo" and objective["beta"] == 0.5
+    client.post(f"/v1/fine_tuning/jobs/{dpo_job['id']}/cancel")
+    dpo["method"]["dpo"]["hyperparameters"]["beta"] = -1
+    assert _error(client.post("/v1/fine_tuning/jobs", json=dpo), 400)["param"] == "method.dpo.hyperparameters.beta"
     rl = job_request(tiny_model_dir, file_id, steps=2, method={"type": "reinforcement"})
     assert "graders" in _error(client.post("/v1/fine_tuning/jobs", json=rl), 400)["message"]
     bad_epochs = job_request(tiny_model_dir, file_id, steps=2)

@@ -22,7 +22,9 @@ ObjectiveConfig = Annotated[Union[tuple(OBJECTIVE_CONFIGS.values())], Field(disc
 
 class DataConfig(Section):
     train: str | None = None
-    """Training JSONL: chat `messages`, `prompt`/`completion`, alpaca or raw `text` records."""
+    """Training JSONL: chat `messages`, `prompt`/`completion`, alpaca or raw `text` records (sft);
+    preference pairs (dpo, reward); labelled `{"text", "label"}` records (classify); prompts (grpo:
+    conversations ending with a user turn plus grader fields, or chat records)."""
     validation: str | None = None
     """Validation JSONL; when absent, `validation_fraction` of `train` is held out deterministically."""
     validation_fraction: float = Field(0.1, ge=0.0, lt=1.0)
@@ -192,6 +194,8 @@ class RunConfig(Section):
         """`method: lora` means `method: {type: lora}` (same for `objective`)."""
         if isinstance(data, dict):
             data = dict(data)
+            if "task" in data and "objective" not in data:  # issue 4 spells it `task: classify`
+                data["objective"] = data.pop("task")
             for key, default in (("method", "lora"), ("objective", "sft")):
                 if isinstance(data.get(key), str):
                     data[key] = {"type": data[key]}

@@ -1,8 +1,14 @@
-"""Training record formats (chat, prompt/completion, alpaca, text), detected per JSONL record.
+"""Training record formats, detected per JSONL record: chat, prompt/completion, alpaca, text
+(supervised), preference (chosen/rejected pairs), graded prompts (RL against a grader) and labelled
+text (classification).
 
-Every format except `text` becomes a list of chat messages, so templating and loss masking have a
-single path. Detection is by keys: a record claims a format when it holds any of that format's keys;
-claiming none or two is an error that lists the shapes hone accepts.
+Every format except `text` and `labelled` becomes a list of chat messages, so templating and loss
+masking have a single path. Detection is by keys: a record holding a preference key
+(`chosen`/`rejected`, `preferred_output`/`non_preferred_output`) is a preference record, one
+holding `label` is a labelled record, whatever else it holds (their `prompt`/`messages`/`input`/
+`text` keys belong to them); a record whose `messages` end with a user turn is a graded prompt
+(OpenAI's reinforcement fine-tuning shape: every other key is data for the grader); otherwise a record claims a format when it holds any of that format's
+keys, and claiming none or two is an error that lists the shapes hone accepts.
 """
 
 from __future__ import annotations
@@ -22,22 +28,41 @@ FORMAT_KEYS = {
     "alpaca": ("instruction", "input", "output"),
     "text": ("text",),
 }
+# Formats whose keys take the whole record (checked first, in this order).
+DOMINANT_KEYS = {
+    "preference": ("chosen", "rejected", "preferred_output", "non_preferred_output"),
+    "labelled": ("label",),
+}
 FORMAT_SHAPES = {
     "chat": '{"messages": [{"role": "user", "content": ...}, {"role": "assistant", "content": ...}]}',
     "prompt_completion": '{"prompt": ..., "completion": ...}',
     "alpaca": '{"instruction": ..., "input": ... (optional), "output": ...}',
     "text": '{"text": ...}',
+    "preference": '{"prompt": ... | "messages": [...], "chosen": ..., "rejected": ...} or OpenAI\'s '
+                  '{"input": {"messages": [...]}, "preferred_output": [...], "non_preferred_output": [...]}',
+    "labelled": '{"text": ..., "label": ...}',
+    "graded_prompt": '{"messages": [..., {"role": "user", "content": ...}], ...fields a grader reads as '
+                     '{{item.<field>}}}',
 }
 
 
 @dataclass
 class Example:
-    """One training record: chat `messages` (role, content, weight) or raw `text`, and where it came from."""
+    """One training record: chat `messages` (role, content, weight) or raw `text`, and where it came from.
+
+    A preference record has the prompt in `messages` (ending with a user turn; earlier assistant
+    turns weight 0) and the two replies as assistant messages in `chosen` and `rejected`; a labelled
+    record has `text` and `label`.
+    """
 
     format: str
     messages: list[dict] | None = None
     text: str | None = None
     where: str = ""
+    chosen: list[dict] | None = None
+    rejected: list[dict] | None = None
+    label: str | None = None
+    item: dict | None = None  # a graded prompt's other fields, for the grader
 
 
 class RecordError(ValueError):
@@ -53,9 +78,16 @@ def parse_record(obj: dict) -> Example:
     """Detect the format of one decoded JSON object and turn it into an `Example` (without `where`)."""
     if not isinstance(obj, dict):
         raise RecordError("", f"is {a_json_type(obj)}; expected a JSON object")
+    if any(key in obj for key in DOMINANT_KEYS["preference"]):
+        return parse_preference(obj)
+    if ends_with_user_turn(obj.get("messages")):
+        return parse_graded_prompt(obj)
+    for name, keys in DOMINANT_KEYS.items():
+        if any(key in obj for key in keys):
+            return PARSERS[name](obj)
     claimed = [name for name, keys in FORMAT_KEYS.items() if any(key in obj for key in keys)]
     if len(claimed) != 1:
-        shapes = "; ".join(f"{name} {FORMAT_SHAPES[name]}" for name in FORMAT_KEYS)
+        shapes = "; ".join(f"{name} {shape}" for name, shape in FORMAT_SHAPES.items())
         if claimed:
             found = ", ".join(sorted(k for name in claimed for k in FORMAT_KEYS[name] if k in obj))
             raise RecordError("", f"keys {found} mix formats {' and '.join(claimed)}; use one of: {shapes}")
@@ -166,11 +198,105 @@ def parse_text(obj: dict) -> Example:
     return Example(format="text", text=required_text(obj, "text"))
 
 
+def parse_preference(obj: dict) -> Example:
+    """A prompt and two replies, the first preferred: `{"prompt"|"messages", "chosen", "rejected"}` or
+    OpenAI's `{"input": {"messages"}, "preferred_output", "non_preferred_output"}`.
+
+    Replies are a string or a list of assistant messages (OpenAI's shape); the prompt is a string or
+    a conversation ending with a user turn (its assistant turns are context, never trained on).
+    """
+    if "preferred_output" in obj or "non_preferred_output" in obj:
+        keys, prompt_field = ("preferred_output", "non_preferred_output"), "input.messages"
+        source = obj.get("input")
+        if not isinstance(source, dict):
+            raise RecordError("input", f"is {a_json_type(source) if 'input' in obj else 'missing'}; "
+                              'expected {"messages": [...]}')
+        if "messages" not in source:
+            raise RecordError("input.messages", "is missing")
+        prompt = source["messages"]
+    else:
+        keys = ("chosen", "rejected")
+        if ("prompt" in obj) == ("messages" in obj):
+            raise RecordError("", 'needs exactly one of "prompt" and "messages" beside chosen/rejected')
+        prompt_field = "prompt" if "prompt" in obj else "messages"
+        prompt = obj[prompt_field]
+    messages = preference_prompt(prompt, prompt_field)
+    chosen, rejected = (preference_reply(obj, key) for key in keys)
+    return Example(format="preference", messages=messages, chosen=chosen, rejected=rejected)
+
+
+def preference_prompt(prompt: object, field: str) -> list[dict]:
+    """The prompt as messages ending with a user turn; earlier assistant turns get weight 0."""
+    if isinstance(prompt, str):
+        if not prompt.strip():
+            raise RecordError(field, "is empty")
+        return [user(prompt)]
+    if not isinstance(prompt, list) or not prompt:
+        raise RecordError(field, f"is {a_json_type(prompt)}; expected a string or a non-empty array of messages")
+    messages = [parse_message(m, f"{field}[{i}]") for i, m in enumerate(prompt)]
+    if messages[-1]["role"] != "user":
+        raise RecordError(f"{field}[{len(messages) - 1}].role",
+                          f"is {messages[-1]['role']!r}; the prompt must end with a user message")
+    return [{**m, "weight": 0} if m["role"] == "assistant" else m for m in messages]
+
+
+def preference_reply(obj: dict, key: str) -> list[dict]:
+    """One reply: a string, or a non-empty array of assistant messages."""
+    if key not in obj:
+        raise RecordError(key, "is missing")
+    value = obj[key]
+    if isinstance(value, str):
+        if not value.strip():
+            raise RecordError(key, "is empty")
+        return [assistant(value)]
+    if not isinstance(value, list) or not value:
+        raise RecordError(key, f"is {a_json_type(value)}; expected a string or an array of assistant messages")
+    replies = [parse_message(m, f"{key}[{i}]") for i, m in enumerate(value)]
+    for i, reply in enumerate(replies):
+        if reply["role"] != "assistant":
+            raise RecordError(f"{key}[{i}].role", f"is {reply['role']!r}; replies are assistant messages")
+    return [{**m, "weight": 1} for m in replies]
+
+
+def ends_with_user_turn(messages: object) -> bool:
+    return isinstance(messages, list) and bool(messages) and isinstance(messages[-1], dict) \
+        and messages[-1].get("role") == "user"
+
+
+def parse_graded_prompt(obj: dict) -> Example:
+    """`{"messages": [... ending with a user turn], **fields}`: a prompt to sample replies to and the
+    fields a grader compares them with; earlier assistant turns are context (weight 0)."""
+    messages = [parse_message(m, f"messages[{i}]") for i, m in enumerate(obj["messages"])]
+    first_turn = next(i for i, m in enumerate(messages) if m["role"] != "system")
+    if messages[first_turn]["role"] == "assistant":
+        raise RecordError(f"messages[{first_turn}].role", "is 'assistant'; the conversation must start with a user message")
+    messages = [{**m, "weight": 0} if m["role"] == "assistant" else m for m in messages]
+    return Example(format="graded_prompt", messages=messages, item={k: v for k, v in obj.items() if k != "messages"})
+
+
+def parse_labelled(obj: dict) -> Example:
+    """`{"text", "label"}` for classification; a label is a string, or a number/boolean used as its text."""
+    text = required_text(obj, "text")
+    label = obj["label"]
+    if isinstance(label, bool):
+        label = "true" if label else "false"
+    elif isinstance(label, (int, float)):
+        label = str(label)
+    if not isinstance(label, str):
+        raise RecordError("label", f"is {a_json_type(label)}; expected a string or a number")
+    if not label.strip():
+        raise RecordError("label", "is empty")
+    return Example(format="labelled", text=text, label=label)
+
+
 PARSERS = {
     "chat": parse_chat,
     "prompt_completion": parse_prompt_completion,
     "alpaca": parse_alpaca,
     "text": parse_text,
+    "preference": parse_preference,
+    "labelled": parse_labelled,
+    "graded_prompt": parse_graded_prompt,
 }
 
 
@@ -228,8 +354,15 @@ def example_key(example: Example) -> str:
     """
     if example.text is not None:
         normalized = ["text", squash(example.text)]
+        if example.label is not None:
+            normalized.append(example.label)
     else:
         normalized = [[m["role"], squash(m["content"])] for m in example.messages or []]
+        if example.chosen is not None:
+            normalized += [[[m["role"], squash(m["content"])] for m in side]
+                           for side in (example.chosen, example.rejected or [])]
+        if example.item:
+            normalized.append(json.dumps(example.item, sort_keys=True, ensure_ascii=False))
     payload = json.dumps(normalized, ensure_ascii=False, separators=(",", ":"))
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()
 

@@ -1,43 +1,66 @@
-"""From the run's data settings to tokenized train and validation examples, with a summary."""
+"""From the run's data settings to an objective's training and validation units, with a summary.
+
+Every objective reads the same way (`read_split`): the files are parsed, records of a format the
+objective does not take are errors naming file:line and the shape it expects, and validation is
+the given file or a deterministic fraction of the training file. What a unit is (a tokenized
+example for SFT, a tokenized pair for DPO) is the objective's business; `prepare_data` is SFT's.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from hone.data.read import read_examples
-from hone.data.template import TokenizedExample, tokenize_example
+from hone.data.formats import FORMAT_SHAPES, Example
 from hone.data.pack import split_validation
+from hone.data.read import Issue, read_examples
+from hone.data.template import TokenizedExample, tokenize_example
 from hone.errors import DataError
+
+SFT_FORMATS = ("chat", "prompt_completion", "alpaca", "text")
 
 
 @dataclass
 class PreparedData:
-    train: list[TokenizedExample]
-    validation: list[TokenizedExample]
+    """An objective's train and validation units; `describe` is its one-line summary of them."""
+
+    train: list
+    validation: list
     notes: list[str] = field(default_factory=list)
+    describe: str = ""
+    info: dict = field(default_factory=dict)  # what the objective learnt from the data (e.g. class labels)
 
     def summary(self) -> str:
-        tokens = sum(len(e.input_ids) for e in self.train)
-        targets = sum(sum(1 for t in e.labels if t != -100) for e in self.train)
-        lines = [f"data: {len(self.train)} train / {len(self.validation)} validation examples, "
-                 f"{tokens:,} train tokens ({targets / max(tokens, 1):.0%} with loss)"]
-        return "\n".join(lines + [f"  {note}" for note in self.notes])
+        if self.describe:
+            head = self.describe
+        else:  # SFT's tokenized examples
+            tokens = sum(len(e.input_ids) for e in self.train)
+            targets = sum(sum(1 for t in e.labels if t != -100) for e in self.train)
+            head = (f"data: {len(self.train)} train / {len(self.validation)} validation examples, "
+                    f"{tokens:,} train tokens ({targets / max(tokens, 1):.0%} with loss)")
+        return "\n".join([head] + [f"  {note}" for note in self.notes])
 
 
-def prepare_data(data_config, tokenizer, *, seed: int) -> PreparedData:
-    """Read, validate, split, template and tokenize; bad lines raise (strict) or are skipped (lenient)."""
+def read_split(data_config, *, seed: int, formats: tuple[str, ...], objective: str,
+               notes: list[str]) -> tuple[list[Example], list[Example]]:
+    """(train, validation) examples of the given formats; other formats are line-numbered errors."""
     if not data_config.train:
         raise DataError("no training file", where="data.train", hint="set data.train=path/to/train.jsonl")
-    notes: list[str] = []
-    train = _read(data_config.train, data_config.strict, notes)
+    train = _read(data_config.train, data_config.strict, notes, formats, objective)
     if data_config.validation:
-        validation = _read(data_config.validation, data_config.strict, notes)
+        validation = _read(data_config.validation, data_config.strict, notes, formats, objective)
     elif data_config.validation_fraction > 0:
         train, validation = split_validation(train, data_config.validation_fraction, seed)
         notes.append(f"validation: {len(validation)} examples held out of {data_config.train} "
                      f"(validation_fraction={data_config.validation_fraction})")
     else:
         validation = []
+    return train, validation
+
+
+def prepare_data(data_config, tokenizer, *, seed: int) -> PreparedData:
+    """SFT's data: read, validate, split, template and tokenize; bad lines raise (strict) or are skipped."""
+    notes: list[str] = []
+    train, validation = read_split(data_config, seed=seed, formats=SFT_FORMATS, objective="sft", notes=notes)
     if data_config.replay:
         from hone.data.replay import replay_examples
 
@@ -62,8 +85,20 @@ def prepare_data(data_config, tokenizer, *, seed: int) -> PreparedData:
     return prepared
 
 
-def _read(path: str, strict: bool, notes: list[str]):
+def _read(path: str, strict: bool, notes: list[str], formats: tuple[str, ...], objective: str) -> list[Example]:
     examples, issues = read_examples(path, strict=strict)
+    wrong = [e for e in examples if e.format not in formats]
+    if wrong:
+        shapes = "; ".join(f"{name} {FORMAT_SHAPES[name]}" for name in formats)
+        wrong_issues = [Issue(path, int(e.where.rsplit(":", 1)[1]), "",
+                              f"is a {e.format} record; objective {objective} takes {' or '.join(formats)} "
+                              "records") for e in wrong]
+        if strict or len(wrong) == len(examples):
+            raise DataError(f"{len(wrong)} of {len(examples) + len(issues)} records do not fit objective "
+                            f"{objective}", where=path, issues=wrong_issues[:20],
+                            hint=f"objective {objective} expects: {shapes}")
+        issues = issues + wrong_issues
+        examples = [e for e in examples if e.format in formats]
     if issues:
         notes.append(f"{path}: skipped {len(issues)} invalid lines (data.strict=false); first: {issues[0]}")
     return examples

@@ -92,7 +92,7 @@ def check_file(path, tokenizer=None, *, max_length: int = 512, loss_on: str = "a
                 continue
             if tokenizer is not None:
                 try:
-                    tokens = tokenize_example(result, tokenizer, loss_on=loss_on)
+                    tokens = tokenize_for_report(result, tokenizer, loss_on)
                 except HoneError as error:
                     report.issues.append(Issue(str(path), line, "", error.what))
                     continue
@@ -119,6 +119,22 @@ def check_file(path, tokenizer=None, *, max_length: int = 512, loss_on: str = "a
         report.token_stats = length_stats(lengths)
         report.target_tokens = targets
     return report
+
+
+def tokenize_for_report(example, tokenizer, loss_on: str):
+    """The example as training sees it; a preference pair by its longer side (prompt + reply), a graded
+    prompt as the tokens generation starts from (no targets: GRPO samples its replies)."""
+    if example.format == "graded_prompt":
+        from hone.data.template import TokenizedExample, prompt_ids
+
+        ids = prompt_ids(example.messages, tokenizer)
+        return TokenizedExample(ids, [IGNORE] * len(ids), example.where)
+    if example.format == "preference":
+        from hone.data.pairs import tokenize_pair
+
+        pair = tokenize_pair(example, tokenizer, max_length=None)
+        return max(pair.chosen, pair.rejected, key=lambda side: len(side.input_ids))
+    return tokenize_example(example, tokenizer, loss_on=loss_on)
 
 
 def length_stats(lengths: list[int]) -> dict[str, float] | None:

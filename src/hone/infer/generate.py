@@ -54,6 +54,21 @@ def decode(model, prompts: list[list[int]], offset: int, cache, *, pad_id: int, 
     replaces the sampler (per-request temperatures and seeds), and `on_step(tokens)` sees each
     step's tokens and returns a bool mask of rows to stop (stop strings, per-row limits, streaming).
     """
+    rows, _ = decode_rows(model, prompts, offset, cache, pad_id=pad_id, stop=stop, max_new_tokens=max_new_tokens,
+                          temperature=temperature, top_p=top_p, generator=generator, pick=pick, on_step=on_step)
+    return [_until_stop(row, stop) for row in rows.tolist()]
+
+
+def decode_rows(model, prompts: list[list[int]], offset: int, cache, *, pad_id: int, stop: set[int],
+                max_new_tokens: int, temperature: float, top_p: float, generator=None, group_size: int = 1,
+                log_probs: bool = False, pick=None, on_step=None):
+    """The decoding loop: (tokens (B * group_size, T), log-probs of the picked tokens or None).
+
+    Each prompt is prefilled once; with `group_size` > 1 its cache, last logits and mask are then
+    repeated so that `group_size` continuations of it decode together (GRPO's group). A row holds
+    `pad_id` after its stop token. `log_probs` gives each picked token's log-probability under the
+    temperature-scaled distribution (top_p's truncation aside), as RL objectives record at sampling time.
+    """
     from transformers import DynamicCache
 
     batch, width = len(prompts), max(len(p) for p in prompts)
@@ -64,13 +79,21 @@ def decode(model, prompts: list[list[int]], offset: int, cache, *, pad_id: int, 
     cache = cache if cache is not None else DynamicCache()
     out = model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
                 use_cache=True, logits_to_keep=1)
-    next_position = positions[:, -1:] + 1
+    logits, next_position = out.logits[:, -1], positions[:, -1:] + 1
+    if group_size > 1:
+        cache.batch_repeat_interleave(group_size)
+        logits, mask, next_position = (t.repeat_interleave(group_size, dim=0) for t in (logits, mask, next_position))
+        batch *= group_size
     done = torch.zeros(batch, dtype=torch.bool)
     generated: list[torch.Tensor] = []
+    picked: list[torch.Tensor] = []
     stop_ids = torch.tensor(sorted(stop))
     for _ in range(max_new_tokens):
-        logits = out.logits[:, -1].float()
+        logits = logits.float()
         token = pick(logits) if pick is not None else pick_next(logits, temperature, top_p, generator)
+        if log_probs:
+            scaled = logits / temperature if temperature > 0 else logits
+            picked.append(torch.log_softmax(scaled, dim=-1).gather(1, token[:, None])[:, 0])
         token = torch.where(done, torch.full_like(token, pad_id), token)
         generated.append(token)
         done |= torch.isin(token, stop_ids)
@@ -81,9 +104,27 @@ def decode(model, prompts: list[list[int]], offset: int, cache, *, pad_id: int, 
         mask = torch.cat([mask, torch.ones(batch, 1, dtype=torch.long)], dim=1)
         out = model(input_ids=token[:, None], attention_mask=mask, position_ids=next_position,
                     past_key_values=cache, use_cache=True)
-        next_position = next_position + 1
-    rows = torch.stack(generated, dim=1).tolist() if generated else [[] for _ in range(batch)]
-    return [_until_stop(row, stop) for row in rows]
+        logits, next_position = out.logits[:, -1], next_position + 1
+    tokens = torch.stack(generated, dim=1) if generated else torch.zeros(batch, 0, dtype=torch.long)
+    return tokens, (torch.stack(picked, dim=1) if log_probs and picked else None)
+
+
+@torch.no_grad()
+def sample_groups(model, prompts: list[list[int]], group_size: int, *, pad_id: int, stop: set[int],
+                  max_new_tokens: int, temperature: float, top_p: float = 1.0, generator=None):
+    """`group_size` completions of each token prompt, all decoded as one batch; prompt p's are rows
+    [p * group_size, (p + 1) * group_size). A prefix every prompt shares is prefilled once, then each
+    prompt once. Returns (completions: token lists through the stop token when one was produced,
+    their per-token log-probs as lists, or None when greedy)."""
+    prefix_len = shared_prefix_length(prompts)
+    cache = expand_cache(prefill(model, prompts[0][:prefix_len]), len(prompts)) if prefix_len else None
+    rows, scores = decode_rows(model, [p[prefix_len:] for p in prompts], prefix_len, cache, pad_id=pad_id, stop=stop,
+                               max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
+                               generator=generator, group_size=group_size, log_probs=temperature > 0)
+    completions = [_through_stop(row, stop) for row in rows.tolist()]
+    if scores is None:
+        return completions, None
+    return completions, [s[:len(c)] for s, c in zip(scores.tolist(), completions)]
 
 
 def pick_next(logits: torch.Tensor, temperature: float, top_p: float, generator=None) -> torch.Tensor:
@@ -139,6 +180,13 @@ def expand_cache(cache, batch: int):
     cache = copy.deepcopy(cache)
     cache.batch_repeat_interleave(batch)
     return cache
+
+
+def _through_stop(row: list[int], stop: set[int]) -> list[int]:
+    for n, token in enumerate(row):
+        if token in stop:
+            return row[:n + 1]
+    return row
 
 
 def _until_stop(row: list[int], stop: set[int]) -> list[int]:

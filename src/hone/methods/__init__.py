@@ -10,6 +10,7 @@ returns a line the training log prints after `apply`.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from types import ModuleType
 from typing import Protocol
 
@@ -39,3 +40,18 @@ def method_for(name: str) -> Method:
 
 def can_merge(name: str) -> bool:
     return hasattr(METHODS[name], "merge")
+
+
+@contextmanager
+def reference_policy(model):
+    """Run `model` as the policy training started from: the frozen start adapter when the run continues
+    a trained one (`method.init_from`), else the base with the adapter disabled (no copy of the weights)."""
+    if lora.START_ADAPTER in getattr(model, "peft_config", {}):
+        model.set_adapter(lora.START_ADAPTER, inference_mode=True)
+        try:
+            yield model
+        finally:
+            model.set_adapter("default")  # trainable again, the start adapter frozen
+        return
+    with model.disable_adapter():
+        yield model

@@ -2,6 +2,11 @@
 
 Options `dora` (weight-decomposed LoRA, Liu et al. 2024) and `rslora` (alpha / sqrt(rank) scaling,
 Kalajdzievski 2023) are PEFT's. `qlora` shares these options through `LoraOptions`.
+
+`init_from: RUN` continues a trained LoRA (an SFT run before GRPO or DPO): its weights become the
+trainable adapter, and a frozen copy of them is kept as the `hone_start` adapter so that objectives
+with a reference policy compare against where training started (`hone.methods.reference_policy`),
+not against the bare base. The copy costs the adapter's size, never the base's.
 """
 
 from __future__ import annotations
@@ -50,10 +55,16 @@ class LoraOptions(Section):
         return value
 
 
+START_ADAPTER = "hone_start"
+
+
 class Config(LoraOptions):
     type: Literal["lora"] = "lora"
     dora: bool = False
     """Weight-decomposed LoRA: a trainable magnitude per output channel beside the low-rank direction."""
+    init_from: str | None = None
+    """A run directory (or its adapter/) trained with LoRA on the same base: continue from its adapter
+    (its rank, alpha and target modules are used; the options above are then ignored)."""
 
 
 def linear_names(model) -> list[str]:
@@ -96,12 +107,32 @@ def check_layers(model, config: LoraOptions) -> None:
 def apply(model, config: Config):
     from peft import get_peft_model
 
+    if config.init_from:
+        return continue_from(model, config.init_from)
     check_layers(model, config)
     return get_peft_model(model, peft_config(model, config, dora=config.dora))
 
 
+def continue_from(model, run):
+    """The adapter of `run` made trainable on `model`, plus a frozen copy of it as `hone_start`."""
+    from peft import PeftModel
+
+    from hone.errors import ConfigError
+    from hone.models.artifact import adapter_dir, read_manifest
+
+    directory = adapter_dir(run)
+    method = read_manifest(directory).get("method", {}).get("type")
+    if method != "lora":
+        raise ConfigError(f"{run} was trained with method {method!r}; init_from needs a LoRA run",
+                          where="method.init_from")
+    model = PeftModel.from_pretrained(model, directory, is_trainable=True)
+    model.load_adapter(directory, adapter_name=START_ADAPTER, is_trainable=False)
+    model.set_adapter("default")
+    return model
+
+
 def save(model, directory) -> None:
-    model.save_pretrained(directory)
+    model.save_pretrained(directory, selected_adapters=["default"])
 
 
 def load(base, directory):

@@ -17,14 +17,23 @@ from hone.errors import ModelError
 MANIFEST = "hone.json"
 
 
-def write_artifact(directory: Path, model, method, config, source, tokenizer, metrics: dict) -> Path:
-    """Write atomically: a half-written artifact never replaces a complete one."""
+def write_artifact(directory: Path, model, method, config, source, tokenizer, metrics: dict, *,
+                   objective=None, data=None) -> Path:
+    """Write atomically: a half-written artifact never replaces a complete one.
+
+    The objective adds what it trained beside the method (a reward or class head) and what hone.json
+    must remember about the data (class labels) to `objective` in the manifest.
+    """
     from hone import __version__
 
     directory = Path(directory)
     tmp = directory.with_name(directory.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     method.save(model, tmp)
+    objective_state = config.objective.model_dump(mode="json")
+    if objective is not None:
+        objective.save(model, tmp)
+        objective_state.update(objective.manifest(data))
     manifest = {
         "format": "hone-artifact/1",
         "hone_version": __version__,
@@ -32,7 +41,7 @@ def write_artifact(directory: Path, model, method, config, source, tokenizer, me
         "base_model": {"id": source.id, "kind": source.kind, "sha256": source.sha256},
         "chat_template": tokenizer.chat_template,
         "method": config.method.model_dump(mode="json"),
-        "objective": config.objective.model_dump(mode="json"),
+        "objective": objective_state,
         "data": {"train": config.data.train, "validation": config.data.validation,
                  "max_length": config.data.max_length, "loss_on": config.data.loss_on},
         "metrics": metrics,
@@ -86,6 +95,7 @@ def load_tuned(path: str | Path):
     """
     from hone.methods import method_for
     from hone.models.load import load_model
+    from hone.objectives import OBJECTIVES
 
     directory = adapter_dir(path)
     manifest = read_manifest(directory)
@@ -97,4 +107,8 @@ def load_tuned(path: str | Path):
     if manifest.get("chat_template"):
         tokenizer.chat_template = manifest["chat_template"]
     model = method_for(manifest["method"]["type"]).load(model, directory)
+    objective = OBJECTIVES.get(manifest.get("objective", {}).get("type"))
+    restore = getattr(objective, "restore", None)  # objectives that train a head load it back
+    if restore is not None:
+        model = restore(model, directory, manifest)
     return model, tokenizer, manifest

@@ -107,7 +107,10 @@ class Estimate:
 
 
 def workload_for(config, examples=None, *, segmented: bool = True) -> Workload:
-    """The biggest micro-batch of `config` over `examples` (tokenized), or batch x max_length without."""
+    """The biggest micro-batch of `config` over `examples` (tokenized), or batch x max_length without
+    (also for units that are not single tokenized examples: preference pairs, prompts to sample from)."""
+    if examples and not hasattr(examples[0], "labels"):
+        examples = None
     from hone.data.pack import pack_rows, plan_batches
 
     train, data = config.train, config.data
@@ -209,10 +212,11 @@ def calibrate(config, source, examples, method_name: str, method_config=None, *,
     runtime = start_runtime(config.train)
     prepare_for_precision(model, runtime.precision)
     examples = examples or _synthetic_examples(config, tokenizer, steps + 1)
-    plan = StepPlan(examples, config, tokenizer.pad_token_id, segmented)
+    objective = build_objective(config.objective)
+    plan = StepPlan(examples, objective, config, tokenizer.pad_token_id, segmented)
     optimizer = build_optimizer(model.parameters(), config.train)
     scheduler = build_scheduler(optimizer, config.train, plan.total_steps)
-    objective = runtime.wrap(model, build_objective(config.objective))
+    objective = runtime.wrap(model, objective)
     model.train()
     seconds, tokens = [], []
     for step in range(steps + 1):
@@ -244,15 +248,35 @@ def estimate_run(config, *, methods: list[str] | None = None, calibration_steps:
     rows = []
     for name in names:
         method_config = config.method if name == config.method.type else METHODS[name].Config()
-        estimate = analytical(config, source, workload, name, method_config)
+        run, note = _run_for_method(config, method_config)
+        estimate = analytical(run, source, workload_for(run, examples, segmented=segmented), name, method_config)
+        if note:
+            estimate.notes.append(note)
         if calibration_steps:
             if log:
                 log(f"estimate: calibrating {name} ({calibration_steps} steps) ...")
-            measured = calibrate(config, source, examples, name, method_config, steps=calibration_steps)
+            measured = calibrate(run, source, examples, name, method_config, steps=calibration_steps)
             estimate.seconds_per_step = measured["seconds_per_step"]
             estimate.tokens_per_s = measured["tokens_per_s"]
         rows.append(estimate)
     return Estimate(source.id, resolve_precision(config.train.precision), workload, rows, available_memory())
+
+
+def _run_for_method(config, method_config):
+    """`config` with `method_config`, adjusted where the method requires it (virtual-token methods
+    need `data.packing=false`); returns the run config and a note saying what changed."""
+    from hone.config.schema import RunConfig
+    from hone.errors import ConfigError
+
+    if method_config is config.method:
+        return config, None
+    data = config.model_dump()
+    data["method"] = method_config.model_dump()
+    try:
+        return RunConfig.model_validate(data), None
+    except (ValueError, ConfigError):
+        data["data"]["packing"] = False
+        return RunConfig.model_validate(data), "estimated with data.packing=false (this method requires it)"
 
 
 def check_fits(config, source, examples, log=print) -> Estimate:

@@ -1,8 +1,22 @@
-"""Training objectives: the loss. Each is a module with `Config` and `build(config) -> Objective`.
+"""Training objectives: the data they take, how it batches, and the loss. Each is a module with
+`Config` and `build(config) -> Objective`.
 
-An objective's `loss(model, batch)` returns the batch's *summed* loss and its metrics; the loop
-divides by `units(batch)` summed over every micro-batch of the optimizer step, so gradient
-accumulation gives the same gradient as one big batch.
+The loop is objective-agnostic; an objective owns its whole data path:
+- `prepare(data_config, tokenizer, seed)` reads the files (rejecting records of other formats with
+  file:line errors) and returns a `PreparedData` of training *units* (an SFT example, a DPO pair,
+  a labelled text, later a GRPO prompt);
+- `length(unit)` is what the batch planner budgets (tokens of a forward pass);
+- `collate(units, data_config, pad_id, segmented)` turns one micro-batch of units into tensors, and
+  `validation_batches(...)` collates the validation units once;
+- `attach(model, data)` adds what the objective trains beside the method's parameters (a reward or
+  class head; nothing for SFT); `save(model, directory)` writes it into the artifact, and
+  `manifest(data)` what hone.json must remember (class labels);
+- `loss(model, batch)` returns the batch's *summed* loss and its parts; the loop divides by
+  `units(batch)` summed over every micro-batch of the optimizer step, so gradient accumulation
+  gives the same gradient as one big batch; `report(parts, validation)` turns the parts of a step or
+  of a validation pass into metrics.
+An objective that generates (GRPO) takes prompt-only units, keeps the tokenizer it was given in
+`prepare`, and samples inside `loss` (the reference is `model.disable_adapter()`, as for DPO).
 """
 
 from __future__ import annotations
@@ -10,16 +24,34 @@ from __future__ import annotations
 from types import ModuleType
 from typing import Protocol
 
-from hone.objectives import sft
+from hone.objectives import classify, dpo, grpo, reward, sft
 
 
 class Objective(Protocol):
+    name: str
+
+    def prepare(self, data_config, tokenizer, seed: int): ...
+
+    def length(self, unit) -> int: ...
+
+    def collate(self, units: list, data_config, pad_id: int, segmented: bool) -> dict: ...
+
+    def validation_batches(self, units: list, data_config, pad_id: int, segmented: bool) -> list[dict]: ...
+
+    def attach(self, model, data): ...
+
     def units(self, batch) -> int: ...
 
     def loss(self, model, batch) -> tuple: ...
 
+    def report(self, parts: list[dict], *, validation: bool) -> dict: ...
 
-OBJECTIVES: dict[str, ModuleType] = {"sft": sft}
+    def save(self, model, directory) -> None: ...
+
+    def manifest(self, data) -> dict: ...
+
+
+OBJECTIVES: dict[str, ModuleType] = {"sft": sft, "dpo": dpo, "reward": reward, "classify": classify, "grpo": grpo}
 OBJECTIVE_CONFIGS = {name: module.Config for name, module in OBJECTIVES.items()}
 
 

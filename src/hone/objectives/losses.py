@@ -54,3 +54,48 @@ def linear_cross_entropy(hidden, weight, targets, chunk_size: int = 1024):
     if hidden.shape[0] == 0:
         return hidden.sum() * 0.0 + weight.sum() * 0.0
     return _LinearCrossEntropy.apply(hidden, weight, targets, chunk_size)
+
+
+class _LinearTokenLogProbs(torch.autograd.Function):
+    """Per-token log p(target) of `hidden @ weight.T`, chunked like `_LinearCrossEntropy`.
+
+    d log p_t / d hidden_t = (onehot_t - softmax_t) @ weight is formed during the forward pass, one
+    chunk of logits at a time, and only scaled by each token's incoming gradient in backward. The
+    weight gets no gradient here (callers fall back to plain autograd when it trains).
+    """
+
+    @staticmethod
+    def forward(ctx, hidden, weight, targets, chunk_size):  # hidden (N, H), weight (V, H), targets (N,)
+        need_h = ctx.needs_input_grad[0]
+        acc = torch.promote_types(hidden.dtype, torch.float32)
+        out = hidden.new_empty(hidden.shape[0], dtype=acc)
+        grad_h = torch.empty_like(hidden) if need_h else None
+        rows = torch.arange(min(chunk_size, hidden.shape[0]), device=hidden.device)
+        for start in range(0, hidden.shape[0], chunk_size):
+            h = hidden[start:start + chunk_size]
+            t = targets[start:start + chunk_size]
+            log_probs = torch.log_softmax((h @ weight.T).to(acc), dim=-1)
+            r = rows[: h.shape[0]]
+            out[start:start + chunk_size] = log_probs[r, t]
+            if need_h:
+                minus = log_probs.exp_().neg_()  # -softmax, in place
+                minus[r, t] += 1.0  # onehot - softmax
+                grad_h[start:start + chunk_size] = minus.to(hidden.dtype) @ weight
+        ctx.save_for_backward(grad_h)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        (grad_h,) = ctx.saved_tensors
+        gh = grad_h * grad_out[:, None].to(grad_h.dtype) if grad_h is not None else None
+        return gh, None, None, None
+
+
+def linear_token_log_probs(hidden, weight, targets, chunk_size: int = 1024):
+    """log softmax(hidden @ weight.T)[target] per token (N,) without keeping the (N x vocab) logits."""
+    if weight.requires_grad:
+        logits = (hidden @ weight.T).float()
+        return torch.log_softmax(logits, dim=-1).gather(1, targets[:, None])[:, 0]
+    if hidden.shape[0] == 0:
+        return hidden.sum(dim=-1) * 0.0
+    return _LinearTokenLogProbs.apply(hidden, weight, targets, chunk_size)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 import torch
 from pydantic import Field
 
 from hone.config.base import Section
+from hone.data.pack import collate, pack_rows
 from hone.objectives.losses import linear_cross_entropy
 
 
@@ -39,9 +41,65 @@ def hidden_states(model, batch):
     return out.last_hidden_state
 
 
+def collate_packed(examples, data_config, pad_id: int, segmented: bool) -> dict:
+    """One micro-batch of tokenized examples: with packing and segment attention one row holding them
+    all (no padding); with packing alone rows of `max_length` under a block-diagonal mask; without
+    packing one padded row per example."""
+    rows = None
+    if data_config.packing:
+        capacity = None if segmented else data_config.max_length
+        lengths = [len(e.input_ids) for e in examples]
+        rows = pack_rows(lengths, capacity) if capacity else [list(range(len(examples)))]
+    return collate(examples, rows, pad_id, mask=not segmented)
+
+
+def validation_rows(examples, data_config, pad_id: int, segmented: bool, rows_per_batch: int = 8) -> list[dict]:
+    """Collate validation examples once: rows of max_length (packed when packing is on), a few per batch."""
+    if not examples:
+        return []
+    capacity = data_config.max_length if data_config.packing else None
+    lengths = [len(e.input_ids) for e in examples]
+    rows = pack_rows(lengths, capacity) if capacity else [[i] for i in range(len(examples))]
+    batches = []
+    for start in range(0, len(rows), rows_per_batch):
+        chunk = rows[start:start + rows_per_batch]
+        flat = [i for row in chunk for i in row]
+        local = {i: n for n, i in enumerate(flat)}
+        batches.append(collate([examples[i] for i in flat], [[local[i] for i in row] for row in chunk], pad_id,
+                               mask=not segmented))
+    return batches
+
+
 class SFT:
+    """The default data path (chat, prompt/completion, alpaca, text records) and next-token CE."""
+
+    name = "sft"
+
     def __init__(self, chunk_tokens: int) -> None:
         self.chunk_tokens = chunk_tokens
+
+    def prepare(self, data_config, tokenizer, seed: int):
+        from hone.data.prepare import prepare_data
+
+        return prepare_data(data_config, tokenizer, seed=seed)
+
+    def length(self, unit) -> int:
+        return len(unit.input_ids)
+
+    def collate(self, units, data_config, pad_id: int, segmented: bool) -> dict:
+        return collate_packed(units, data_config, pad_id, segmented)
+
+    def validation_batches(self, units, data_config, pad_id: int, segmented: bool) -> list[dict]:
+        return validation_rows(units, data_config, pad_id, segmented)
+
+    def attach(self, model, data):
+        return model
+
+    def save(self, model, directory) -> None:
+        pass
+
+    def manifest(self, data) -> dict:
+        return {}
 
     def units(self, batch) -> int:
         return int(batch["n_targets"])
@@ -56,3 +114,6 @@ class SFT:
             h = hidden[keep]
             loss_sum = linear_cross_entropy(h, head.to(h.dtype), targets[keep], self.chunk_tokens)
         return loss_sum, {"loss_sum": loss_sum.detach().item(), "targets": int(keep.sum())}
+
+    def report(self, parts: list[dict], loss: float, *, validation: bool) -> dict:
+        return {"ppl": math.exp(min(loss, 50.0))} if validation else {}

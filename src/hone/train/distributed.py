@@ -16,6 +16,7 @@ from dataclasses import dataclass, replace
 
 import torch
 
+from hone.errors import ConfigError
 from hone.train.precision import HALF, autocast, grad_scaler, resolve_device, resolve_precision
 
 
@@ -50,6 +51,9 @@ class Runtime:
         mine = examples[self.rank::self.world]
         if mine or not examples:
             return mine
+        if not hasattr(examples[0], "labels"):
+            raise ConfigError(f"a micro-batch of {len(examples)} units cannot give each of {self.world} processes one",
+                              where="train.batch_size", hint="raise train.batch_size to at least the process count")
         return [replace(examples[0], labels=[-100] * len(examples[0].labels))]
 
     def sync(self, last: bool):
@@ -120,6 +124,9 @@ class StepObjective:
 
     def loss(self, model, batch):
         return self.module(batch)
+
+    def __getattr__(self, name):  # the rest of the objective (collate, report, save, ...) as it is
+        return getattr(self.objective, name)
 
 
 def start_runtime(train, log=print) -> Runtime:

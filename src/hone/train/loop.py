@@ -14,8 +14,7 @@ import torch
 
 from hone.config.load import dump_config
 from hone.config.schema import RunConfig
-from hone.data.pack import collate, pack_rows, plan_batches
-from hone.data.prepare import prepare_data
+from hone.data.pack import plan_batches
 from hone.methods import method_for
 from hone.models.attention import use_segment_attention
 from hone.models.estimate import check_fits
@@ -54,10 +53,11 @@ def run_training(config: RunConfig, run_dir: Path, *, resume: bool = False, prog
     """
     set_threads(config.train.threads)
     source = resolve_model(config.model)
-    data = prepare_data(config.data, load_tokenizer(source), seed=config.train.seed)  # fail before any writes
+    objective = build_objective(config.objective)
+    data = objective.prepare(config.data, load_tokenizer(source), seed=config.train.seed)  # fail before any writes
     runtime = start_runtime(config.train, log)
     try:
-        return _train(config, run_dir, runtime, source, data, resume, progress and runtime.main,
+        return _train(config, run_dir, runtime, source, objective, data, resume, progress and runtime.main,
                       log if runtime.main else _silent)
     finally:
         stop_runtime()
@@ -67,8 +67,8 @@ def _silent(*args, **kwargs) -> None:
     pass
 
 
-def _train(config: RunConfig, run_dir: Path, runtime: Runtime, source, data, resume: bool, progress: bool,
-           log) -> TrainResult:
+def _train(config: RunConfig, run_dir: Path, runtime: Runtime, source, objective, data, resume: bool,
+           progress: bool, log) -> TrainResult:
     if runtime.main:
         check_fits(config, source, data.train, log)  # prints the estimate; refuses what cannot fit
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -78,11 +78,10 @@ def _train(config: RunConfig, run_dir: Path, runtime: Runtime, source, data, res
     model, tokenizer, source = load_model(source)
 
     method = method_for(config.method.type)
-    objective = build_objective(config.objective)
     segmented = use_segment_attention(model)
     torch.manual_seed(config.train.seed)
     base_params = {id(p) for p in model.parameters()}
-    model = method.apply(model, config.method)
+    model = objective.attach(method.apply(model, config.method), data)
     if hasattr(method, "describe"):
         log(method.describe(model))
     regularizer = L2SP.from_model(model, base_params, config.train.l2sp) if config.train.l2sp else None
@@ -98,7 +97,7 @@ def _train(config: RunConfig, run_dir: Path, runtime: Runtime, source, data, res
     objective = runtime.wrap(model, objective, checkpointing=config.train.gradient_checkpointing,
                              compile=config.train.compile)
 
-    plan = StepPlan(data.train, config, tokenizer.pad_token_id, segmented, shard=runtime.shard)
+    plan = StepPlan(data.train, objective, config, tokenizer.pad_token_id, segmented, shard=runtime.shard)
     optimizer = build_optimizer(model.parameters(), config.train)
     scheduler = build_scheduler(optimizer, config.train, plan.total_steps)
     metrics = MetricsLog(run_dir / "metrics.jsonl", enabled=runtime.main)
@@ -111,7 +110,7 @@ def _train(config: RunConfig, run_dir: Path, runtime: Runtime, source, data, res
         log("no checkpoint found; starting from step 0")
     metrics.truncate_after(step)  # a resumed run rewrites what came after its checkpoint
 
-    validation = _rows(data.validation, config, tokenizer.pad_token_id, segmented)
+    validation = objective.validation_batches(data.validation, config.data, tokenizer.pad_token_id, segmented)
     watch = ValidationWatch(config, run_dir, tokenizer, bool(validation), resumed_step=step, log=log)
     bar = _progress_bar(plan.total_steps, step, progress)
     model.train()
@@ -134,7 +133,7 @@ def _train(config: RunConfig, run_dir: Path, runtime: Runtime, source, data, res
                 last_eval.update(watch.after_eval(step, last_eval, model, metrics))
                 metrics.append({"step": step, **last_eval})
                 (bar.write if runtime.main else _silent)(
-                    f"step {step}: val_loss {last_eval['val_loss']:.4f} ppl {last_eval['val_ppl']:.2f}")
+                    f"step {step}: " + " ".join(f"{k} {v:.4f}" for k, v in last_eval.items() if isinstance(v, float)))
                 model.train()
                 if watch.should_stop:
                     bar.write(f"early stopping at step {step}: no better {watch.stopper.metric} since step "
@@ -159,7 +158,7 @@ def _train(config: RunConfig, run_dir: Path, runtime: Runtime, source, data, res
     summary.update(watch.finish(model, step, restore=runtime.main))
     adapter_dir = run_dir / "adapter"
     if runtime.main:
-        write_artifact(adapter_dir, model, method, config, source, tokenizer, summary)
+        write_artifact(adapter_dir, model, method, config, source, tokenizer, summary, objective=objective, data=data)
     barrier()
     return TrainResult(run_dir, adapter_dir, step, summary, rank=runtime.rank)
 
@@ -171,7 +170,7 @@ def optimizer_step(model, objective, batches, optimizer, scheduler, runtime: Run
     processes equal one big batch (DDP/FSDP average gradients over ranks, hence the factor N)."""
     (units,) = runtime.totals(sum(objective.units(b) for b in batches))
     scale = runtime.world / max(units, 1)
-    loss_sum, tokens = 0.0, 0
+    loss_sum, tokens, all_parts = 0.0, 0, []
     for i, batch in enumerate(batches):
         with runtime.sync(last=i == len(batches) - 1):
             with runtime.autocast():
@@ -180,6 +179,7 @@ def optimizer_step(model, objective, batches, optimizer, scheduler, runtime: Run
             (runtime.scaler.scale(loss) if runtime.scaler else loss).backward()
         loss_sum += parts["loss_sum"]
         tokens += int(batch["n_tokens"])
+        all_parts.append(parts)
     extra = {"l2sp": regularizer.add_gradient()} if regularizer is not None else {}
     loss_sum, tokens = runtime.totals(loss_sum, tokens)
     if runtime.scaler:
@@ -193,25 +193,26 @@ def optimizer_step(model, objective, batches, optimizer, scheduler, runtime: Run
         optimizer.step()
     scheduler.step()
     optimizer.zero_grad(set_to_none=True)
-    return {"loss": loss_sum / max(units, 1), "lr": lr, "grad_norm": grad_norm, "tokens": int(tokens),
-            "targets": int(units), **extra}
+    loss = loss_sum / max(units, 1)
+    return {"loss": loss, "lr": lr, "grad_norm": grad_norm, "tokens": int(tokens), "targets": int(units), **extra,
+            **objective.report(all_parts, loss, validation=False)}
 
 
 class StepPlan:
     """The deterministic sequence of micro-batches: epoch e shuffles with (seed, e); optimizer step s
     takes micro-batches [s * grad_accum, (s + 1) * grad_accum) of the concatenated epochs.
 
-    With packing and segment attention, a micro-batch is one row holding all its examples (no
-    padding at all); with packing alone, rows of `max_length` under a block-diagonal mask; without
-    packing, one padded row per example.
+    Batches are planned on the objective's unit lengths and collated by the objective (for SFT: with
+    packing and segment attention one row holding all its examples, no padding at all; with packing
+    alone rows of `max_length` under a block-diagonal mask; without packing one padded row each).
     """
 
-    def __init__(self, examples, config: RunConfig, pad_id: int, segmented: bool, shard=None) -> None:
+    def __init__(self, examples, objective, config: RunConfig, pad_id: int, segmented: bool, shard=None) -> None:
         self.examples = examples
-        self.lengths = [len(e.input_ids) for e in examples]
+        self.objective = objective
+        self.lengths = [objective.length(e) for e in examples]
         self.train = config.train
-        self.packing = config.data.packing
-        self.capacity = None if segmented else config.data.max_length
+        self.data = config.data
         self.pad_id = pad_id
         self.segmented = segmented
         self.shard = shard or (lambda examples: examples)  # this process's share of a micro-batch
@@ -236,41 +237,22 @@ class StepPlan:
         for index in range(step * self.train.grad_accum, (step + 1) * self.train.grad_accum):
             epoch, offset = divmod(index, self.micro_per_epoch)
             examples = self.shard([self.examples[i] for i in self._epoch(epoch)[offset]])
-            rows = None
-            if self.packing:
-                lengths = [len(e.input_ids) for e in examples]
-                rows = pack_rows(lengths, self.capacity) if self.capacity else [list(range(len(examples)))]
-            yield collate(examples, rows, self.pad_id, mask=not self.segmented)
+            yield self.objective.collate(examples, self.data, self.pad_id, self.segmented)
 
 
 @torch.no_grad()
 def evaluate_loss(model, objective, batches) -> dict:
-    """Mean loss per target unit over pre-collated batches, and its perplexity."""
+    """Mean loss per unit over pre-collated batches and the objective's metrics (val_ppl for SFT)."""
     model.eval()
-    loss_sum, units = 0.0, 0
+    loss_sum, units, all_parts = 0.0, 0, []
     for batch in batches:
         _, parts = objective.loss(model, batch)
         loss_sum += parts["loss_sum"]
         units += objective.units(batch)
+        all_parts.append(parts)
     loss = loss_sum / max(units, 1)
-    return {"val_loss": loss, "val_ppl": math.exp(min(loss, 50.0))}
-
-
-def _rows(examples, config: RunConfig, pad_id: int, segmented: bool, rows_per_batch: int = 8):
-    """Collate validation examples once: rows of max_length (packed when packing is on), a few per batch."""
-    if not examples:
-        return []
-    capacity = config.data.max_length if config.data.packing else None
-    lengths = [len(e.input_ids) for e in examples]
-    rows = pack_rows(lengths, capacity) if capacity else [[i] for i in range(len(examples))]
-    batches = []
-    for start in range(0, len(rows), rows_per_batch):
-        chunk = rows[start:start + rows_per_batch]
-        flat = [i for row in chunk for i in row]
-        local = {i: n for n, i in enumerate(flat)}
-        batches.append(collate([examples[i] for i in flat], [[local[i] for i in row] for row in chunk], pad_id,
-                               mask=not segmented))
-    return batches
+    extra = objective.report(all_parts, loss, validation=True)
+    return {"val_loss": loss, **{f"val_{k}": v for k, v in extra.items()}}
 
 
 def _clip(model, max_norm: float | None) -> float:

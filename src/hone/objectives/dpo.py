@@ -1,0 +1,160 @@
+"""Direct preference optimisation (Rafailov et al. 2023) on preference pairs, with IPO and hinge variants.
+
+The reference policy is the same model with its adapter disabled (PEFT's `disable_adapter()`), or
+the frozen start adapter when the run continues one (`method.init_from`), so no second copy of the
+weights is held; both replies of a pair sit in one packed row, so one forward
+pass (segment attention) gives both summed log-probs, and one more without gradients gives the
+reference's. Where hone departs from the papers or TRL:
+- IPO's log-ratios are averaged per reply token before the squared loss (as TRL does, after the
+  IPO authors), so `beta` means the same for short and long replies.
+- `sft_weight` adds that weight times the chosen reply's mean token NLL per pair (TRL's `sft`
+  loss averages over all tokens of the batch instead).
+- Methods without an adapter have no free reference; for them the reference log-probs would be
+  computed once before training (a pass over the data with the frozen start model). That is not
+  built yet, so `dpo` requires an adapter method and says so before training starts.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field, model_validator
+
+from hone.config.base import Section
+from hone.data.pairs import collate_pairs, pair_batches, pair_length, prepare_pairs
+from hone.data.template import IGNORE
+from hone.errors import ConfigError
+from hone.methods import reference_policy
+from hone.objectives.losses import linear_token_log_probs
+from hone.objectives.sft import hidden_states
+
+
+class Config(Section):
+    type: Literal["dpo"] = "dpo"
+    beta: float = Field(0.1, gt=0)
+    """Strength of the pull towards the reference (the KL weight); smaller lets the policy move further."""
+    variant: Literal["sigmoid", "ipo", "hinge"] = "sigmoid"
+    label_smoothing: float = Field(0.0, ge=0.0, lt=0.5)
+    """Assumed fraction of flipped preference labels (conservative DPO); sigmoid only."""
+    sft_weight: float = Field(0.0, ge=0.0)
+    """Add this times the chosen reply's mean token NLL to each pair's loss (0: pure DPO)."""
+    loss_chunk_tokens: int = Field(1024, gt=0)
+
+    @model_validator(mode="after")
+    def _smoothing_needs_sigmoid(self):
+        if self.label_smoothing and self.variant != "sigmoid":
+            raise ValueError(f"label_smoothing applies to the sigmoid variant, not {self.variant}")
+        return self
+
+
+def build(config: Config) -> "DPO":
+    return DPO(config)
+
+
+def dpo_loss(policy_chosen, policy_rejected, ref_chosen, ref_rejected, beta: float,
+             variant: str = "sigmoid", label_smoothing: float = 0.0):
+    """Per-pair DPO losses and the implicit rewards; every input is (B,) summed reply log-probs.
+
+    d = (policy_chosen - ref_chosen) - (policy_rejected - ref_rejected)
+    sigmoid: -(1 - eps) log sigmoid(beta d) - eps log sigmoid(-beta d)
+    ipo:     (d - 1 / (2 beta))^2
+    hinge:   max(0, 1 - beta d)
+    Returns (losses (B,), chosen_rewards (B,), rejected_rewards (B,)), rewards = beta * log-ratio, detached.
+    """
+    chosen_ratio = policy_chosen - ref_chosen
+    rejected_ratio = policy_rejected - ref_rejected
+    d = chosen_ratio - rejected_ratio
+    if variant == "sigmoid":
+        losses = -(1 - label_smoothing) * F.logsigmoid(beta * d) - label_smoothing * F.logsigmoid(-beta * d)
+    elif variant == "ipo":
+        losses = (d - 1 / (2 * beta)) ** 2
+    elif variant == "hinge":
+        losses = torch.relu(1 - beta * d)
+    else:
+        raise ValueError(f"unknown DPO variant {variant!r}; expected sigmoid, ipo or hinge")
+    return losses, beta * chosen_ratio.detach(), beta * rejected_ratio.detach()
+
+
+def sequence_log_probs(model, batch, chunk_tokens: int):
+    """Summed log-probs of each sequence's target tokens, and their counts: (N,), (N,)."""
+    hidden = hidden_states(model, batch)
+    targets = batch["targets"]
+    keep = targets.ne(IGNORE)
+    owner = batch["sequence"][keep]
+    n = batch["last"].shape[0]
+    head = model.get_output_embeddings().weight
+    with torch.autocast(hidden.device.type, enabled=False):
+        h = hidden[keep]
+        per_token = linear_token_log_probs(h, head.to(h.dtype), targets[keep], chunk_tokens)
+        sums = per_token.new_zeros(n).index_add(0, owner, per_token)
+    counts = per_token.new_zeros(n).index_add(0, owner, torch.ones_like(per_token))
+    return sums, counts
+
+
+class DPO:
+    """Preference pairs in, DPO loss out; the unit is a pair."""
+
+    name = "dpo"
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+
+    def prepare(self, data_config, tokenizer, seed: int):
+        return prepare_pairs(data_config, tokenizer, seed=seed, objective=self.name)
+
+    def length(self, unit) -> int:
+        return pair_length(unit)
+
+    def collate(self, units, data_config, pad_id: int, segmented: bool) -> dict:
+        return collate_pairs(units, data_config, pad_id, segmented)
+
+    def validation_batches(self, units, data_config, pad_id: int, segmented: bool) -> list[dict]:
+        return pair_batches(units, data_config, pad_id, segmented)
+
+    def attach(self, model, data):
+        if not hasattr(model, "disable_adapter"):
+            raise ConfigError("dpo needs an adapter method: its reference model is the base with the adapter "
+                              "disabled", where="method.type", hint="use method: lora")
+        return model
+
+    def save(self, model, directory) -> None:
+        pass
+
+    def manifest(self, data) -> dict:
+        return {}
+
+    def units(self, batch) -> int:
+        return int(batch["n_pairs"])
+
+    def loss(self, model, batch):
+        c = self.config
+        policy, counts = sequence_log_probs(model, batch, c.loss_chunk_tokens)
+        with torch.no_grad(), reference_policy(model):
+            reference, _ = sequence_log_probs(model, batch, c.loss_chunk_tokens)
+        scale = counts.clamp(min=1) if c.variant == "ipo" else torch.ones_like(counts)
+        policy_s, reference_s = policy / scale, reference / scale
+        losses, chosen, rejected = dpo_loss(policy_s[0::2], policy_s[1::2], reference_s[0::2], reference_s[1::2],
+                                            c.beta, c.variant, c.label_smoothing)
+        if c.sft_weight:
+            losses = losses - c.sft_weight * policy[0::2] / counts[0::2].clamp(min=1)
+        if c.variant == "ipo":  # report rewards on summed log-probs, like the other variants
+            chosen = c.beta * (policy[0::2] - reference[0::2]).detach()
+            rejected = c.beta * (policy[1::2] - reference[1::2]).detach()
+        loss_sum = losses.sum()
+        return loss_sum, {"loss_sum": loss_sum.item(), "pairs": len(losses),
+                          "chosen_reward_sum": chosen.sum().item(), "rejected_reward_sum": rejected.sum().item(),
+                          "correct": int((chosen > rejected).sum())}
+
+    def report(self, parts: list[dict], loss: float, *, validation: bool) -> dict:
+        return pair_report(parts)
+
+
+def pair_report(parts: list[dict]) -> dict:
+    """Mean chosen and rejected rewards, their margin, and the fraction of pairs ranked right."""
+    pairs = max(sum(p["pairs"] for p in parts), 1)
+    chosen = sum(p["chosen_reward_sum"] for p in parts) / pairs
+    rejected = sum(p["rejected_reward_sum"] for p in parts) / pairs
+    return {"rewards_chosen": chosen, "rewards_rejected": rejected, "reward_margin": chosen - rejected,
+            "pair_accuracy": sum(p["correct"] for p in parts) / pairs}

@@ -1,0 +1,270 @@
+"""GRPO: reinforcement fine-tuning against a reward, with group-normalised advantages (Shao et al. 2024).
+
+Each step, for every prompt of the micro-batch, `group_size` completions are sampled with hone's own
+decoding loop (`infer.generate.sample_groups`: one KV cache, each prompt prefilled once, the whole
+group decoded as one batch), scored by a grader spec (`objective.grader`, the RFT path) or a trained
+reward model (`objective.reward_model: RUN`, the RLHF path), and turned into advantages
+A = (r - mean(group)) / (std(group) + eps). The policy's log-probs of the completions come from one
+forward pass in which every (prompt + completion) is a segment of one packed row, as in SFT and DPO;
+the reference's from one more without gradients, with the adapter disabled (or the frozen start
+adapter, `method.init_from`). The unit the loop normalises by is a completion.
+
+Where hone departs from the GRPO paper (DeepSeekMath, Shao et al. 2024):
+- Loss normalisation. The paper averages each completion's per-token losses, then averages over
+  completions, so a token of a long completion weighs less than one of a short one.
+  `loss_normalization: token` (the default, as DAPO) averages over all completion tokens of the
+  micro-batch instead; `sequence` is the paper's; `constant` divides every completion's summed loss
+  by `max_new_tokens` (Dr. GRPO, Liu et al. 2025), which has no length bias at all. `sequence` and
+  `constant` are exact under gradient accumulation; `token` is exact per micro-batch (its mean is
+  weighted by the micro-batch's completions when several are accumulated).
+- `scale_rewards: false` drops the division by the group's std (Dr. GRPO), so groups whose rewards
+  barely differ are not blown up. The std is the sample std (Bessel-corrected), as TRL computes it.
+- One policy update per sampled batch (the paper allows several, mu): the ratio pi / pi_old is 1
+  up to numerics, but the clipped form is computed in full with the old log-probs recorded by the
+  decoding loop at sampling time, so it stays right if batches are ever reused.
+- The KL penalty uses the paper's k3 estimator, exp(ref - logp) - (ref - logp) - 1, per token; the
+  reference is the starting policy without a copy of its weights. Log-probs (policy, old and
+  reference) are taken under the sampling temperature (logits / T), as TRL does; top_p's
+  truncation of the sampling distribution is not reflected in them.
+- Outcome rewards only (one scalar per completion); no process supervision, no iterative retraining
+  of a reward model.
+Validation generates greedily for each validation prompt and reports the mean reward (`val_reward`);
+`val_loss` is its negative, since GRPO has no held-out loss.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from pydantic import Field, model_validator
+
+from hone.config.base import Section
+from hone.data.template import IGNORE, TokenizedExample
+from hone.errors import ConfigError
+from hone.methods import reference_policy
+from hone.objectives.losses import linear_token_log_probs
+from hone.objectives.sft import hidden_states
+from hone.rewards import GraderConfig
+
+ADVANTAGE_EPS = 1e-4
+
+
+class Config(Section):
+    type: Literal["grpo"] = "grpo"
+    grader: GraderConfig | None = None
+    """A grader spec (`hone.rewards`) that scores each completion against its prompt's item (RFT)."""
+    reward_model: str | None = None
+    """A run directory trained with `objective: reward` whose head scores each completion (RLHF)."""
+    group_size: int = Field(8, ge=2)
+    """Completions sampled per prompt; advantages are relative to the group."""
+    temperature: float = Field(1.0, gt=0)
+    top_p: float = Field(1.0, gt=0, le=1)
+    max_new_tokens: int = Field(128, gt=0)
+    clip_eps: float = Field(0.2, gt=0, lt=1)
+    """PPO clip range of the policy ratio."""
+    beta: float = Field(0.04, ge=0)
+    """Weight of the KL penalty to the reference policy (0: no reference pass at all)."""
+    scale_rewards: bool = True
+    """Divide advantages by the group's reward std (the paper); false keeps r - mean (Dr. GRPO)."""
+    loss_normalization: Literal["token", "sequence", "constant"] = "token"
+    loss_chunk_tokens: int = Field(1024, gt=0)
+
+    @model_validator(mode="after")
+    def _one_reward(self):
+        if (self.grader is None) == (self.reward_model is None):
+            raise ValueError("set exactly one of objective.grader (a grader spec) and objective.reward_model "
+                             "(a reward run)")
+        return self
+
+
+def build(config: Config) -> "GRPO":
+    return GRPO(config)
+
+
+def group_advantages(rewards, scale: bool = True, eps: float = ADVANTAGE_EPS):
+    """(P, G) rewards -> (P, G) advantages: r - group mean, divided by (group std + eps) when `scale`."""
+    centred = rewards - rewards.mean(dim=1, keepdim=True)
+    if not scale:
+        return centred
+    return centred / (rewards.std(dim=1, keepdim=True) + eps)
+
+
+def grpo_loss(logprobs, old_logprobs, ref_logprobs, advantages, mask, clip_eps: float, beta: float, *,
+              normalization: str = "token", max_tokens: int | None = None):
+    """The clipped-surrogate loss with a k3 KL penalty, normalised over completion tokens.
+
+    logprobs, old_logprobs, ref_logprobs, mask: (B, T) per completion token (mask 1 on real tokens);
+    advantages: (B,). Per token: ratio = exp(logp - old), surrogate = min(ratio A, clip(ratio) A),
+    kl = exp(ref - logp) - (ref - logp) - 1, loss = -(surrogate - beta kl). Then `token`: sum / tokens;
+    `sequence`: each row's token mean, averaged over rows; `constant`: sum / (B * max_tokens).
+    Returns (loss (), kl (B, T) detached, clipped (B, T) bool: where the clipped term was taken).
+    """
+    mask = mask.to(logprobs.dtype)
+    ratio = torch.exp(logprobs - old_logprobs)
+    adv = advantages[:, None]
+    unclipped = ratio * adv
+    clipped = torch.clamp(ratio, 1 - clip_eps, 1 + clip_eps) * adv
+    surrogate = torch.minimum(unclipped, clipped)
+    log_ref_ratio = ref_logprobs - logprobs
+    kl = torch.exp(log_ref_ratio) - log_ref_ratio - 1
+    per_token = -(surrogate - beta * kl) * mask
+    if normalization == "token":
+        loss = per_token.sum() / mask.sum().clamp(min=1)
+    elif normalization == "sequence":
+        loss = (per_token.sum(dim=1) / mask.sum(dim=1).clamp(min=1)).mean()
+    elif normalization == "constant":
+        loss = per_token.sum() / (mask.shape[0] * max_tokens)
+    else:
+        raise ValueError(f"unknown loss normalization {normalization!r}; expected token, sequence or constant")
+    return loss, (kl * mask).detach(), (clipped < unclipped) & mask.bool()
+
+
+def completion_log_probs(model, batch, temperature: float, chunk_tokens: int):
+    """Per-token log-probs (N,) of every completion token of a collated batch, in sequence order."""
+    hidden = hidden_states(model, batch)
+    targets = batch["targets"]
+    keep = targets.ne(IGNORE)
+    head = model.get_output_embeddings().weight
+    with torch.autocast(hidden.device.type, enabled=False):
+        h = hidden[keep]
+        return linear_token_log_probs(h / temperature, head.to(h.dtype), targets[keep], chunk_tokens)
+
+
+def padded(values: list, lengths: list[int], flat=None):
+    """(B, T) tensor and mask from per-row lists (or from `flat`, the rows concatenated)."""
+    width = max(lengths)
+    mask = torch.arange(width)[None, :] < torch.tensor(lengths)[:, None]
+    source = flat if flat is not None else torch.tensor([v for row in values for v in row], dtype=torch.float32)
+    out = source.new_zeros(len(lengths), width)
+    out[mask] = source
+    return out, mask
+
+
+class GRPO:
+    """Prompts in; sample, score, and the clipped policy-gradient loss out. The unit is a completion."""
+
+    name = "grpo"
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.tokenizer = None
+        self.reward = None
+
+    def prepare(self, data_config, tokenizer, seed: int):
+        from hone.data.prompts import prepare_prompts
+
+        self.tokenizer = tokenizer
+        return prepare_prompts(data_config, tokenizer, seed=seed, objective=self.name)
+
+    def length(self, unit) -> int:
+        return self.config.group_size * (len(unit.ids) + self.config.max_new_tokens)
+
+    def collate(self, units, data_config, pad_id: int, segmented: bool) -> dict:
+        """No tensors yet: the completions are sampled in `loss`, with the model as it is at that step."""
+        return {"prompts": list(units), "pad_id": pad_id, "segmented": segmented, "validation": False,
+                "n_tokens": sum(len(u.ids) for u in units) * self.config.group_size}
+
+    def validation_batches(self, units, data_config, pad_id: int, segmented: bool, per_batch: int = 16) -> list[dict]:
+        return [{**self.collate(units[i:i + per_batch], data_config, pad_id, segmented), "validation": True}
+                for i in range(0, len(units), per_batch)]
+
+    def attach(self, model, data):
+        from hone.objectives.grpo_rewards import load_reward
+
+        if not hasattr(model, "disable_adapter"):
+            raise ConfigError("grpo needs an adapter method: its reference model is the base with the adapter "
+                              "disabled", where="method.type", hint="use method: lora")
+        self.reward = load_reward(self.config)
+        return model
+
+    def save(self, model, directory) -> None:
+        pass
+
+    def manifest(self, data) -> dict:
+        return {}
+
+    def units(self, batch) -> int:
+        return len(batch["prompts"]) * (1 if batch["validation"] else self.config.group_size)
+
+    def sample(self, model, prompts, group_size: int, temperature: float):
+        """Completions (token lists, through the stop token) and their sampling log-probs, in eval mode."""
+        from hone.infer.generate import sample_groups, stop_token_ids
+
+        training = model.training
+        model.eval()
+        try:
+            return sample_groups(model, [u.ids for u in prompts], group_size, pad_id=self.tokenizer.pad_token_id,
+                                 stop=stop_token_ids(model, self.tokenizer), max_new_tokens=self.config.max_new_tokens,
+                                 temperature=temperature, top_p=self.config.top_p)
+        finally:
+            model.train(training)
+
+    def texts(self, completions) -> list[str]:
+        return [self.tokenizer.decode(ids, skip_special_tokens=True).strip() for ids in completions]
+
+    def loss(self, model, batch):
+        if batch["validation"]:
+            return self.validate(model, batch)
+        c, prompts = self.config, batch["prompts"]
+        completions, old = self.sample(model, prompts, c.group_size, c.temperature)
+        owners = [u for u in prompts for _ in range(c.group_size)]
+        scores, errors = self.reward(self.texts(completions), owners)
+        rewards = torch.tensor(scores, dtype=torch.float32).view(len(prompts), c.group_size)
+        advantages = group_advantages(rewards, c.scale_rewards).view(-1)
+
+        sequences = self.sequences(owners, completions)
+        packed = self.collate_sequences(sequences, batch)
+        batch["n_tokens"] = int(packed["n_tokens"])  # what the step really processed, for tokens/s
+        lengths = [len(ids) for ids in completions]
+        logprobs, mask = padded(None, lengths, completion_log_probs(model, packed, c.temperature, c.loss_chunk_tokens))
+        if c.beta > 0:
+            with torch.no_grad(), reference_policy(model):
+                ref, _ = padded(None, lengths, completion_log_probs(model, packed, c.temperature, c.loss_chunk_tokens))
+        else:
+            ref = logprobs.detach()
+        old_logprobs, _ = padded(old, lengths)
+        loss, kl, clipped = grpo_loss(logprobs, old_logprobs.to(logprobs.dtype), ref, advantages.to(logprobs.dtype),
+                                      mask, c.clip_eps, c.beta, normalization=c.loss_normalization,
+                                      max_tokens=c.max_new_tokens)
+        loss_sum = loss * len(completions)
+        stds = rewards.std(dim=1)
+        return loss_sum, {"loss_sum": loss_sum.item(), "completions": len(completions), "reward_sum": sum(scores),
+                          "reward_std_sum": stds.sum().item(), "groups": len(prompts),
+                          "zero_std_groups": int((stds == 0).sum()), "kl_sum": kl.sum().item(),
+                          "clipped": int(clipped.sum()), "tokens": int(mask.sum()), "errors": errors}
+
+    def validate(self, model, batch):
+        """Greedy completions of the validation prompts and their mean reward (loss = -reward)."""
+        completions, _ = self.sample(model, batch["prompts"], 1, 0.0)
+        scores, errors = self.reward(self.texts(completions), batch["prompts"])
+        total = sum(scores)
+        return torch.tensor(-total), {"loss_sum": -total, "reward_sum": total,
+                                      "completions": len(scores), "errors": errors,
+                                      "tokens": sum(len(ids) for ids in completions)}
+
+    def sequences(self, owners, completions) -> list[TokenizedExample]:
+        return [TokenizedExample(u.ids + ids, [IGNORE] * len(u.ids) + ids, u.where) for u, ids in zip(owners, completions)]
+
+    def collate_sequences(self, sequences, batch) -> dict:
+        """All (prompt + completion) sequences as segments of one row (one padded row each without
+        segment attention), in order, so the kept targets come out completion by completion."""
+        from hone.data.pack import collate
+
+        rows = [list(range(len(sequences)))] if batch["segmented"] else None
+        return collate(sequences, rows, batch["pad_id"], mask=not batch["segmented"])
+
+    def report(self, parts: list[dict], loss: float, *, validation: bool) -> dict:
+        completions = max(sum(p["completions"] for p in parts), 1)
+        out = {"reward": sum(p["reward_sum"] for p in parts) / completions,
+               "completion_length": sum(p["tokens"] for p in parts) / completions}
+        if self.config.grader is not None:
+            out["grader_errors"] = sum(p["errors"] for p in parts) / completions
+        if validation:
+            return out
+        groups = max(sum(p["groups"] for p in parts), 1)
+        tokens = max(sum(p["tokens"] for p in parts), 1)
+        return {**out, "reward_std": sum(p["reward_std_sum"] for p in parts) / groups,
+                "zero_std_fraction": sum(p["zero_std_groups"] for p in parts) / groups,
+                "kl": sum(p["kl_sum"] for p in parts) / tokens,
+                "clip_fraction": sum(p["clipped"] for p in parts) / tokens}

@@ -1,0 +1,96 @@
+"""Reward model: a scalar head on the model's last token, trained with the Bradley-Terry pairwise loss.
+
+Trained on the same preference pairs as DPO: both replies of a pair are scored in one forward pass
+and the loss is -log sigmoid(score(chosen) - score(rejected)) (Ouyang et al. 2022, eq. 1). The head
+trains together with the method's parameters and is saved as `head.safetensors` in the artifact;
+`hone score` (`hone.api.score`) loads it back to score prompts with their responses.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+
+from hone.config.base import Section
+from hone.data.pairs import collate_pairs, pair_batches, pair_length, prepare_pairs
+from hone.objectives.heads import attach_head, head_outputs, load_head, save_head
+
+
+class Config(Section):
+    type: Literal["reward"] = "reward"
+
+
+def build(config: Config) -> "RewardModel":
+    return RewardModel()
+
+
+def bradley_terry_loss(chosen_scores, rejected_scores):
+    """Per-pair -log sigmoid(chosen - rejected); scores (B,)."""
+    return -F.logsigmoid(chosen_scores - rejected_scores)
+
+
+def restore(model, directory, manifest):
+    """Attach a saved reward head to a loaded tuned model."""
+    return load_head(model, directory)
+
+
+class RewardModel:
+    """Preference pairs in, pairwise loss out; the unit is a pair."""
+
+    name = "reward"
+
+    def prepare(self, data_config, tokenizer, seed: int):
+        return prepare_pairs(data_config, tokenizer, seed=seed, objective=self.name)
+
+    def length(self, unit) -> int:
+        return pair_length(unit)
+
+    def collate(self, units, data_config, pad_id: int, segmented: bool) -> dict:
+        return collate_pairs(units, data_config, pad_id, segmented)
+
+    def validation_batches(self, units, data_config, pad_id: int, segmented: bool) -> list[dict]:
+        return pair_batches(units, data_config, pad_id, segmented)
+
+    def attach(self, model, data):
+        return attach_head(model, 1)
+
+    def save(self, model, directory) -> None:
+        save_head(model, directory)
+
+    def manifest(self, data) -> dict:
+        return {"head": "head.safetensors"}
+
+    def units(self, batch) -> int:
+        return int(batch["n_pairs"])
+
+    def loss(self, model, batch):
+        scores = head_outputs(model, batch)[:, 0]  # (2B,): chosen, rejected, chosen, ...
+        chosen, rejected = scores[0::2], scores[1::2]
+        loss_sum = bradley_terry_loss(chosen, rejected).sum()
+        chosen, rejected = chosen.detach(), rejected.detach()
+        return loss_sum, {"loss_sum": loss_sum.item(), "pairs": len(chosen),
+                          "chosen_reward_sum": chosen.sum().item(), "rejected_reward_sum": rejected.sum().item(),
+                          "correct": int((chosen > rejected).sum())}
+
+    def report(self, parts: list[dict], loss: float, *, validation: bool) -> dict:
+        from hone.objectives.dpo import pair_report
+
+        return pair_report(parts)
+
+
+@torch.no_grad()
+def score_sequences(model, examples, pad_id: int, batch_size: int = 16) -> list[list[float]]:
+    """The head's outputs for tokenized sequences (one padded row each), `batch_size` at a time."""
+    from hone.config.schema import DataConfig
+    from hone.objectives.heads import collate_sequences
+
+    plain = DataConfig(packing=False)
+    model.eval()
+    out: list[list[float]] = []
+    for start in range(0, len(examples), batch_size):
+        chunk = examples[start:start + batch_size]
+        batch = collate_sequences(chunk, [[i] for i in range(len(chunk))], plain, pad_id, False)
+        out += head_outputs(model, batch).tolist()
+    return out
