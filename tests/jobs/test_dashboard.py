@@ -109,6 +109,7 @@ def _chat_in_the_playground(service, browser, tuned: str, base: str, prompt: str
                for i in ("base-answer", "tuned-answer")]
     client = service.openai()
     expected = [client.chat.completions.create(model=m, messages=[{"role": "user", "content": prompt}], temperature=0,
-                                               max_tokens=128).choices[0].message.content.strip() for m in (base, tuned)]
-    assert answers == expected and any(answers), answers
+                                               max_tokens=128).choices[0].message.content.strip() or "(an empty answer)"
+                for m in (base, tuned)]
+    assert answers == expected, answers  # a tiny model may end at once: the page says so
     assert not any(a.startswith("error:") for a in answers)

@@ -218,12 +218,15 @@ for (const action of ["pause", "resume", "cancel"]) {
   });
 }
 
+const EMPTY = "(an empty answer)";
+
 async function chat(model, prompt) {
   const body = { model, messages: [{ role: "user", content: prompt }], max_tokens: 128, temperature: 0 };
   try {
     const answer = await api("/v1/chat/completions", {
       method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
-    return answer.choices[0].message.content;
+    const text = answer.choices[0].message.content;
+    return text.trim() ? text : EMPTY;
   } catch (error) {
     return `error: ${error.message}`;
   }
