@@ -145,8 +145,11 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--dtype", choices=["f32", "f16", "q8_0"], default="f16", help="GGUF weight type (default f16)")
     export.set_defaults(run=_export)
 
-    service = commands.add_parser("service", help="the fine-tuning API (OpenAI's shape) with workers and dashboard")
+    service = commands.add_parser("service", help="the fine-tuning API (OpenAI's shape) and inference on the "
+                                  "base and its tuned models, with workers and dashboard")
     _service_args(service)
+    service.add_argument("--model", help="the base model served (and its jobs' models called) "
+                         "(default: smollm2-135m-instruct)")
     service.add_argument("--host", default="127.0.0.1")
     service.add_argument("--port", type=int, default=8000)
     service.add_argument("--workers", type=int, default=1, help="worker processes to start beside the API")
@@ -377,6 +380,7 @@ def _service(args) -> int:
     import uvicorn
 
     from hone.jobs.app import create_service_app, start_workers, stop_workers
+    from hone.serve.settings import ServeSettings
 
     store, settings, db = _service_settings(args)
     if args.new_key:
@@ -384,9 +388,13 @@ def _service(args) -> int:
         print(store.create_key(project["id"]))
         return 0
     extra = ["--lease", str(args.lease)] + (["--job-threads", str(args.job_threads)] if args.job_threads else [])
+    serve_settings = ServeSettings(host=args.host, port=args.port,
+                                   feedback_file=str(settings.data_dir / "feedback.jsonl"),
+                                   **({"model": args.model} if args.model else {}))
+    app = create_service_app(store, settings, serve_settings=serve_settings)  # loads the base model
     workers = start_workers(args.workers, db, settings.data_dir, extra)
     try:
-        uvicorn.run(create_service_app(store, settings), host=args.host, port=args.port, log_level="warning")
+        uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
     finally:
         stop_workers(workers)
     return 0

@@ -92,12 +92,16 @@ def pizza_data(tmp_path_factory):
 
 
 @pytest.fixture
-def service(tmp_path):
+def service(tmp_path, tiny_model_dir):
+    """`hone service`'s one app on the tiny base: inference, files, jobs and dashboard."""
+    import torch
     import uvicorn
 
+    from hone.infer.engine import Engine
     from hone.jobs.app import create_service_app
     from hone.jobs.service import ServiceSettings
     from hone.jobs.store import Store
+    from hone.serve.settings import ServeSettings
 
     db = tmp_path / "hone.db"
     store = Store(db)
@@ -107,8 +111,11 @@ def service(tmp_path):
     for name in ("alpha", "beta"):
         keys[name] = store.create_key(store.create_project(name)["id"])
     port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(create_service_app(store, settings), host="127.0.0.1", port=port,
-                                           log_level="warning"))
+    torch.set_num_threads(1)
+    serve_settings = ServeSettings(model=str(tiny_model_dir), feedback_file=str(tmp_path / "feedback.jsonl"))
+    app = create_service_app(store, settings, serve_settings=serve_settings,
+                             engine=Engine.from_spec(str(tiny_model_dir)))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.time() + 30

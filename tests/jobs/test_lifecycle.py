@@ -1,8 +1,13 @@
 """A tiny-model job end to end through the official `openai` client, a real server and a `hone worker`."""
 
 import json
+import os
+import subprocess
+import sys
 
 import httpx
+import openai
+import pytest
 
 from tests.jobs.conftest import metric_steps, wait_for
 
@@ -54,14 +59,71 @@ def test_openai_client_runs_a_job_end_to_end(service, pizza_data, tiny_model_dir
     assert all(c.metrics.train_loss == losses[c.step_number] for c in checkpoints)
     assert checkpoints[0].fine_tuned_model_checkpoint == f"{done.fine_tuned_model}:ckpt-step-6"
     assert [j.id for j in client.fine_tuning.jobs.list(metadata={"purpose": "test"})] == [job.id]
-    models = httpx.get(f"{service.url}/v1/models", headers={"Authorization": f"Bearer {service.keys['alpha']}"})
-    assert [(m["id"], m["parent"]) for m in models.json()["data"]] == [(done.fine_tuned_model, str(tiny_model_dir))]
+    _call_the_tuned_model(service, done.fine_tuned_model, str(tiny_model_dir), run_dir)
+    _the_eval_report_is_linked(service, job.id, run_dir)
 
     streamed = _sse(service, job.id)
     assert streamed[-1] == "[DONE]"
     assert [e["message"] for e in streamed[:-1]] == messages[::-1]  # oldest first, then the end
     assert client.files.delete(uploaded.id).deleted  # the job ended, so its file may go
     assert not (service.data_dir / "files" / f"{uploaded.id}.jsonl").exists()
+
+
+def _call_the_tuned_model(service, tuned: str, base: str, run_dir):
+    """The same app lists the finished job's model and answers with it at once, as `hone generate` does;
+    another project can neither see nor call it."""
+    client = service.openai()
+    assert sorted((m.id, m.parent) for m in client.models.list()) == sorted([(base, None), (tuned, base)])
+    assert client.models.retrieve(tuned).parent == base
+    prompt = "Two large pepperoni pizzas, one with extra cheese, please."
+    answers = {}
+    for model in (tuned, base):
+        chat = client.chat.completions.create(model=model, messages=[{"role": "user", "content": prompt}],
+                                              temperature=0, max_tokens=16)
+        assert chat.model == model and chat.usage.completion_tokens > 0
+        answers[model] = chat.choices[0].message.content
+    expected = {model: _hone_generate(prompt, ["--adapter", str(run_dir)] if model == tuned else ["--model", base])
+                for model in (tuned, base)}
+    assert {m: a.strip() for m, a in answers.items()} == expected and any(expected.values())
+    completion = client.completions.create(model=tuned, prompt="Order:", temperature=0, max_tokens=8)
+    assert completion.model == tuned and completion.usage.completion_tokens > 0
+
+    other = service.openai("beta")
+    assert [m.id for m in other.models.list()] == [base]
+    for call in (lambda: other.chat.completions.create(model=tuned, messages=[{"role": "user", "content": prompt}]),
+                 lambda: other.completions.create(model=tuned, prompt="Order:"),
+                 lambda: other.models.retrieve(tuned)):
+        with pytest.raises(openai.NotFoundError) as error:
+            call()
+        assert error.value.body["code"] == "model_not_found" and error.value.body["param"] == "model"
+    assert other.chat.completions.create(model=base, messages=[{"role": "user", "content": prompt}], temperature=0,
+                                         max_tokens=16).choices[0].message.content == answers[base]
+    with pytest.raises(openai.AuthenticationError):
+        service.openai("alpha").with_options(api_key="sk-hone-wrong").models.list()
+
+
+def _the_eval_report_is_linked(service, job_id: str, run_dir):
+    """Once `hone report` was run on the job's run, the job links its page, for its project only."""
+    from hone.evaluate.report import write_report
+
+    client = service.client()
+    assert client.get(f"/v1/fine_tuning/jobs/{job_id}").json()["report"] is None
+    assert client.get(f"/v1/fine_tuning/jobs/{job_id}/report").status_code == 404
+    write_report(run_dir, progress=False, log=lambda *a: None)
+    url = client.get(f"/v1/fine_tuning/jobs/{job_id}").json()["report"]
+    assert url == f"/v1/fine_tuning/jobs/{job_id}/report"
+    page = client.get(url)
+    assert page.headers["content-type"].startswith("text/html")
+    assert page.text == (run_dir / "report" / "index.html").read_text() and "data:image/png;base64," in page.text
+    other = service.client("beta").get(url)
+    assert other.status_code == 404 and other.json()["error"]["code"] == "not_found"
+
+
+def _hone_generate(prompt: str, model_args: list[str]) -> str:
+    out = subprocess.run([sys.executable, "-m", "hone", "generate", prompt, *model_args, "--max-new-tokens", "16"],
+                         capture_output=True, text=True, env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    assert out.returncode == 0, out.stderr
+    return out.stdout.strip()
 
 
 def _sse(service, job_id):

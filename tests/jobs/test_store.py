@@ -84,3 +84,31 @@ def test_api_keys_are_stored_hashed(tmp_path):
     assert store.project_for_key(key + "x") is None
     assert all(key.encode() not in f.read_bytes() for f in tmp_path.glob("jobs.db*"))
     assert any(f.stat().st_size for f in tmp_path.glob("jobs.db*"))
+
+
+def test_checkpoints_pruned_before_the_worker_looked_are_still_recorded(tmp_path):
+    """`hone train` keeps 2 checkpoints: a fast run prunes step 2 before the worker sees it on disk.
+    The worker records it anyway (the run went past it, so it was saved), with its metrics."""
+    import json
+
+    from hone.jobs.worker import Progress
+
+    store = Store(tmp_path / "jobs.db")
+    project = store.create_project("p")["id"]
+    store.add_job(project, {"id": "ftjob-fast", "model": "m", "training_file": "file-x", "seed": 0,
+                                  "method": {"type": "supervised"}, "config": {"train": {"save_every": 2}},
+                                  "status": "running", "created_at": int(time.time()), "run_dir": str(tmp_path)})
+    job = store.get_job(None, "ftjob-fast")
+    lines = [{"step": s, "total_steps": 7, "loss": 1.0 / s, "tokens": 10} for s in range(1, 6)]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+    for step in (4,):  # 2 was pruned already; 4 is still there
+        (tmp_path / "checkpoints" / f"step-{step}").mkdir(parents=True)
+        (tmp_path / "checkpoints" / f"step-{step}" / "state.json").write_text("{}")
+    Progress(store, job, tmp_path).update()
+    rows = store.list_checkpoints(job["id"], limit=10)
+    assert [(r["step"], r["metrics"]["train_loss"]) for r in rows] == [(4, 0.25), (2, 0.5)]
+    with open(tmp_path / "metrics.jsonl", "a") as f:  # step 6 trained; its save is not past yet
+        f.write(json.dumps({"step": 6, "total_steps": 7, "loss": 0.1, "tokens": 10}) + "\n")
+    progress = Progress(store, store.get_job(None, job["id"]), tmp_path)
+    progress.update()
+    assert [r["step"] for r in store.list_checkpoints(job["id"], limit=10)] == [4, 2]

@@ -48,11 +48,20 @@ async function refreshJobs() {
     cell(row, when(job.created_at));
     row.addEventListener("click", () => { selectedJob = job.id; refreshJob(); });
   }
-  const tuned = jobs.filter((j) => j.fine_tuned_model);
+  await refreshModels();
+}
+
+async function refreshModels() {
+  const models = (await api("/v1/models")).data;
+  const base = models.find((m) => !m.parent);
+  $("base-model").textContent = base ? base.id : "";
+  const tuned = models.filter((m) => m.parent).map((m) => m.id);
   const select = $("tuned-model");
   const current = select.value;
-  select.replaceChildren(...tuned.map((j) => new Option(j.fine_tuned_model, j.fine_tuned_model)));
-  if (current) select.value = current;
+  if (tuned.join("\n") !== [...select.options].map((o) => o.value).join("\n")) {
+    select.replaceChildren(...tuned.map((id) => new Option(id, id)));
+  }
+  if (current && tuned.includes(current)) select.value = current;
 }
 
 async function refreshJob() {
@@ -71,6 +80,8 @@ async function refreshJob() {
     (job.trained_tokens ? `, ${job.trained_tokens} tokens` : "");
   $("job-error").textContent = job.error ? `${job.error.code}: ${job.error.message}` : "";
   $("job-results").textContent = job.results ? JSON.stringify(job.results, null, 2) : "";
+  $("job-report").hidden = !job.report;
+  $("job-report").dataset.url = job.report || "";
   $("pause").disabled = !["queued", "running"].includes(job.status);
   $("resume").disabled = job.status !== "paused";
   $("cancel").disabled = ["succeeded", "failed", "cancelled"].includes(job.status);
@@ -207,25 +218,35 @@ for (const action of ["pause", "resume", "cancel"]) {
   });
 }
 
+const EMPTY = "(an empty answer)";
+
 async function chat(model, prompt) {
   const body = { model, messages: [{ role: "user", content: prompt }], max_tokens: 128, temperature: 0 };
   try {
     const answer = await api("/v1/chat/completions", {
       method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
-    return answer.choices[0].message.content;
+    const text = answer.choices[0].message.content;
+    return text.trim() ? text : EMPTY;
   } catch (error) {
     return `error: ${error.message}`;
   }
 }
 
+$("job-report").addEventListener("click", async (event) => {
+  event.preventDefault();  // the report needs the key, so fetch it and open it as a page of its own
+  const page = await api(event.target.dataset.url);
+  window.open(URL.createObjectURL(new Blob([page], { type: "text/html" })), "_blank");
+});
+
 $("send").addEventListener("click", async () => {
   const tuned = $("tuned-model").value;
-  const job = (await api("/v1/fine_tuning/jobs?limit=100")).data.find((j) => j.fine_tuned_model === tuned);
   const prompt = $("prompt").value;
+  $("playground").dataset.state = "asking";
   $("base-answer").textContent = $("tuned-answer").textContent = "...";
-  const [base, mine] = await Promise.all([chat(job ? job.model : "", prompt), chat(tuned, prompt)]);
+  const [base, mine] = await Promise.all([chat($("base-model").textContent, prompt), chat(tuned, prompt)]);
   $("base-answer").textContent = base;
   $("tuned-answer").textContent = mine;
+  $("playground").dataset.state = "answered";
 });
 
 refresh();

@@ -1,5 +1,5 @@
-"""`hone service`: the fine-tuning API (files, jobs), a minimal `/v1/models` and the dashboard in one
-FastAPI app, with worker processes beside it. hone's inference server mounts the same routers."""
+"""`hone service`: hone's inference app (`hone.serve`) with the fine-tuning API (files, jobs), the
+projects' keys, their fine-tuned models callable at once, and the dashboard; workers run beside it."""
 
 import subprocess
 import sys
@@ -9,31 +9,33 @@ from hone.jobs.service import ServiceSettings
 from hone.jobs.store import Store
 
 DASHBOARD = Path(__file__).resolve().parent.parent / "dashboard"
+UPLOAD_ENVELOPE = 64 * 1024  # room for the multipart wrapping around an upload at the size limit
 
 
-def create_service_app(store: Store, settings: ServiceSettings, *, dashboard: bool = True):
-    """The app: `/v1/files`, `/v1/fine_tuning/jobs`, `/v1/models` (the project's tuned models), `/`."""
-    from fastapi import Depends, FastAPI, Request
+def create_service_app(store: Store, settings: ServiceSettings, *, serve_settings=None, engine=None,
+                       dashboard: bool = True):
+    """The app: inference on `serve_settings.model` (or the loaded `engine`) for the base and each
+    project's fine-tuned models, `/v1/files`, `/v1/fine_tuning/jobs`, and the dashboard at `/`."""
     from fastapi.staticfiles import StaticFiles
 
-    from hone.jobs.http import install_error_handlers, install_upload_limit, require_project
+    from hone.jobs.serving import FineTunedCatalog, ProjectAuthenticator
+    from hone.serve.app import create_app
     from hone.serve.routes import files, fine_tuning
+    from hone.serve.settings import ServeSettings
 
-    app = FastAPI(title="hone fine-tuning service", docs_url=None, redoc_url=None)
+    serve_settings = serve_settings or ServeSettings(feedback_file=str(settings.data_dir / "feedback.jsonl"))
+    if engine is None:
+        from hone.infer.engine import Engine
+
+        engine = Engine.from_spec(serve_settings.model)
+    app = create_app(serve_settings, engine=engine, auth=ProjectAuthenticator(store, engine.source.id),
+                     catalog=FineTunedCatalog(store))
+    app.title = "hone fine-tuning service"
     app.state.jobs_store = store
     app.state.jobs_settings = settings
-    install_error_handlers(app)
-    install_upload_limit(app)
+    app.state.hone.body_limits["/v1/files"] = (settings.max_upload_bytes + UPLOAD_ENVELOPE, "file_too_large", "file")
     app.include_router(files.router, prefix="/v1")
     app.include_router(fine_tuning.router, prefix="/v1")
-
-    @app.get("/v1/models")
-    def list_models(request: Request, project: str = Depends(require_project)) -> dict:
-        rows = request.app.state.jobs_store.fine_tuned_models(project)
-        return {"object": "list", "data": [
-            {"id": r["fine_tuned_model"], "object": "model", "created": r["finished_at"], "owned_by": project,
-             "parent": r["model"]} for r in rows]}
-
     if dashboard and (DASHBOARD / "index.html").is_file():
         app.mount("/", StaticFiles(directory=DASHBOARD, html=True), name="dashboard")
     return app

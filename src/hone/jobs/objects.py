@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 
 def file_object(row: dict) -> dict:
     report = row.get("report") or {}
@@ -24,9 +26,17 @@ def job_object(row: dict) -> dict:
         "status": row["status"], "trained_tokens": row["trained_tokens"], "training_file": row["training_file"],
         "validation_file": row["validation_file"], "estimated_finish": None, "integrations": [],
         "metadata": row["metadata"], "method": method, "user_provided_suffix": row["suffix"],
-        # hone's additions: {"step", "total_steps"} of the training; the tuned model's final metrics
+        # hone's additions: {"step", "total_steps"} of the training; the tuned model's final metrics;
+        # the URL of the run's `hone report` page when there is one
         "progress": row["progress"], "results": row["results"],
+        "report": f"/v1/fine_tuning/jobs/{row['id']}/report" if report_page(row) else None,
     }
+
+
+def report_page(row: dict) -> Path | None:
+    """The run's `hone report` page (RUN/report/index.html), if it was written."""
+    page = Path(row["run_dir"]) / "report" / "index.html" if row.get("run_dir") else None
+    return page if page is not None and page.is_file() else None
 
 
 def event_object(row: dict) -> dict:

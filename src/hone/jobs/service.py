@@ -22,6 +22,7 @@ from pathlib import Path
 
 from hone.errors import HoneError
 from hone.jobs.store import Store, new_id
+from hone.serve.errors import ApiError
 
 STATUSES = ("validating_files", "queued", "running", "paused", "succeeded", "failed", "cancelled")
 TRANSITIONS = {
@@ -49,17 +50,8 @@ METHODS = {
 RESERVED_KEYS = ("model", "name", "output_dir", "data.train", "data.validation")
 
 
-class ServiceError(HoneError):
-    """An error answered over HTTP in OpenAI's shape: {"error": {message, type, param, code}}."""
-
-    def __init__(self, status: int, message: str, *, param: str | None = None, code: str | None = None,
-                 type: str = "invalid_request_error", extra: dict | None = None) -> None:
-        super().__init__(message, where=param or "")
-        self.status, self.param, self.code, self.type, self.extra = status, param, code, type, extra or {}
-
-    def body(self) -> dict:
-        return {"error": {"message": self.what, "type": self.type, "param": self.param, "code": self.code,
-                          **self.extra}}
+# The service's errors are the server's: one OpenAI-shaped error for inference and fine-tuning alike.
+ServiceError = ApiError
 
 
 @dataclass

@@ -12,12 +12,13 @@ lease that its worker renews; a job whose lease ran out (its worker died) is cla
 
 from __future__ import annotations
 
-import hashlib
 import secrets
 import time
 from pathlib import Path
 
 import sqlalchemy as sa
+
+from hone.serve.auth import hash_key
 
 metadata = sa.MetaData()
 
@@ -105,10 +106,6 @@ def new_id(prefix: str) -> str:
     return f"{prefix}-{secrets.token_hex(12)}"
 
 
-def key_hash(key: str) -> str:
-    return hashlib.sha256(key.encode()).hexdigest()
-
-
 def _row(row) -> dict | None:
     return dict(row._mapping) if row is not None else None
 
@@ -143,14 +140,14 @@ class Store:
         """A new API key for the project; only its SHA-256 is stored, so show it to the user now."""
         key = "sk-hone-" + secrets.token_urlsafe(32)
         with self.engine.begin() as db:
-            db.execute(api_keys.insert().values(id=new_id("key"), project_id=project_id, key_sha256=key_hash(key),
+            db.execute(api_keys.insert().values(id=new_id("key"), project_id=project_id, key_sha256=hash_key(key),
                                                 hint=key[-4:], created_at=int(time.time())))
         return key
 
     def project_for_key(self, key: str) -> str | None:
         with self.engine.connect() as db:
             return db.execute(sa.select(api_keys.c.project_id).where(
-                api_keys.c.key_sha256 == key_hash(key), api_keys.c.revoked_at.is_(None))).scalar()
+                api_keys.c.key_sha256 == hash_key(key), api_keys.c.revoked_at.is_(None))).scalar()
 
     # -- files ---------------------------------------------------------------------------------
     def add_file(self, project_id: str, row: dict) -> dict:

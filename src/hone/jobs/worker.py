@@ -217,12 +217,8 @@ class Progress:
 
     def _checkpoints(self) -> None:
         root = self.run_dir / "checkpoints"
-        if not root.is_dir():
-            return
-        for path in root.glob("step-*"):
-            if not (path / "state.json").is_file():
-                continue
-            step = int(path.name.split("-")[1])
+        on_disk = {int(p.name.split("-")[1]) for p in root.glob("step-*") if (p / "state.json").is_file()}
+        for step in sorted(on_disk | self._passed_saves()):
             if step in self._seen_checkpoints:
                 continue
             metrics = self.records.get(step, {})
@@ -235,6 +231,16 @@ class Progress:
                 shown["valid_loss"] = metrics["val_loss"]
             if self.store.add_checkpoint(self.job["id"], step, shown, name):
                 self.store.add_event(self.job["id"], f"Checkpoint created at step {step}")
+
+    def _passed_saves(self) -> set[int]:
+        """Steps `hone train` saved a checkpoint at (every train.save_every) that the run has gone past: it
+        saves before the next step, and prunes old checkpoints, maybe before this worker's next look."""
+        every = ((self.job.get("config") or {}).get("train") or {}).get("save_every")
+        trained = [step for step, record in self.records.items() if "loss" in record]
+        if not every or not trained:
+            return set()
+        last = max(trained)
+        return {step for step in trained if step % every == 0 and step < last}
 
 
 

@@ -2,11 +2,15 @@
 
 The app is composable: pass `routers=[...]` (or call `app.include_router` afterwards) to mount
 more endpoints, e.g. the fine-tuning jobs service; they reach the shared state through
-`state_of(request)`.
+`state_of(request)`. `auth` replaces the key file's keys (anything with `check(authorization, *,
+model, admin)` returning a key with `id` and `allows(model)`), and `catalog` adds models that are
+registered in the engine on their first request (`cards(key)`, `register(engine, name)`), as
+`hone service` does with its projects' keys and finished fine-tuning jobs.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from contextlib import asynccontextmanager
 from typing import Iterable
@@ -24,11 +28,14 @@ from hone.serve.settings import ServeSettings
 class ServeState:
     """What every route shares: settings, the engine, keys, metrics, request log, feedback memory."""
 
-    def __init__(self, settings: ServeSettings, engine) -> None:
+    def __init__(self, settings: ServeSettings, engine, *, auth=None, catalog=None) -> None:
         self.settings = settings
         self.engine = engine
         self.base_name = engine.source.id
-        self.auth = Authenticator(KeyFile(settings.keys_path()), settings.api_keys)
+        self.auth = auth or Authenticator(KeyFile(settings.keys_path()), settings.api_keys)
+        self.catalog = catalog
+        self.body_limits: dict[str, tuple[int, str, str | None]] = {}
+        """path → (bytes, error code, param): a larger limit for one route, e.g. file uploads."""
         self.metrics = ServeMetrics()
         self.log = RequestLog(settings.request_log, content=settings.log_content)
         self.memory = ResponseMemory(settings.feedback_window)
@@ -38,6 +45,11 @@ class ServeState:
         key = self.auth.check(request.headers.get("authorization"), model=model, admin=admin)
         request.state.key_id = key.id if key else None
         return key
+
+    async def ensure(self, model: str) -> None:
+        """Register a catalog model (a finished fine-tuning job) in the engine on its first request."""
+        if self.catalog is not None and model != self.base_name and model not in self.engine.registry.adapters:
+            await asyncio.to_thread(self.catalog.register, self.engine, model)
 
     def adapter_of(self, model: str) -> str | None:
         """None for the base model, else the adapter's name (a 404 error for an unknown name)."""
@@ -72,7 +84,8 @@ def state_of(request: Request) -> ServeState:
     return request.app.state.hone
 
 
-def create_app(settings: ServeSettings | None = None, *, engine=None, routers: Iterable[APIRouter] = ()) -> FastAPI:
+def create_app(settings: ServeSettings | None = None, *, engine=None, routers: Iterable[APIRouter] = (),
+               auth=None, catalog=None) -> FastAPI:
     """The server app; loads `settings.model` unless an `engine` (already loaded) is given."""
     from hone.infer.engine import Engine
 
@@ -83,7 +96,7 @@ def create_app(settings: ServeSettings | None = None, *, engine=None, routers: I
     engine.batch_wait_s = settings.batch_wait_ms / 1000
     engine.registry.max_loaded = settings.max_loaded_adapters
     engine.registry.max_bytes = settings.max_adapter_bytes
-    state = ServeState(settings, engine)
+    state = ServeState(settings, engine, auth=auth, catalog=catalog)
     engine.on_batch = state.metrics.on_batch
     engine.registry.on_event = _cache_events(state)
     for name, path in settings.adapters.items():
@@ -127,14 +140,15 @@ def _add_middleware(app: FastAPI, state: ServeState) -> None:
         started = time.monotonic()
         route = request.url.path
         try:
+            most, code, param = state.body_limits.get(route, (limit, "request_too_large", None))
+            too_large = ApiError(413, f"the request body is larger than this server's limit of {most:,} bytes",
+                                 code=code, param=param)
             length = request.headers.get("content-length")
-            if length is not None and (not length.isdigit() or int(length) > limit):
-                raise ApiError(413, f"the request body is larger than this server's limit of {limit} bytes",
-                               code="request_too_large")
+            if length is not None and (not length.isdigit() or int(length) > most):
+                raise too_large
             if length is None and request.method in ("POST", "PUT", "PATCH"):
-                if len(await request.body()) > limit:  # chunked uploads: read, then measure
-                    raise ApiError(413, f"the request body is larger than this server's limit of {limit} bytes",
-                                   code="request_too_large")
+                if len(await request.body()) > most:  # chunked uploads: read, then measure
+                    raise too_large
             response = await call_next(request)
         except (ApiError, HoneError, Exception) as error:  # noqa: BLE001 - shaped, counted, logged below
             response = from_exception(error).response()

@@ -38,7 +38,17 @@ class ApiKey:
 
 
 def hash_key(plain: str) -> str:
+    """The stored form of an API key (the server's key file and the service's store alike)."""
     return hashlib.sha256(plain.encode()).hexdigest()
+
+
+def bearer_token(authorization: str | None, hint: str = "") -> str:
+    """The key in `Authorization: Bearer KEY`; 401 when there is none."""
+    scheme, _, token = (authorization or "").partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise ApiError(401, "missing API key: send 'Authorization: Bearer KEY'" + (f" ({hint})" if hint else ""),
+                       code="invalid_api_key", type="authentication_error")
+    return token.strip()
 
 
 class KeyFile:
@@ -113,11 +123,7 @@ class Authenticator:
                 raise ApiError(403, "admin endpoints need an admin API key and this server has none",
                                code="admin_disabled", type="permission_error")
             return None  # an open server (no keys configured)
-        scheme, _, token = (authorization or "").partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
-            raise ApiError(401, "missing API key: send 'Authorization: Bearer KEY'", code="invalid_api_key",
-                           type="authentication_error")
-        digest = hash_key(token.strip())
+        digest = hash_key(bearer_token(authorization))
         key = next((k for k in keys if hmac.compare_digest(k.sha256, digest)), None)
         if key is None:
             raise ApiError(401, "invalid API key", code="invalid_api_key", type="authentication_error")

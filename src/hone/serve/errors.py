@@ -19,16 +19,18 @@ from hone.infer.registry import UnknownModel
 log = logging.getLogger("hone.serve")
 
 
-class ApiError(Exception):
-    """An HTTP error with OpenAI's fields."""
+class ApiError(HoneError):
+    """An HTTP error with OpenAI's fields (`extra` adds hone's own, e.g. a data file's report)."""
 
     def __init__(self, status: int, message: str, *, type: str = "invalid_request_error",
-                 param: str | None = None, code: str | None = None) -> None:
-        super().__init__(message)
+                 param: str | None = None, code: str | None = None, extra: dict | None = None) -> None:
+        super().__init__(message, where=param or "")
         self.status, self.message, self.type, self.param, self.code = status, message, type, param, code
+        self.extra = extra or {}
 
     def body(self) -> dict:
-        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code,
+                          **self.extra}}
 
     def response(self) -> JSONResponse:
         headers = {"WWW-Authenticate": "Bearer"} if self.status == 401 else None
@@ -90,7 +92,7 @@ def validation_error(errors: list[dict]) -> ApiError:
     if first.get("type") == "json_invalid":
         return ApiError(400, f"the request body is not valid JSON: {first.get('ctx', {}).get('error', first['msg'])}",
                         code="invalid_json")
-    loc = [str(p) for p in first.get("loc", ()) if p != "body"]
+    loc = [str(p) for p in first.get("loc", ()) if p not in ("body", "query", "path", "header")]
     param = ".".join(loc) or None
     if first.get("type") == "missing" and param:
         message = f"{param}: required"

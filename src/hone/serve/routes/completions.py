@@ -16,6 +16,7 @@ router = APIRouter()
 async def chat_completions(body: protocol.ChatCompletionRequest, request: Request):
     state = state_of(request)
     state.authorize(request, body.model)
+    await state.ensure(body.model)
     messages = body.plain_messages()
     template = state.engine.chat_template(state.adapter_of(body.model))
     ids = prompt_ids(messages, state.engine.tokenizer, chat_template=template)
@@ -27,6 +28,7 @@ async def chat_completions(body: protocol.ChatCompletionRequest, request: Reques
 async def completions(body: protocol.CompletionRequest, request: Request):
     state = state_of(request)
     state.authorize(request, body.model)
+    await state.ensure(body.model)
     state.adapter_of(body.model)
     tokenizer = state.engine.tokenizer
     texts = body.prompts()

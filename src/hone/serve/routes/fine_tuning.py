@@ -12,8 +12,8 @@ from fastapi.responses import StreamingResponse
 
 from hone.jobs import service
 from hone.jobs.http import json_object, page_limit, require_project, settings_of, store_of
-from hone.jobs.objects import checkpoint_object, event_object, event_seq, job_object, list_object
-from hone.jobs.service import ENDED, not_found
+from hone.jobs.objects import checkpoint_object, event_object, event_seq, job_object, list_object, report_page
+from hone.jobs.service import ENDED, ServiceError, not_found
 
 router = APIRouter()
 
@@ -76,6 +76,18 @@ def list_checkpoints(request: Request, job_id: str, after: str | None = None, li
     count = page_limit(limit, 10)
     rows = store_of(request).list_checkpoints(job_id, after=after, limit=count + 1)
     return list_object([checkpoint_object(r) for r in rows[:count]], len(rows) > count)
+
+
+@router.get("/fine_tuning/jobs/{job_id}/report")
+def job_report(request: Request, job_id: str, project: str = Depends(require_project)):
+    """hone's addition: the run's `hone report` page (figures inlined), linked from the job as `report`."""
+    from fastapi.responses import HTMLResponse
+
+    page = report_page(_job(request, project, job_id))
+    if page is None:
+        raise ServiceError(404, f"job {job_id} has no eval report; its `results` hold the tuned model's metrics "
+                           "(`hone report RUN` on the job's run writes one)", param="job_id", code="not_found")
+    return HTMLResponse(page.read_text(encoding="utf-8"))
 
 
 async def _event_stream(request: Request, job_id: str, after_seq: int | None, poll: float = 0.5):

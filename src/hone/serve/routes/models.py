@@ -18,6 +18,9 @@ async def list_models(request: Request):
     cards = [protocol.ModelCard(id=base, created=protocol.now(), root=base)]
     for info in list(state.engine.registry.adapters.values()):
         cards.append(protocol.ModelCard(id=info.name, created=int(info.created), parent=base, root=base))
+    if state.catalog is not None:  # fine-tuned models not yet called since the server started
+        known = {card.id for card in cards}
+        cards += [card for card in state.catalog.cards(key) if card.id not in known]
     if key is not None:
         cards = [card for card in cards if key.allows(card.id)]
     return protocol.ModelList(data=cards).model_dump()
@@ -27,6 +30,7 @@ async def list_models(request: Request):
 async def get_model(name: str, request: Request):
     state = state_of(request)
     state.authorize(request, name)
+    await state.ensure(name)
     if state.adapter_of(name) is None:
         return protocol.ModelCard(id=name, created=protocol.now(), root=name).model_dump()
     info = state.engine.registry.get(name)
