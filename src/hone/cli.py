@@ -115,7 +115,7 @@ def _parser() -> argparse.ArgumentParser:
     grade.set_defaults(run=_grader_run)
 
     report = commands.add_parser("report", help="write an HTML report of a run (plots, contenders, forgetting, diffs)")
-    report.add_argument("run", help="a run directory")
+    report.add_argument("run_dir", metavar="RUN", help="a run directory")
     report.add_argument("--out", help="output folder (default RUN/report)")
     report.set_defaults(run=_report)
 
@@ -283,7 +283,7 @@ def _eval(args) -> int:
 def _report(args) -> int:
     from hone.evaluate.report import write_report
 
-    path = write_report(args.run, out_dir=args.out)
+    path = write_report(args.run_dir, out_dir=args.out)
     print(f"report: {path}")
     return 0
 

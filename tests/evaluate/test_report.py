@@ -59,6 +59,15 @@ def test_a_second_report_is_served_from_the_cache(tuned_run):
     assert said == [] and time.perf_counter() - started < 10
 
 
+def test_report_cli_writes_the_page(tuned_run, tmp_path):
+    result, _, _ = tuned_run
+    proc = subprocess.run([sys.executable, "-m", "hone", "report", str(result.run_dir), "--out", str(tmp_path / "r")],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert f"report: {tmp_path / 'r' / 'index.html'}" in proc.stdout
+    assert 'id="contenders"' in (tmp_path / "r" / "index.html").read_text()
+
+
 @pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER), reason="chromium/chromedriver not installed "
                     "(apt-get install chromium chromium-driver)")
 def test_report_renders_in_headless_chromium(tuned_run, tmp_path):
