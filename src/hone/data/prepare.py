@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from hone.data.formats import FORMAT_SHAPES, Example
 from hone.data.pack import split_validation
 from hone.data.read import Issue, read_examples
-from hone.data.template import TokenizedExample, tokenize_example
+from hone.data.template import tokenize_example
 from hone.errors import DataError
 
 SFT_FORMATS = ("chat", "prompt_completion", "alpaca", "text")

@@ -23,10 +23,9 @@ import torch.nn.functional as F
 from pydantic import Field, model_validator
 
 from hone.config.base import Section
-from hone.data.pairs import collate_pairs, pair_batches, pair_length, prepare_pairs
 from hone.data.template import IGNORE
-from hone.errors import ConfigError
 from hone.methods import reference_policy
+from hone.objectives.base import NoExtras, PairUnits, require_adapter
 from hone.objectives.losses import linear_token_log_probs
 from hone.objectives.sft import hidden_states
 
@@ -93,7 +92,7 @@ def sequence_log_probs(model, batch, chunk_tokens: int):
     return sums, counts
 
 
-class DPO:
+class DPO(PairUnits, NoExtras):
     """Preference pairs in, DPO loss out; the unit is a pair."""
 
     name = "dpo"
@@ -101,29 +100,9 @@ class DPO:
     def __init__(self, config: Config) -> None:
         self.config = config
 
-    def prepare(self, data_config, tokenizer, seed: int):
-        return prepare_pairs(data_config, tokenizer, seed=seed, objective=self.name)
-
-    def length(self, unit) -> int:
-        return pair_length(unit)
-
-    def collate(self, units, data_config, pad_id: int, segmented: bool) -> dict:
-        return collate_pairs(units, data_config, pad_id, segmented)
-
-    def validation_batches(self, units, data_config, pad_id: int, segmented: bool) -> list[dict]:
-        return pair_batches(units, data_config, pad_id, segmented)
-
     def attach(self, model, data):
-        if not hasattr(model, "disable_adapter"):
-            raise ConfigError("dpo needs an adapter method: its reference model is the base with the adapter "
-                              "disabled", where="method.type", hint="use method: lora")
+        require_adapter(model, self.name)
         return model
-
-    def save(self, model, directory) -> None:
-        pass
-
-    def manifest(self, data) -> dict:
-        return {}
 
     def units(self, batch) -> int:
         return int(batch["n_pairs"])

@@ -41,8 +41,8 @@ from pydantic import Field, model_validator
 
 from hone.config.base import Section
 from hone.data.template import IGNORE, TokenizedExample
-from hone.errors import ConfigError
 from hone.methods import reference_policy
+from hone.objectives.base import NoExtras, require_adapter
 from hone.objectives.losses import linear_token_log_probs
 from hone.objectives.sft import hidden_states
 from hone.rewards import GraderConfig
@@ -141,7 +141,7 @@ def padded(values: list, lengths: list[int], flat=None):
     return out, mask
 
 
-class GRPO:
+class GRPO(NoExtras):
     """Prompts in; sample, score, and the clipped policy-gradient loss out. The unit is a completion."""
 
     name = "grpo"
@@ -172,17 +172,9 @@ class GRPO:
     def attach(self, model, data):
         from hone.objectives.grpo_rewards import load_reward
 
-        if not hasattr(model, "disable_adapter"):
-            raise ConfigError("grpo needs an adapter method: its reference model is the base with the adapter "
-                              "disabled", where="method.type", hint="use method: lora")
+        require_adapter(model, self.name)
         self.reward = load_reward(self.config)
         return model
-
-    def save(self, model, directory) -> None:
-        pass
-
-    def manifest(self, data) -> dict:
-        return {}
 
     def units(self, batch) -> int:
         return len(batch["prompts"]) * (1 if batch["validation"] else self.config.group_size)

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from hone.config.base import Section
-from hone.data.pairs import collate_pairs, pair_batches, pair_length, prepare_pairs
+from hone.objectives.base import PairUnits
 from hone.objectives.heads import attach_head, head_outputs, load_head, save_head
 
 
@@ -36,22 +36,10 @@ def restore(model, directory, manifest):
     return load_head(model, directory)
 
 
-class RewardModel:
+class RewardModel(PairUnits):
     """Preference pairs in, pairwise loss out; the unit is a pair."""
 
     name = "reward"
-
-    def prepare(self, data_config, tokenizer, seed: int):
-        return prepare_pairs(data_config, tokenizer, seed=seed, objective=self.name)
-
-    def length(self, unit) -> int:
-        return pair_length(unit)
-
-    def collate(self, units, data_config, pad_id: int, segmented: bool) -> dict:
-        return collate_pairs(units, data_config, pad_id, segmented)
-
-    def validation_batches(self, units, data_config, pad_id: int, segmented: bool) -> list[dict]:
-        return pair_batches(units, data_config, pad_id, segmented)
 
     def attach(self, model, data):
         return attach_head(model, 1)

@@ -10,6 +10,7 @@ from pydantic import Field
 
 from hone.config.base import Section
 from hone.data.pack import collate, pack_rows
+from hone.objectives.base import NoExtras
 from hone.objectives.losses import linear_cross_entropy
 
 
@@ -70,7 +71,7 @@ def validation_rows(examples, data_config, pad_id: int, segmented: bool, rows_pe
     return batches
 
 
-class SFT:
+class SFT(NoExtras):
     """The default data path (chat, prompt/completion, alpaca, text records) and next-token CE."""
 
     name = "sft"
@@ -91,15 +92,6 @@ class SFT:
 
     def validation_batches(self, units, data_config, pad_id: int, segmented: bool) -> list[dict]:
         return validation_rows(units, data_config, pad_id, segmented)
-
-    def attach(self, model, data):
-        return model
-
-    def save(self, model, directory) -> None:
-        pass
-
-    def manifest(self, data) -> dict:
-        return {}
 
     def units(self, batch) -> int:
         return int(batch["n_targets"])

@@ -3,7 +3,6 @@ here depends on which they are."""
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import time
