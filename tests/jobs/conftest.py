@@ -36,10 +36,18 @@ class Service:
 
         return OpenAI(base_url=f"{self.url}/v1", api_key=self.keys[project], max_retries=0, timeout=30)
 
+    def _log(self):
+        """Each worker's output in DATA_DIR/worker-N.log, for a failing test to be read."""
+        Path(self.data_dir).mkdir(parents=True, exist_ok=True)
+        return open(Path(self.data_dir) / f"worker-{len(self.workers)}.log", "w")
+
+    def worker_logs(self) -> str:
+        return "\n".join(f"--- {p.name}\n{p.read_text()[-3000:]}" for p in sorted(Path(self.data_dir).glob("worker-*.log")))
+
     def start_worker(self) -> subprocess.Popen:
         proc = subprocess.Popen([sys.executable, "-m", "hone", "worker", "--db", str(self.db), "--data-dir",
                                  str(self.data_dir), "--lease", str(LEASE), "--job-threads", "1", "--poll", "0.2"],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                stdout=self._log(), stderr=subprocess.STDOUT,
                                 env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
         self.workers.append(proc)
         return proc

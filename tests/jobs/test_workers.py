@@ -90,7 +90,10 @@ def test_a_killed_worker_leaves_the_job_to_the_next_one(service, pizza_data, tin
     saved = max(c["step"] for c in service.store.list_checkpoints(job_id, limit=100))
     assert _job(service, job_id)["status"] == "running"  # nobody knows yet; the lease runs out
     service.start_worker()
-    wait_for(lambda: _job(service, job_id)["status"] == "succeeded", what="the job to succeed")
+    try:
+        wait_for(lambda: _job(service, job_id)["status"] == "succeeded", what="the job to succeed")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; job {_job(service, job_id)}\n{service.worker_logs()}") from None
     messages = _messages(service, job_id)
     taken = [m for m in messages if "stopped renewing its lease" in m]
     assert len(taken) == 1 and int(taken[0].split()[-1]) >= saved
