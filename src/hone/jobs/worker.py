@@ -41,8 +41,16 @@ class Worker:
         done = 0
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self._request_stop)
+        from sqlalchemy.exc import OperationalError
+
         while not self._stop and (max_jobs is None or done < max_jobs):
-            job = self.store.claim_job(self.id, self.settings.lease_seconds)
+            try:
+                job = self.store.claim_job(self.id, self.settings.lease_seconds)
+            except OperationalError as exc:  # e.g. SQLite busy: a worker outlives a database hiccup
+                print(f"worker {self.id}: the store is not answering ({exc.orig}); retrying", file=sys.stderr,
+                      flush=True)
+                time.sleep(self.poll)
+                continue
             if job is None:
                 if exit_when_idle:
                     break
