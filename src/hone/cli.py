@@ -63,9 +63,7 @@ def _parser() -> argparse.ArgumentParser:
     train = commands.add_parser("train", help="fine-tune a model", description=(
         "Train from a YAML config plus key=value overrides, e.g. "
         "`hone train run.yaml train.lr=1e-4 method.rank=8`."))
-    train.add_argument("config", nargs="?", help="YAML run config")
-    train.add_argument("overrides", nargs="*", help="key=value settings that override the config")
-    train.add_argument("--preset", help="start from a shipped preset")
+    _config_args(train)
     train.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its last checkpoint")
     train.add_argument("--no-progress", action="store_true")
     train.add_argument("--nproc", type=int, metavar="N", help=(
@@ -76,9 +74,7 @@ def _parser() -> argparse.ArgumentParser:
     est = commands.add_parser("estimate", help="memory and time of a run per method, before training", description=(
         "Trainable parameters, memory (weights, gradients, optimizer states, activations) and time per "
         "epoch from a few measured steps, e.g. `hone estimate run.yaml train.batch_size=4 --all-methods`."))
-    est.add_argument("config", nargs="?", help="YAML run config")
-    est.add_argument("overrides", nargs="*", help="key=value settings that override the config")
-    est.add_argument("--preset", help="start from a shipped preset")
+    _config_args(est)
     est.add_argument("--all-methods", action="store_true", help="a row for every registered method")
     est.add_argument("--method", action="append", dest="methods", help="a row for this method (repeatable)")
     est.add_argument("--steps", type=int, default=3, help="calibration steps to time (0: memory only)")
@@ -200,6 +196,13 @@ def _data_check(args) -> int:
     report = check_file(args.file, tokenizer, max_length=args.max_length, loss_on=args.loss_on)
     print(json.dumps(report.to_dict(), indent=2) if args.json else report.render())
     return 0 if report.ok else 1
+
+
+def _config_args(parser) -> None:
+    """A run config as `hone train` and `hone estimate` take it: YAML, key=value overrides, a preset."""
+    parser.add_argument("config", nargs="?", help="YAML run config")
+    parser.add_argument("overrides", nargs="*", help="key=value settings that override the config")
+    parser.add_argument("--preset", help="start from a shipped preset")
 
 
 def _train(args) -> int:
