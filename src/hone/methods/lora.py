@@ -107,10 +107,15 @@ def check_layers(model, config: LoraOptions) -> None:
 def apply(model, config: Config):
     from peft import get_peft_model
 
+    from hone.methods.fused_lora import fuse
+
     if config.init_from:
-        return continue_from(model, config.init_from)
-    check_layers(model, config)
-    return get_peft_model(model, peft_config(model, config, dora=config.dora))
+        model = continue_from(model, config.init_from)
+    else:
+        check_layers(model, config)
+        model = get_peft_model(model, peft_config(model, config, dora=config.dora))
+    fuse(model)
+    return model
 
 
 def continue_from(model, run):
@@ -138,7 +143,11 @@ def save(model, directory) -> None:
 def load(base, directory):
     from peft import PeftModel
 
-    return PeftModel.from_pretrained(base, directory).eval()
+    from hone.methods.fused_lora import fuse
+
+    model = PeftModel.from_pretrained(base, directory).eval()
+    fuse(model)
+    return model
 
 
 def merge(model):

@@ -35,10 +35,13 @@ def segment_attention(module, query, key, value, attention_mask, dropout: float 
     groups = query.shape[1] // key.shape[1]
     key, value = repeat_kv(key, groups), repeat_kv(value, groups)
     rows = []
-    for b, bounds in enumerate(hone_segments):
-        parts = [torch.nn.functional.scaled_dot_product_attention(
-            query[b:b + 1, :, s:e], key[b:b + 1, :, s:e], value[b:b + 1, :, s:e],
-            dropout_p=p, is_causal=True, scale=scaling) for s, e in bounds]
+    for q, k, v, bounds in zip(query.split(1), key.split(1), value.split(1), hone_segments):
+        # split, not slicing: a slice's backward writes its gradient into a zeroed full-size tensor,
+        # once per segment; split's backward concatenates the segments' gradients once
+        sizes = [e - s for s, e in bounds]
+        parts = [torch.nn.functional.scaled_dot_product_attention(qs, ks, vs, dropout_p=p, is_causal=True,
+                                                                  scale=scaling)
+                 for qs, ks, vs in zip(q.split(sizes, dim=2), k.split(sizes, dim=2), v.split(sizes, dim=2))]
         rows.append(torch.cat(parts, dim=2) if len(parts) > 1 else parts[0])
     out = torch.cat(rows, dim=0) if len(rows) > 1 else rows[0]
     return out.transpose(1, 2).contiguous(), None
