@@ -127,3 +127,34 @@ def test_a_stopped_worker_checkpoints_and_requeues_its_job(service, pizza_data, 
     stopped = [m for m in _messages(service, job_id) if "the job waits for the next worker" in m]
     at = int(stopped[0].split(" at step ")[1].split(";")[0])
     assert at >= 2 and (service.data_dir / "runs" / job_id / "checkpoints" / f"step-{at}").is_dir()
+
+
+def _step_record(step, seconds):
+    return {"step": step, "total_steps": 12, "loss": 2.0 - step / 10, "tokens": 100, "seconds": seconds}
+
+
+def test_progress_follows_a_resumed_run_that_rewrote_its_metrics(tmp_path):
+    """A resumed `hone train` cuts metrics.jsonl back to its checkpoint and trains on; when the file has grown
+    past the worker's last look before that look, the worker must notice the rewrite, not read mid-line."""
+    from hone.jobs.store import Store
+    from hone.jobs.worker import Progress
+    from hone.train.metrics import MetricsLog
+
+    store = Store(tmp_path / "hone.db")
+    project = store.create_project("p")["id"]
+    store.add_job(project, {"id": "ftjob-1", "model": "m", "training_file": "file-x", "seed": 0,
+                            "method": {"type": "supervised"}, "config": {"train": {"save_every": 5}},
+                            "status": "running", "created_at": int(time.time()), "run_dir": str(tmp_path)})
+    job = store.get_job(None, "ftjob-1")
+    log = MetricsLog(tmp_path / "metrics.jsonl")
+    for step in range(1, 10):  # the killed run: a checkpoint at 5, steps up to 9
+        log.append(_step_record(step, 0.5))
+    progress = Progress(store, job, tmp_path)
+    progress.update()
+    assert store.get_job(None, job["id"])["progress"]["step"] == 9
+    log.truncate_after(5)  # the next run resumes from step 5 and trains on, between two looks
+    for step in range(6, 12):
+        log.append(_step_record(step, 0.123456789))
+    progress.update()
+    assert store.get_job(None, job["id"])["progress"]["step"] == 11
+    assert progress.records[11]["seconds"] == 0.123456789 and progress.records[7]["seconds"] == 0.123456789

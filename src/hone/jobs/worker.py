@@ -179,7 +179,7 @@ class Progress:
     def __init__(self, store: Store, job: dict, run_dir: Path) -> None:
         self.store, self.job, self.run_dir = store, job, run_dir
         self.metrics = run_dir / "metrics.jsonl"
-        self.offset = 0
+        self.offset, self.last_line = 0, b""  # where the last look ended, and the line it ended with
         self.last_step = (job.get("progress") or {}).get("step", 0)
         self.records: dict[int, dict] = {}
         self.tokens = 0
@@ -211,15 +211,20 @@ class Progress:
         self._checkpoints()
 
     def _read(self) -> list[dict]:
+        """The lines written since the last look; all of them again when the file was rewritten: a resumed run
+        cuts it back to its checkpoint and appends, maybe past where the last look ended, so the last line read
+        is checked where it was (a size check alone would then read from mid-line)."""
         if not self.metrics.is_file():
             return []
-        size = self.metrics.stat().st_size
-        if size < self.offset:  # a resumed run rewrote the file up to its checkpoint
-            self.offset = 0
         with open(self.metrics, "rb") as f:
-            f.seek(self.offset)
+            f.seek(self.offset - len(self.last_line))
+            if f.read(len(self.last_line)) != self.last_line:
+                self.offset, self.last_line = 0, b""
+                f.seek(0)
             chunk = f.read()
         end = chunk.rfind(b"\n") + 1  # a line still being written waits for the next look
+        if end:
+            self.last_line = chunk[chunk.rfind(b"\n", 0, end - 1) + 1:end]
         self.offset += end
         return [json.loads(line) for line in chunk[:end].decode("utf-8").splitlines() if line.strip()]
 
