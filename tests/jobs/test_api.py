@@ -80,7 +80,7 @@ def test_limits_and_malformed_requests(service, pizza_data, tiny_model_dir, tmp_
     dpo["method"]["dpo"]["hyperparameters"]["beta"] = -1
     assert _error(client.post("/v1/fine_tuning/jobs", json=dpo), 400)["param"] == "method.dpo.hyperparameters.beta"
     rl = job_request(tiny_model_dir, file_id, steps=2, method={"type": "reinforcement"})
-    assert "graders" in _error(client.post("/v1/fine_tuning/jobs", json=rl), 400)["message"]
+    assert _error(client.post("/v1/fine_tuning/jobs", json=rl), 400)["param"] == "method.reinforcement.grader"
     bad_epochs = job_request(tiny_model_dir, file_id, steps=2)
     bad_epochs["method"]["supervised"]["hyperparameters"]["n_epochs"] = 0
     assert _error(client.post("/v1/fine_tuning/jobs", json=bad_epochs),
