@@ -361,6 +361,8 @@ def _service_args(parser) -> None:
     parser.add_argument("--data-dir", help="uploaded files and job runs (default: $HONE_HOME/service)")
     parser.add_argument("--lease", type=float, default=30.0, help="seconds before a silent worker's job is retaken")
     parser.add_argument("--job-threads", type=int, help="train.threads of every job (default: all cores)")
+    parser.add_argument("--max-running-jobs", type=int, default=2,
+                        help="jobs of one project that run at once; workers leave its others queued")
 
 
 def _service_settings(args):
@@ -375,7 +377,8 @@ def _service_settings(args):
     overrides = {"train.threads": args.job_threads} if args.job_threads else {}
     settings = ServiceSettings(data_dir=data_dir, lease_seconds=args.lease, job_overrides=overrides,
                                max_upload_bytes=int(getattr(args, "max_upload_mb", 100.0) * 2**20),
-                               max_active_jobs=getattr(args, "max_active_jobs", 4))
+                               max_active_jobs=getattr(args, "max_active_jobs", 4),
+                               max_running_jobs=args.max_running_jobs)
     return Store(db), settings, db
 
 
@@ -390,7 +393,8 @@ def _service(args) -> int:
         project = store.project_by_name(args.new_key) or store.create_project(args.new_key)
         print(store.create_key(project["id"]))
         return 0
-    extra = ["--lease", str(args.lease)] + (["--job-threads", str(args.job_threads)] if args.job_threads else [])
+    extra = ["--lease", str(args.lease), "--max-running-jobs", str(args.max_running_jobs)] + \
+        (["--job-threads", str(args.job_threads)] if args.job_threads else [])
     serve_settings = ServeSettings(host=args.host, port=args.port,
                                    feedback_file=str(settings.data_dir / "feedback.jsonl"),
                                    **({"model": args.model} if args.model else {}))

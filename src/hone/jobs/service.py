@@ -65,6 +65,8 @@ class ServiceSettings:
     max_upload_bytes: int = 100 * 2**20
     max_active_jobs: int = 4
     """Jobs per project that have not ended (validating, queued, running, paused)."""
+    max_running_jobs: int | None = 2
+    """Jobs per project that run at once; a worker leaves the project's next job queued (None: no limit)."""
     lease_seconds: float = 30.0
     """A running job whose worker has not renewed its lease for this long is taken by another worker."""
     job_overrides: dict = field(default_factory=dict)
@@ -72,6 +74,8 @@ class ServiceSettings:
 
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir).expanduser().resolve()
+        if self.max_running_jobs is not None and self.max_running_jobs < 1:
+            raise HoneError(f"must be at least 1, got {self.max_running_jobs}", where="--max-running-jobs")
 
 
 def not_found(kind: str, ident: str, param: str | None = None) -> ServiceError:
