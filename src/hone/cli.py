@@ -151,6 +151,8 @@ def _parser() -> argparse.ArgumentParser:
     service.add_argument("--workers", type=int, default=1, help="worker processes to start beside the API")
     service.add_argument("--max-upload-mb", type=float, default=100.0)
     service.add_argument("--max-active-jobs", type=int, default=4, help="jobs per project that have not ended")
+    service.add_argument("--max-bases", type=int, default=2,
+                         help="base models in memory at once, --model included (others load on demand, LRU)")
     service.add_argument("--new-key", metavar="PROJECT", help="print a new API key for PROJECT (created if new)")
     service.set_defaults(run=_service)
 
@@ -361,6 +363,8 @@ def _service_args(parser) -> None:
     parser.add_argument("--data-dir", help="uploaded files and job runs (default: $HONE_HOME/service)")
     parser.add_argument("--lease", type=float, default=30.0, help="seconds before a silent worker's job is retaken")
     parser.add_argument("--job-threads", type=int, help="train.threads of every job (default: all cores)")
+    parser.add_argument("--max-running-jobs", type=int, default=2,
+                        help="jobs of one project that run at once; workers leave its others queued")
 
 
 def _service_settings(args):
@@ -375,7 +379,8 @@ def _service_settings(args):
     overrides = {"train.threads": args.job_threads} if args.job_threads else {}
     settings = ServiceSettings(data_dir=data_dir, lease_seconds=args.lease, job_overrides=overrides,
                                max_upload_bytes=int(getattr(args, "max_upload_mb", 100.0) * 2**20),
-                               max_active_jobs=getattr(args, "max_active_jobs", 4))
+                               max_active_jobs=getattr(args, "max_active_jobs", 4),
+                               max_running_jobs=args.max_running_jobs)
     return Store(db), settings, db
 
 
@@ -390,10 +395,15 @@ def _service(args) -> int:
         project = store.project_by_name(args.new_key) or store.create_project(args.new_key)
         print(store.create_key(project["id"]))
         return 0
-    extra = ["--lease", str(args.lease)] + (["--job-threads", str(args.job_threads)] if args.job_threads else [])
+    if args.max_bases < 1:
+        from hone.errors import ConfigError
+
+        raise ConfigError(f"must be at least 1 (the served base), got {args.max_bases}", where="--max-bases")
+    extra = ["--lease", str(args.lease), "--max-running-jobs", str(args.max_running_jobs)] + \
+        (["--job-threads", str(args.job_threads)] if args.job_threads else [])
     serve_settings = ServeSettings(host=args.host, port=args.port,
                                    feedback_file=str(settings.data_dir / "feedback.jsonl"),
-                                   **({"model": args.model} if args.model else {}))
+                                   max_bases=args.max_bases, **({"model": args.model} if args.model else {}))
     app = create_service_app(store, settings, serve_settings=serve_settings)  # loads the base model
     workers = start_workers(args.workers, db, settings.data_dir, extra)
     try:

@@ -44,9 +44,10 @@ class Service:
     def worker_logs(self) -> str:
         return "\n".join(f"--- {p.name}\n{p.read_text()[-3000:]}" for p in sorted(Path(self.data_dir).glob("worker-*.log")))
 
-    def start_worker(self) -> subprocess.Popen:
+    def start_worker(self, *extra: str) -> subprocess.Popen:
         proc = subprocess.Popen([sys.executable, "-m", "hone", "worker", "--db", str(self.db), "--data-dir",
-                                 str(self.data_dir), "--lease", str(LEASE), "--job-threads", "1", "--poll", "0.2"],
+                                 str(self.data_dir), "--lease", str(LEASE), "--job-threads", "1", "--poll", "0.2",
+                                 *extra],
                                 stdout=self._log(), stderr=subprocess.STDOUT,
                                 env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
         self.workers.append(proc)

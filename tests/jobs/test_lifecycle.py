@@ -9,7 +9,7 @@ import httpx
 import openai
 import pytest
 
-from tests.jobs.conftest import metric_steps, wait_for
+from tests.jobs.conftest import job_request, metric_steps, upload, wait_for
 
 
 def test_openai_client_runs_a_job_end_to_end(service, pizza_data, tiny_model_dir):
@@ -117,6 +117,43 @@ def _the_eval_report_is_linked(service, job_id: str, run_dir):
     assert page.text == (run_dir / "report" / "index.html").read_text() and "data:image/png;base64," in page.text
     other = service.client("beta").get(url)
     assert other.status_code == 404 and other.json()["error"]["code"] == "not_found"
+
+
+def test_jobs_on_two_bases_are_each_served_on_their_own_base(service, pizza_data, tiny_model_dir, tmp_path):
+    """A job on the served base and one on another (3 layers: its adapter fits no 2-layer model): both
+    listed with their parent, each answers as `hone generate` does with its own base, and the other base
+    loads on demand and is callable by name; another project sees neither."""
+    from hone.models.tiny import save_tiny_model
+
+    other = str(save_tiny_model(tmp_path / "other-base", layers=3, seed=1))
+    client = service.client()
+    file_id = upload(client, pizza_data[0]).json()["id"]
+    jobs = {base: client.post("/v1/fine_tuning/jobs", json={**job_request(base, file_id, steps=2),
+                                                            "suffix": "two"}).json()["id"]
+            for base in (str(tiny_model_dir), other)}
+    service.start_worker()
+    done = {base: wait_for(lambda j=job_id: (r := client.get(f"/v1/fine_tuning/jobs/{j}").json())["status"] in
+                           ("succeeded", "failed", "cancelled") and r, what="the job to end")
+            for base, job_id in jobs.items()}
+    assert all(job["status"] == "succeeded" for job in done.values()), (done, service.worker_logs())
+    tuned = {base: job["fine_tuned_model"] for base, job in done.items()}
+    listed = {m["id"]: m["parent"] for m in client.get("/v1/models").json()["data"]}
+    assert listed == {str(tiny_model_dir): None, other: None, tuned[str(tiny_model_dir)]: str(tiny_model_dir),
+                      tuned[other]: other}
+    assert client.get(f"/v1/models/{tuned[other]}").json()["parent"] == other
+    prompt = "One small margherita, please."
+    for model, args in [(tuned[other], ["--adapter", str(service.data_dir / "runs" / jobs[other])]),
+                        (tuned[str(tiny_model_dir)], ["--adapter", str(service.data_dir / "runs" / jobs[str(tiny_model_dir)])]),
+                        (other, ["--model", other])]:
+        chat = client.post("/v1/chat/completions", json={"model": model, "temperature": 0, "max_tokens": 16,
+                                                         "messages": [{"role": "user", "content": prompt}]})
+        assert chat.status_code == 200, chat.text
+        assert chat.json()["choices"][0]["message"]["content"].strip() == _hone_generate(prompt, args), model
+    beta = service.client("beta")
+    assert [m["id"] for m in beta.get("/v1/models").json()["data"]] == [str(tiny_model_dir)]
+    for model in (other, tuned[other]):
+        chat = beta.post("/v1/chat/completions", json={"model": model, "messages": [{"role": "user", "content": "hi"}]})
+        assert chat.status_code == 404 and chat.json()["error"]["code"] == "model_not_found"
 
 
 def _hone_generate(prompt: str, model_args: list[str]) -> str:

@@ -43,6 +43,39 @@ def test_concurrent_claims_take_each_job_exactly_once(db_url):
     assert workers <= {f"w{i}" for i in range(4)}
 
 
+def _claim_one(db, name, max_running, queue):
+    job = Store(db).claim_job(name, lease_seconds=600, max_running=max_running)
+    queue.put(job and job["id"])
+
+
+def test_claims_respect_the_running_limit_of_each_project(db_url):
+    """Many workers claim at once: one project's jobs beyond its running limit stay queued, and
+    another project's job is claimed instead."""
+    store = Store(db_url)
+    alpha, beta = (store.create_project(name)["id"] for name in ("alpha", "beta"))
+    alpha_ids = {_job(store, alpha, n)["id"] for n in range(6)}
+    beta_ids = {_job(store, beta, n)["id"] for n in range(6, 8)}
+    spawn = multiprocessing.get_context("spawn")
+    queue = spawn.Queue()
+    procs = [spawn.Process(target=_claim_one, args=(str(db_url), f"w{i}", 2, queue)) for i in range(6)]
+    for p in procs:
+        p.start()
+    claimed = [queue.get(timeout=120) for _ in procs]
+    for p in procs:
+        p.join(30)
+    taken = [i for i in claimed if i is not None]
+    assert len(set(taken) & alpha_ids) == 2 and set(taken) & beta_ids == beta_ids and len(taken) == 4
+    assert claimed.count(None) == 2  # nothing left that the limit allows
+    assert store.claim_job("w", 600, max_running=2) is None
+    first_beta = store.get_job(None, sorted(beta_ids)[0])
+    transition(store, first_beta, "succeeded")  # beta makes room; alpha does not
+    assert store.claim_job("w", 600, max_running=2) is None  # beta has no queued job left, alpha is full
+    running_alpha = next(store.get_job(None, i) for i in sorted(set(taken) & alpha_ids))
+    transition(store, running_alpha, "cancelled")
+    assert store.claim_job("w", 600, max_running=2)["id"] in alpha_ids - set(taken)
+    assert store.claim_job("w", 600)["project_id"] == alpha  # no limit: the rest of alpha's queue
+
+
 def test_expired_lease_is_claimed_again_and_the_old_worker_loses_it(db_url):
     store = Store(db_url)
     project = store.create_project("p")["id"]

@@ -115,6 +115,25 @@ def test_two_workers_share_jobs_and_never_run_one_twice(service, pizza_data, tin
     assert len(models) == 3
 
 
+def test_a_project_at_its_running_limit_waits_while_another_project_runs(service, pizza_data, tiny_model_dir):
+    """Two workers, a limit of one running job per project: alpha's second job stays queued while
+    beta's job takes the free worker, and runs only once alpha's first has ended."""
+    service.pizza = pizza_data[0]
+    first, second = (_create(service, tiny_model_dir, steps=12, save_every=100) for _ in range(2))
+    other = _create(service, tiny_model_dir, steps=12, save_every=100, project="beta")
+    for _ in range(2):
+        service.start_worker("--max-running-jobs", "1")
+    status = {}
+    wait_for(lambda: status.update({j: _job(service, j)["status"] for j in (first, second, other)}) or
+             status == {first: "running", second: "queued", other: "running"}, what="alpha's first and beta's job")
+    wait_for(lambda: all(_job(service, j)["status"] == "succeeded" for j in (first, second, other)),
+             what="all jobs to succeed")
+    jobs = {j: _job(service, j) for j in (first, second, other)}
+    assert jobs[second]["started_at"] >= jobs[first]["finished_at"]  # never two of alpha's at once
+    assert jobs[other]["started_at"] <= jobs[first]["finished_at"]
+    assert {row["worker"] for row in jobs.values()} == {None}
+
+
 def test_a_stopped_worker_checkpoints_and_requeues_its_job(service, pizza_data, tiny_model_dir):
     service.pizza = pizza_data[0]
     job_id = _create(service, tiny_model_dir, steps=100_000, save_every=100_000)

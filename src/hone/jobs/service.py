@@ -9,7 +9,8 @@ Status machine (every change goes through `transition`):
 
 A job request (`model`, `training_file`, `method: {type, <type>: {hyperparameters}}`, ...) becomes
 the `RunConfig` the worker trains, through the one table `METHODS` below. `"auto"` hyper-parameters
-are resolved from the training file's size when the job is created and recorded on the job.
+are resolved from the training file's size when the job is created and recorded on the job. A
+reinforcement job's OpenAI grader becomes a hone grader spec (`hone.jobs.graders`).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from hone.errors import HoneError
+from hone.jobs.graders import hone_grader, write_sources
 from hone.jobs.store import Store, new_id
 from hone.serve.errors import ApiError
 
@@ -35,16 +37,17 @@ TRANSITIONS = {
 ENDED = ("succeeded", "failed", "cancelled")
 
 BASE_LR = 2e-4  # learning_rate_multiplier 1.0 means this LoRA learning rate
-# OpenAI method type -> hone objective and the hyper-parameters it takes (hyper-parameter -> config key).
+GROUP_SIZE = 8  # compute_multiplier 1.0 means this many completions sampled per prompt
+REASONING_TOKENS = {"low": 64, "medium": 128, "high": 256}  # reasoning_effort -> objective.max_new_tokens
+_COMMON = {"n_epochs": "train.epochs", "batch_size": "train.batch_size", "learning_rate_multiplier": "train.lr"}
+# OpenAI method type -> hone objective, the options it takes beside its hyper-parameters, and each
+# hyper-parameter's hone config key (None: recorded only, it has no setting in hone).
 METHODS = {
-    "supervised": {"objective": "sft", "hyperparameters": {
-        "n_epochs": "train.epochs", "batch_size": "train.batch_size", "learning_rate_multiplier": "train.lr"}},
-    "dpo": {"objective": "dpo", "hyperparameters": {
-        "n_epochs": "train.epochs", "batch_size": "train.batch_size", "learning_rate_multiplier": "train.lr",
-        "beta": "objective.beta"}},
-    "reinforcement": {"objective": "grpo", "needs": "a mapping of OpenAI graders to hone.rewards",
-                      "hyperparameters": {"n_epochs": "train.epochs", "batch_size": "train.batch_size",
-                                          "learning_rate_multiplier": "train.lr"}},
+    "supervised": {"objective": "sft", "options": (), "hyperparameters": _COMMON},
+    "dpo": {"objective": "dpo", "options": (), "hyperparameters": {**_COMMON, "beta": "objective.beta"}},
+    "reinforcement": {"objective": "grpo", "options": ("grader",), "hyperparameters": {
+        **_COMMON, "eval_interval": "train.eval_every", "eval_samples": None,
+        "compute_multiplier": "objective.group_size", "reasoning_effort": "objective.max_new_tokens"}},
 }
 # Keys of `hone` (a request's hone-specific overrides) that the service owns.
 RESERVED_KEYS = ("model", "name", "output_dir", "data.train", "data.validation")
@@ -62,6 +65,8 @@ class ServiceSettings:
     max_upload_bytes: int = 100 * 2**20
     max_active_jobs: int = 4
     """Jobs per project that have not ended (validating, queued, running, paused)."""
+    max_running_jobs: int | None = 2
+    """Jobs per project that run at once; a worker leaves the project's next job queued (None: no limit)."""
     lease_seconds: float = 30.0
     """A running job whose worker has not renewed its lease for this long is taken by another worker."""
     job_overrides: dict = field(default_factory=dict)
@@ -69,6 +74,8 @@ class ServiceSettings:
 
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir).expanduser().resolve()
+        if self.max_running_jobs is not None and self.max_running_jobs < 1:
+            raise HoneError(f"must be at least 1, got {self.max_running_jobs}", where="--max-running-jobs")
 
 
 def not_found(kind: str, ident: str, param: str | None = None) -> ServiceError:
@@ -102,7 +109,7 @@ def create_job(store: Store, settings: ServiceSettings, project_id: str, request
         raise ServiceError(429, f"this project already has {settings.max_active_jobs} jobs that have not ended "
                            "(the limit); wait for one to finish or cancel one", code="rate_limit_exceeded",
                            type="rate_limit_error")
-    model = _check_model(request.get("model"))
+    model = check_model(request.get("model"))
     training = _check_file(store, project_id, request.get("training_file"), "training_file")
     validation = (_check_file(store, project_id, request["validation_file"], "validation_file")
                   if request.get("validation_file") else None)
@@ -113,9 +120,10 @@ def create_job(store: Store, settings: ServiceSettings, project_id: str, request
     elif not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2**31:
         raise ServiceError(400, "seed must be an integer in [0, 2147483647]", param="seed")
     metadata = _check_metadata(request.get("metadata"))
-    method, overrides = resolve_method(request, examples=(training["report"] or {}).get("valid", 0))
     job_id = new_id("ftjob")
     run_dir = settings.data_dir / "runs" / job_id
+    method, overrides, sources = resolve_method(request, examples=(training["report"] or {}).get("valid", 0),
+                                                run_dir=run_dir)
     config_keys = {**settings.job_overrides, **overrides, **_hone_overrides(request.get("hone")),
                    "model": model, "name": job_id, "output_dir": str(run_dir.parent),
                    "data.train": training["path"], "train.seed": seed}
@@ -127,6 +135,7 @@ def create_job(store: Store, settings: ServiceSettings, project_id: str, request
         config = load_config(None, config_keys)
     except HoneError as error:
         raise ServiceError(400, str(error), param="hone") from None
+    write_sources(sources)
     row = {"id": job_id, "model": model, "training_file": training["id"],
            "validation_file": validation["id"] if validation else None, "suffix": suffix, "seed": seed,
            "method": method, "config": config.model_dump(mode="json"), "status": "validating_files",
@@ -137,28 +146,24 @@ def create_job(store: Store, settings: ServiceSettings, project_id: str, request
     return transition(store, job, "queued")
 
 
-def resolve_method(request: dict, *, examples: int) -> tuple[dict, dict]:
+def resolve_method(request: dict, *, examples: int, run_dir: Path) -> tuple[dict, dict, dict]:
     """OpenAI's `method` (or legacy top-level `hyperparameters`) -> (method with "auto" resolved,
-    hone config overrides). Methods whose hone objective does not exist yet are refused by name."""
-    from hone.objectives import OBJECTIVE_CONFIGS
-
+    hone config overrides, python grader sources to write into `run_dir`: path -> code)."""
     method = request.get("method") or {"type": "supervised",
                                        "supervised": {"hyperparameters": request.get("hyperparameters") or {}}}
     if not isinstance(method, dict) or method.get("type") not in METHODS:
         raise ServiceError(400, f"method.type must be one of {', '.join(METHODS)}", param="method.type")
     kind = method["type"]
+    entry = METHODS[kind]
     options = method.get(kind) or {}
     given = options.get("hyperparameters") or {} if isinstance(options, dict) else None
     if not isinstance(given, dict):
         raise ServiceError(400, f"method.{kind} must be an object like {{\"hyperparameters\": {{\"n_epochs\": 3}}}}",
                            param=f"method.{kind}")
-    entry = METHODS[kind]
-    missing = [] if entry["objective"] in OBJECTIVE_CONFIGS else [f"hone's {entry['objective']!r} objective"]
-    missing += [entry["needs"]] if "needs" in entry else []
-    if missing:
-        raise ServiceError(400, f"method.type {kind!r} is not available in this hone yet: it needs "
-                           f"{' and '.join(missing)}; use method.type 'supervised'", param="method.type",
-                           code="unsupported_method")
+    extra = sorted(set(options) - {"hyperparameters", *entry["options"]})
+    if extra:
+        raise ServiceError(400, f"method.{kind}.{extra[0]} is not supported; method.{kind} takes "
+                           f"{', '.join(['hyperparameters', *entry['options']])}", param=f"method.{kind}.{extra[0]}")
     unknown = sorted(set(given) - set(entry["hyperparameters"]))
     if unknown:
         raise ServiceError(400, f"unknown hyper-parameter {unknown[0]!r} for {kind}; expected one of "
@@ -168,9 +173,19 @@ def resolve_method(request: dict, *, examples: int) -> tuple[dict, dict]:
                 if name in given or name in AUTO}
     overrides = {"objective.type": entry["objective"]}
     for name, value in resolved.items():
-        key = entry["hyperparameters"][name]
-        overrides[key] = value * BASE_LR if name == "learning_rate_multiplier" else value
-    return {"type": kind, kind: {"hyperparameters": resolved}}, overrides
+        if entry["hyperparameters"][name] is not None:
+            overrides[entry["hyperparameters"][name]] = CONVERT.get(name, lambda v: v)(value)
+    recorded, sources = {"hyperparameters": resolved}, {}
+    if "grader" in entry["options"]:
+        if "grader" not in options:
+            raise ServiceError(400, f"method.{kind}.grader is required: the grader that scores each sampled answer, "
+                               "e.g. {\"type\": \"string_check\", \"input\": \"{{sample.output_text}}\", "
+                               "\"reference\": \"{{item.reference}}\", \"operation\": \"eq\"}",
+                               param=f"method.{kind}.grader")
+        overrides["objective.grader"], sources = hone_grader(options["grader"], param=f"method.{kind}.grader",
+                                                             run_dir=run_dir)
+        recorded = {"grader": options["grader"], **recorded}
+    return {"type": kind, kind: recorded}, overrides, sources
 
 
 def auto_epochs(examples: int) -> int:
@@ -183,13 +198,27 @@ def auto_batch_size(examples: int) -> int:
     return max(1, min(8, examples // 10))
 
 
-AUTO = {"n_epochs": auto_epochs, "batch_size": auto_batch_size, "learning_rate_multiplier": lambda _: 1.0}
+AUTO = {"n_epochs": auto_epochs, "batch_size": auto_batch_size, "learning_rate_multiplier": lambda _: 1.0,
+        "compute_multiplier": lambda _: 1.0, "reasoning_effort": lambda _: "medium", "eval_samples": lambda _: 1}
+CONVERT = {"learning_rate_multiplier": lambda m: m * BASE_LR,
+           "compute_multiplier": lambda m: max(2, round(GROUP_SIZE * m)),
+           "reasoning_effort": REASONING_TOKENS.__getitem__}
 _LIMITS = {"n_epochs": (int, 1, 50), "batch_size": (int, 1, 256), "learning_rate_multiplier": (float, 1e-3, 100.0),
-           "beta": (float, 1e-4, 100.0)}
+           "beta": (float, 1e-4, 100.0), "eval_interval": (int, 1, 10**6), "compute_multiplier": (float, 0.25, 8.0),
+           "eval_samples": (int, 1, 1)}
+_WHY = {"eval_samples": " (hone validates with one greedy answer per validation prompt)"}
 
 
 def _resolve(name: str, value, examples: int, kind: str):
     param = f"method.{kind}.hyperparameters.{name}"
+    if name == "reasoning_effort":
+        if value in ("auto", "default"):
+            value = AUTO[name](examples)
+        if value not in REASONING_TOKENS:
+            raise ServiceError(400, f"{name} must be \"default\" or one of {', '.join(REASONING_TOKENS)} (answers of "
+                               f"{', '.join(map(str, REASONING_TOKENS.values()))} tokens at most), got {value!r}",
+                               param=param)
+        return value
     if value == "auto":
         if name not in AUTO:
             raise ServiceError(400, f"{name} has no automatic value; give a number", param=param)
@@ -198,22 +227,23 @@ def _resolve(name: str, value, examples: int, kind: str):
     ok = isinstance(value, (int, float)) and not isinstance(value, bool) and (kind_of is float or value == int(value))
     if not ok or not low <= value <= high:
         raise ServiceError(400, f"{name} must be \"auto\" or a{'n integer' if kind_of is int else ' number'} "
-                           f"in [{low}, {high}], got {value!r}", param=param)
+                           f"in [{low}, {high}], got {value!r}{_WHY.get(name, '')}", param=param)
     return kind_of(value)
 
 
-def _check_model(model) -> str:
+def check_model(model, param: str = "model") -> str:
+    """`model` if hone can load it on this server (a shipped name, a model directory or a .gguf file)."""
     from hone.models.registry import SHIPPED_MODELS
 
     if not isinstance(model, str) or not model:
-        raise ServiceError(400, "model is required: a shipped model name or a model directory on the server",
-                           param="model")
+        raise ServiceError(400, f"{param} is required: a shipped model name or a model directory on the server",
+                           param=param)
     path = Path(model).expanduser()
     if model in SHIPPED_MODELS or (path.is_dir() and (path / "config.json").is_file()) or \
             (path.suffix == ".gguf" and path.is_file()):
         return model
-    raise ServiceError(400, f"unknown model {model!r}; use one of {', '.join(SHIPPED_MODELS)}, a model directory "
-                       "or a .gguf file on the server", param="model", code="model_not_available")
+    raise ServiceError(400, f"unknown {param} {model!r}; use one of {', '.join(SHIPPED_MODELS)}, a model directory "
+                       "or a .gguf file on the server", param=param, code="model_not_available")
 
 
 def _check_file(store: Store, project_id: str, file_id, param: str) -> dict:

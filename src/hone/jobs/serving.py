@@ -1,9 +1,10 @@
 """Inference for the service's projects: their API keys, and their fine-tuned models callable at once.
 
 `hone service` runs hone's inference app (`hone.serve.app.create_app`) with these two in place of
-the key file: a project's key (from the jobs store) may call the base model and the project's own
-fine-tuned models; another project's model answers 404, as one that does not exist. A finished
-job's adapter is registered in the engine on its first request, so no restart is needed.
+the key file: a project's key (from the jobs store) may call the base model, the project's own
+fine-tuned models and the bases they were tuned from; another project's model answers 404, as one
+that does not exist. A finished job's adapter is registered on its base's engine on its first
+request (that engine loads then if it is not the served base), so no restart is needed.
 """
 
 from __future__ import annotations
@@ -38,8 +39,12 @@ class ProjectKey:
             self._models = {r["fine_tuned_model"]: r for r in self.store.fine_tuned_models(self.project)}
         return self._models
 
+    def bases(self) -> set[str]:
+        """The bases the project's models were tuned from, callable by their names too."""
+        return {row["model"] for row in self.models().values()}
+
     def allows(self, model: str) -> bool:
-        return model == self.base or model in self.models()
+        return model == self.base or model in self.models() or model in self.bases()
 
 
 class ProjectAuthenticator:
@@ -63,7 +68,8 @@ class ProjectAuthenticator:
 
 
 class FineTunedCatalog:
-    """Finished jobs' models: listed by `/v1/models`, registered in the engine on first use."""
+    """Finished jobs' models and the bases they were tuned from: listed by `/v1/models`, located on their
+    base's engine, and registered in it on first use."""
 
     def __init__(self, store: Store) -> None:
         self.store = store
@@ -71,31 +77,39 @@ class FineTunedCatalog:
     def cards(self, key: ProjectKey | None) -> list:
         from hone.serve.protocol import ModelCard
 
-        rows = key.models().values() if key is not None else self.store.fine_tuned_models()
-        return [ModelCard(id=r["fine_tuned_model"], created=r["finished_at"] or 0, owned_by=r["project_id"],
-                          parent=r["model"], root=r["model"]) for r in rows]
+        rows = list(key.models().values()) if key is not None else self.store.fine_tuned_models()
+        cards = [ModelCard(id=r["fine_tuned_model"], created=r["finished_at"] or 0, owned_by=r["project_id"],
+                           parent=r["model"], root=r["model"]) for r in rows]
+        bases = dict.fromkeys(r["model"] for r in rows if r["model"] != (key.base if key else None))
+        return [ModelCard(id=base, created=0, root=base) for base in bases] + cards
 
-    def register(self, engine, name: str) -> None:
-        """Make `name` callable in `engine`; 404 if no finished job made it, 400 if it needs another base."""
+    def locate(self, name: str, served) -> tuple[str, str | None]:
+        """(the base spec, the adapter name or None) for a finished model or a base one was tuned from;
+        a model tuned from the served base under another name (same weights' hash) runs on `served`."""
         from hone.models.artifact import read_manifest
 
+        rows = self.store.fine_tuned_models()
+        row = next((r for r in rows if r["fine_tuned_model"] == name), None)
+        if row is None:
+            if any(r["model"] == name for r in rows):
+                return name, None
+            raise unknown_model(name)
+        if not row["adapter_dir"]:
+            raise unknown_model(name)
+        trained_on = read_manifest(row["adapter_dir"]).get("base_model", {}).get("sha256")
+        same = row["model"] == served.id or bool(trained_on and served.sha256 and trained_on == served.sha256)
+        return (served.id if same else row["model"]), name
+
+    def register(self, engine, name: str) -> None:
+        """Make the finished model `name` callable in `engine`, its base's engine."""
         row = next((r for r in self.store.fine_tuned_models() if r["fine_tuned_model"] == name), None)
         if row is None or not row["adapter_dir"]:
             raise unknown_model(name)
-        base = engine.source
-        trained_on = read_manifest(row["adapter_dir"]).get("base_model", {}).get("sha256")
-        same_hash = bool(trained_on and base.sha256 and trained_on == base.sha256)
-        if row["model"] != base.id and not same_hash:
-            raise _other_base(name, row["model"], base.id)
         try:
             engine.register(name, row["adapter_dir"], replace=True)
         except ModelError as error:
             if "not on the served base" in error.what:
-                raise _other_base(name, row["model"], base.id) from None
+                raise ApiError(400, f"the model {name!r} was fine-tuned from {row['model']!r}, but its adapter "
+                               f"does not fit {engine.source.id!r}: {error.what}", param="model",
+                               code="model_base_mismatch") from None
             raise
-
-
-def _other_base(name: str, trained: str, served: str) -> ApiError:
-    return ApiError(400, f"the model {name!r} was fine-tuned from {trained!r}, but this service runs {served!r}; "
-                    f"start `hone service --model {trained}` (or `hone serve`) to call it", param="model",
-                    code="model_base_mismatch")

@@ -8,6 +8,9 @@ Claiming a job is a compare-and-set: `UPDATE jobs SET worker=... WHERE id=? AND 
 succeeds for exactly one worker (rowcount 1), on SQLite (writes are serialised) and on PostgreSQL
 (the second UPDATE re-checks the WHERE clause after the first commits). A running job carries a
 lease that its worker renews; a job whose lease ran out (its worker died) is claimable again.
+A claim may also require the job's project to run fewer than N other jobs: the count is part of the
+UPDATE's WHERE clause, and on PostgreSQL the claim first locks the project's row, so two claims for
+one project are serialised and the second one's count sees the first.
 """
 
 from __future__ import annotations
@@ -219,28 +222,39 @@ class Store:
         with self.engine.begin() as db:
             return db.execute(query.values(**values)).rowcount == 1
 
-    def claim_job(self, worker: str, lease_seconds: float) -> dict | None:
-        """Atomically take the oldest queued job, or a running one whose worker's lease ran out."""
+    def claim_job(self, worker: str, lease_seconds: float, max_running: int | None = None) -> dict | None:
+        """Atomically take the oldest queued job, or a running one whose worker's lease ran out, of a
+        project that runs fewer than `max_running` other jobs (None: no limit)."""
         now = time.time()
         claimable = sa.or_(
             sa.and_(jobs.c.status == "queued", sa.or_(jobs.c.worker.is_(None), jobs.c.lease_until < now)),
             sa.and_(jobs.c.status == "running", jobs.c.lease_until < now),
         )
-        with self.engine.connect() as db:
-            candidates = db.execute(sa.select(jobs.c.id, jobs.c.status, jobs.c.worker, jobs.c.attempts)
-                                    .where(claimable).order_by(jobs.c.seq).limit(5)).all()
-        for job_id, status, previous, attempts in candidates:
-            cas = jobs.update().where(jobs.c.id == job_id, jobs.c.status == status, claimable,
-                                      jobs.c.attempts == attempts)
-            with self.engine.begin() as db:
-                won = db.execute(cas.values(status="running", worker=worker, lease_until=now + lease_seconds,
-                                            attempts=attempts + 1,
-                                            started_at=sa.func.coalesce(jobs.c.started_at, int(now)))).rowcount
-            if won == 1:
-                job = self.get_job(None, job_id)
-                job["previous_worker"] = previous if status == "running" else None
-                return job
-        return None
+        if max_running is not None:
+            other = jobs.alias("other")
+            running = sa.select(sa.func.count()).select_from(other).where(
+                other.c.project_id == jobs.c.project_id, other.c.status == "running", other.c.id != jobs.c.id)
+            claimable = sa.and_(claimable, running.scalar_subquery() < max_running)
+        while True:  # each round that loses every candidate lost it to another claim: look again
+            with self.engine.connect() as db:
+                candidates = db.execute(sa.select(jobs.c.id, jobs.c.project_id, jobs.c.status, jobs.c.worker,
+                                                  jobs.c.attempts).where(claimable).order_by(jobs.c.seq).limit(5)).all()
+            if not candidates:
+                return None
+            for job_id, project_id, status, previous, attempts in candidates:
+                cas = jobs.update().where(jobs.c.id == job_id, jobs.c.status == status, claimable,
+                                          jobs.c.attempts == attempts)
+                with self.engine.begin() as db:
+                    if max_running is not None:  # one claim per project at a time (a no-op on SQLite)
+                        db.execute(sa.select(projects.c.id).where(projects.c.id == project_id)
+                                   .with_for_update(key_share=True))  # FOR NO KEY UPDATE
+                    won = db.execute(cas.values(status="running", worker=worker, lease_until=now + lease_seconds,
+                                                attempts=attempts + 1,
+                                                started_at=sa.func.coalesce(jobs.c.started_at, int(now)))).rowcount
+                if won == 1:
+                    job = self.get_job(None, job_id)
+                    job["previous_worker"] = previous if status == "running" else None
+                    return job
 
     def renew_lease(self, job_id: str, worker: str, lease_seconds: float) -> str | None:
         """Extend this worker's lease; returns the job's status, or None when the job is no longer ours."""

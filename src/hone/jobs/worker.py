@@ -45,7 +45,7 @@ class Worker:
 
         while not self._stop and (max_jobs is None or done < max_jobs):
             try:
-                job = self.store.claim_job(self.id, self.settings.lease_seconds)
+                job = self.store.claim_job(self.id, self.settings.lease_seconds, self.settings.max_running_jobs)
             except OperationalError as exc:  # e.g. SQLite busy: a worker outlives a database hiccup
                 print(f"worker {self.id}: the store is not answering ({exc.orig}); retrying", file=sys.stderr,
                       flush=True)

@@ -8,8 +8,9 @@ the reason recorded; after a hang or a crash a fresh worker takes the remaining 
 outside [0, 1] are clipped (the raw value kept in details). Prints from the function go to the
 worker's stderr, which is discarded, never into the protocol.
 
-The spec names a function and never carries code, so a spec from a remote user cannot run code
-that is not already on the machine (OpenAI's `source` field is deliberately not supported).
+The spec names a function and never carries code (OpenAI's `source` field is refused here). The
+fine-tuning service takes `source` from a project's reinforcement job, saves it in the job's run
+directory and names that file (`hone.jobs.graders`): a key of the service can run code on its workers.
 """
 
 from __future__ import annotations

@@ -18,6 +18,7 @@ from typing import Iterable
 from fastapi import APIRouter, FastAPI, Request
 
 from hone.errors import HoneError
+from hone.infer.pool import EnginePool
 from hone.serve.auth import Authenticator, KeyFile
 from hone.serve.errors import ApiError, from_exception, install_error_handlers
 from hone.serve.feedback import FeedbackFile, ResponseMemory
@@ -34,6 +35,8 @@ class ServeState:
         self.base_name = engine.source.id
         self.auth = auth or Authenticator(KeyFile(settings.keys_path()), settings.api_keys)
         self.catalog = catalog
+        self.engines = EnginePool(engine, self._load_base, settings.max_bases)
+        """The served base's engine and, for catalog models tuned from other bases, theirs."""
         self.body_limits: dict[str, tuple[int, str, str | None]] = {}
         """path → (bytes, error code, param): a larger limit for one route, e.g. file uploads."""
         self.metrics = ServeMetrics()
@@ -46,17 +49,43 @@ class ServeState:
         request.state.key_id = key.id if key else None
         return key
 
-    async def ensure(self, model: str) -> None:
-        """Register a catalog model (a finished fine-tuning job) in the engine on its first request."""
-        if self.catalog is not None and model != self.base_name and model not in self.engine.registry.adapters:
-            await asyncio.to_thread(self.catalog.register, self.engine, model)
-
-    def adapter_of(self, model: str) -> str | None:
-        """None for the base model, else the adapter's name (a 404 error for an unknown name)."""
+    async def resolve(self, model: str):
+        """The one place a request's `model` becomes (engine, adapter name or None): the served base, an
+        adapter registered on it, or a catalog model (a finished fine-tuning job, or the base one was
+        tuned from) on its base's engine, which loads on demand; its adapter registers on first use."""
         if model == self.base_name:
-            return None
-        self.engine.registry.get(model)
-        return model
+            return self.engine, None
+        if self.catalog is None or model in self.engine.registry.adapters:
+            self.engine.registry.get(model)  # 404 for an unknown name
+            return self.engine, model
+        base, adapter = self.catalog.locate(model, self.engine.source)
+        if base == self.base_name:
+            engine = self.engine
+        elif self.settings.max_bases < 2:
+            raise ApiError(400, f"the model {model!r} needs the base {base!r}, and this server serves only "
+                           f"{self.base_name!r}; allow more bases (--max-bases) or serve that base",
+                           param="model", code="model_base_mismatch")
+        else:
+            engine = await asyncio.to_thread(self.engines.get, base)
+        if adapter is not None and adapter not in engine.registry.adapters:
+            await asyncio.to_thread(self.catalog.register, engine, adapter)
+        return engine, adapter
+
+    def _load_base(self, spec: str):
+        from hone.infer.engine import Engine
+
+        return self.configure(Engine.from_spec(spec))
+
+    def configure(self, engine):
+        """Apply the server's batching and adapter-cache settings and its metrics to an engine."""
+        settings = self.settings
+        engine.max_batch_rows = settings.max_batch_rows
+        engine.batch_wait_s = settings.batch_wait_ms / 1000
+        engine.registry.max_loaded = settings.max_loaded_adapters
+        engine.registry.max_bytes = settings.max_adapter_bytes
+        engine.on_batch = self.metrics.on_batch
+        engine.registry.on_event = _cache_events(self)
+        return engine
 
     def remember(self, ex, messages: list[dict] | None, texts: list[str] | None) -> None:
         answers = [ex.texts.get(i, "") for i in sorted(ex.finish)]
@@ -92,13 +121,8 @@ def create_app(settings: ServeSettings | None = None, *, engine=None, routers: I
     settings = settings or ServeSettings()
     if engine is None:
         engine = Engine.from_spec(settings.model)
-    engine.max_batch_rows = settings.max_batch_rows
-    engine.batch_wait_s = settings.batch_wait_ms / 1000
-    engine.registry.max_loaded = settings.max_loaded_adapters
-    engine.registry.max_bytes = settings.max_adapter_bytes
     state = ServeState(settings, engine, auth=auth, catalog=catalog)
-    engine.on_batch = state.metrics.on_batch
-    engine.registry.on_event = _cache_events(state)
+    state.configure(engine)
     for name, path in settings.adapters.items():
         engine.register(name, path, replace=True)
     if settings.adapters_dir:
@@ -110,6 +134,7 @@ def create_app(settings: ServeSettings | None = None, *, engine=None, routers: I
         try:
             yield
         finally:
+            state.engines.stop()
             engine.stop()
             state.log.close()
 
@@ -127,7 +152,7 @@ def create_app(settings: ServeSettings | None = None, *, engine=None, routers: I
 def _cache_events(state: ServeState):
     def on_event(event: str, name: str) -> None:
         state.metrics.on_cache_event(event, name)
-        state.metrics.adapters_loaded.set(len(state.engine.registry.loaded))
+        state.metrics.adapters_loaded.set(sum(len(e.registry.loaded) for e in state.engines.engines()))
 
     return on_event
 

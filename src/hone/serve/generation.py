@@ -36,6 +36,7 @@ class Exchange:
     prompts: list[list[int]]
     body: protocol._Request
     route: str = ""
+    engine: object = None  # the engine of the model's base, which runs the request
     started: float = field(default_factory=time.monotonic)
     first_token: float | None = None
     texts: dict[int, str] = field(default_factory=dict)
@@ -43,8 +44,9 @@ class Exchange:
     tokens: dict[int, int] = field(default_factory=dict)
 
 
-def prepare(state, request: Request, body: protocol._Request, kind: str, prompts: list[list[int]]) -> Exchange:
-    """Check the request against the limits and build its Exchange."""
+def prepare(state, request: Request, body: protocol._Request, kind: str, prompts: list[list[int]], engine,
+            adapter: str | None) -> Exchange:
+    """Check the request against the limits and build its Exchange (for `adapter` on `engine`)."""
     settings = state.settings
     if body.n > settings.max_n:
         raise ApiError(400, f"n is {body.n}; this server allows at most {settings.max_n}", param="n",
@@ -56,7 +58,7 @@ def prepare(state, request: Request, body: protocol._Request, kind: str, prompts
     if max_tokens is not None and max_tokens > settings.max_tokens:
         raise ApiError(400, f"max_tokens is {max_tokens}; this server allows at most {settings.max_tokens}",
                        param="max_tokens", code="invalid_value")
-    limit = getattr(state.engine.base.config, "max_position_embeddings", None)
+    limit = getattr(engine.base.config, "max_position_embeddings", None)
     for ids in prompts:
         if len(ids) > settings.max_prompt_tokens:
             raise PromptTooLong(f"the prompt has {len(ids)} tokens; this server allows at most "
@@ -67,9 +69,8 @@ def prepare(state, request: Request, body: protocol._Request, kind: str, prompts
                                 f"{limit} tokens", where="max_tokens", hint="shorten the prompt or lower max_tokens")
         if not ids:
             raise ApiError(400, "the prompt is empty", param="prompt", code="invalid_value")
-    adapter = None if body.model == state.base_name else body.model
     rid = protocol.new_id("chatcmpl" if kind == "chat" else "cmpl")
-    return Exchange(kind, rid, body.model, adapter, prompts, body, route=request.url.path)
+    return Exchange(kind, rid, body.model, adapter, prompts, body, route=request.url.path, engine=engine)
 
 
 def default_max_tokens(settings) -> int:
@@ -91,7 +92,7 @@ async def respond(state, request: Request, ex: Exchange, messages: list[dict] | 
                         top_p=body.top_p, seed=body.seed, stop=body.stop_strings(), emit=emit,
                         ignore_eos=body.ignore_eos))
     for job in jobs:
-        state.engine.submit(job)
+        ex.engine.submit(job)
     state.metrics.model_requests.labels(ex.model).inc()
     state.metrics.prompt_tokens.inc(sum(len(p) for p in ex.prompts) * body.n)
     request.state.exchange = ex

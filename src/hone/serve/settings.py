@@ -39,6 +39,9 @@ class ServeSettings(Section):
     """Rows (choices) decoded together in one batch."""
     batch_wait_ms: float = Field(5.0, ge=0)
     """After the first waiting request, how long to wait for others to share its batch."""
+    max_bases: int = Field(2, gt=0)
+    """Base models in memory at once, the served one included: a fine-tuned model from another base
+    loads that base on demand, evicting the least recently used other base (each is a whole model)."""
     max_loaded_adapters: int = Field(16, gt=0)
     """Adapters kept in memory at once (least recently used are evicted)."""
     max_adapter_bytes: int = Field(1 << 30, gt=0)

@@ -16,11 +16,10 @@ router = APIRouter()
 async def chat_completions(body: protocol.ChatCompletionRequest, request: Request):
     state = state_of(request)
     state.authorize(request, body.model)
-    await state.ensure(body.model)
+    engine, adapter = await state.resolve(body.model)
     messages = body.plain_messages()
-    template = state.engine.chat_template(state.adapter_of(body.model))
-    ids = prompt_ids(messages, state.engine.tokenizer, chat_template=template)
-    ex = prepare(state, request, body, "chat", [ids])
+    ids = prompt_ids(messages, engine.tokenizer, chat_template=engine.chat_template(adapter))
+    ex = prepare(state, request, body, "chat", [ids], engine, adapter)
     return await respond(state, request, ex, messages, None)
 
 
@@ -28,10 +27,8 @@ async def chat_completions(body: protocol.ChatCompletionRequest, request: Reques
 async def completions(body: protocol.CompletionRequest, request: Request):
     state = state_of(request)
     state.authorize(request, body.model)
-    await state.ensure(body.model)
-    state.adapter_of(body.model)
-    tokenizer = state.engine.tokenizer
+    engine, adapter = await state.resolve(body.model)
     texts = body.prompts()
-    ids = [list(tokenizer(text, add_special_tokens=False)["input_ids"]) for text in texts]
-    ex = prepare(state, request, body, "completion", ids)
+    ids = [list(engine.tokenizer(text, add_special_tokens=False)["input_ids"]) for text in texts]
+    ex = prepare(state, request, body, "completion", ids, engine, adapter)
     return await respond(state, request, ex, None, texts)

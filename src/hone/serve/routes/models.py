@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response
 
+from hone.infer.registry import unknown_model
 from hone.serve import protocol
 from hone.serve.app import state_of
 
@@ -13,7 +14,20 @@ router = APIRouter()
 @router.get("/v1/models")
 async def list_models(request: Request):
     state = state_of(request)
-    key = state.authorize(request)
+    return protocol.ModelList(data=_cards(state, state.authorize(request))).model_dump()
+
+
+@router.get("/v1/models/{name}")
+async def get_model(name: str, request: Request):
+    state = state_of(request)
+    card = next((card for card in _cards(state, state.authorize(request, name)) if card.id == name), None)
+    if card is None:
+        raise unknown_model(name)
+    return card.model_dump()
+
+
+def _cards(state, key) -> list:
+    """The served base, each adapter on it (`parent` = base) and the catalog's models and their bases."""
     base = state.base_name
     cards = [protocol.ModelCard(id=base, created=protocol.now(), root=base)]
     for info in list(state.engine.registry.adapters.values()):
@@ -23,19 +37,7 @@ async def list_models(request: Request):
         cards += [card for card in state.catalog.cards(key) if card.id not in known]
     if key is not None:
         cards = [card for card in cards if key.allows(card.id)]
-    return protocol.ModelList(data=cards).model_dump()
-
-
-@router.get("/v1/models/{name}")
-async def get_model(name: str, request: Request):
-    state = state_of(request)
-    state.authorize(request, name)
-    await state.ensure(name)
-    if state.adapter_of(name) is None:
-        return protocol.ModelCard(id=name, created=protocol.now(), root=name).model_dump()
-    info = state.engine.registry.get(name)
-    return protocol.ModelCard(id=name, created=int(info.created), parent=state.base_name,
-                              root=state.base_name).model_dump()
+    return cards
 
 
 @router.get("/metrics")

@@ -1,0 +1,156 @@
+"""OpenAI's grader objects (a reinforcement job's `method.reinforcement.grader`) as hone grader specs.
+
+| OpenAI `type` | hone grader (`hone.rewards`) |
+|---|---|
+| `string_check` (`input`, `reference`, `operation`) | `string_check`, the same fields |
+| `text_similarity` (`evaluation_metric`, `pass_threshold`) | `text_similarity` (fuzzy_match, bleu, rouge_l) |
+| `python` (`source` defining `grade(sample, item)`) | `python`: the source saved as `<run dir>/graders/<name>.py`, run in a subprocess |
+| `score_model` (`model`, `input`, `range`, `sampling_params.max_completions_tokens`) | `score_model` (hone's judge) |
+| `label_model` (`model`, `input`, `labels`, `passing_labels`) | `label_model` |
+| `multi` (`graders`, `calculate_output`) | `multi`, each grader mapped the same way |
+
+Templates keep OpenAI's names, since hone's graders read the same sample and item: the sample is
+`{output_text, output_json}` and the item is the training record (its fields beside `messages`).
+`{{ item.answers[0] }}` becomes `{{item.answers.0}}`. A judge's `model` must be one hone can load
+(a shipped name or a model directory on the server); a field hone cannot honour is refused with a
+400 that names it, never dropped in silence.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+from hone.serve.errors import ApiError
+
+FIELDS = {  # the fields of each OpenAI grader that hone maps; any other field is refused by name
+    "string_check": {"input", "reference", "operation"},
+    "text_similarity": {"input", "reference", "evaluation_metric", "pass_threshold"},
+    "python": {"source"},
+    "score_model": {"model", "input", "range", "sampling_params"},
+    "label_model": {"model", "input", "labels", "passing_labels"},
+    "multi": {"graders", "calculate_output"},
+}
+WHY_NOT = {
+    "image_tag": "hone runs python graders on the worker itself, in no container image",
+    "pass_threshold": "hone's judge scores are used as they are; there is no threshold",
+    "sampling_params": "hone's judge decodes greedily; only max_completions_tokens is taken",
+}
+OPENAI_RANGE = [0, 1]  # score_model's default range in OpenAI's API
+_FIELD = re.compile(r"\{\{\s*([^{}]*?)\s*\}\}")
+
+
+def hone_grader(spec, *, param: str, run_dir: Path) -> tuple[dict, dict[Path, str]]:
+    """OpenAI grader `spec` -> (the validated hone spec, python sources to write: path -> code).
+
+    Errors are 400s whose `param` is the offending field, e.g. `method.reinforcement.grader.operation`."""
+    from pydantic import ValidationError
+
+    from hone.rewards import SPEC
+    from hone.rewards.spec import spec_message, spec_path
+
+    sources: dict[Path, str] = {}
+    hone = _map(spec, param, run_dir / "graders", sources)
+    try:
+        SPEC.validate_python(hone)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        where = spec_path(error["loc"])
+        raise ApiError(400, f"{param}{'.' + where if where else ''}: {spec_message(error)}",
+                       param=f"{param}.{where}" if where else param) from None
+    return hone, sources
+
+
+def _map(spec, param: str, source_dir: Path, sources: dict) -> dict:
+    if not isinstance(spec, dict):
+        raise ApiError(400, f"{param} must be a grader object with a type, one of {', '.join(FIELDS)}", param=param)
+    kind = spec.get("type")
+    if kind not in FIELDS:
+        raise ApiError(400, f"{param}.type {kind!r} is not a grader hone maps; use one of {', '.join(FIELDS)}",
+                       param=f"{param}.type")
+    for name in spec:
+        if name not in FIELDS[kind] | {"type", "name"}:
+            why = WHY_NOT.get(name, f"{kind} takes {', '.join(sorted(FIELDS[kind] | {'name'}))}")
+            raise ApiError(400, f"{param}.{name} is not supported: {why}", param=f"{param}.{name}")
+    hone = {k: _template(v) if isinstance(v, str) and k != "name" else v for k, v in spec.items()}
+    if kind == "python":
+        path = source_dir / f"{_file_name(spec.get('name'), len(sources))}.py"
+        sources[path] = _checked_source(spec.get("source"), f"{param}.source")
+        hone.pop("source", None)
+        hone["function"] = f"{path}:grade"
+    elif kind in ("score_model", "label_model"):
+        if "model" in spec:
+            from hone.jobs.service import check_model
+
+            hone["model"] = check_model(spec["model"], param=f"{param}.model")
+        if isinstance(spec.get("input"), list):
+            hone["input"] = [_message(m, f"{param}.input[{i}]") for i, m in enumerate(spec["input"])]
+        if kind == "score_model":
+            hone.setdefault("range", OPENAI_RANGE)
+            hone.pop("sampling_params", None)
+            hone.update(_sampling(spec.get("sampling_params"), f"{param}.sampling_params"))
+    elif kind == "multi" and isinstance(spec.get("graders"), dict):
+        hone["graders"] = {name: _map(sub, f"{param}.graders.{name}", source_dir, sources)
+                           for name, sub in spec["graders"].items()}
+    return hone
+
+
+def _template(text: str) -> str:
+    """OpenAI's `{{ item.answers[0] }}` as hone's `{{item.answers.0}}`."""
+    return _FIELD.sub(lambda m: "{{" + re.sub(r"\[(\d+)\]", r".\1", m.group(1).replace(" ", "")) + "}}", text)
+
+
+def _message(message, param: str) -> dict:
+    """An OpenAI input message (`content` a string or an `input_text` part) as hone's {role, content}."""
+    if not isinstance(message, dict):
+        raise ApiError(400, f"{param} must be a message object with role and content", param=param)
+    unknown = sorted(set(message) - {"role", "content", "type"})
+    if unknown:
+        raise ApiError(400, f"{param}.{unknown[0]} is not supported: a message has role and content",
+                       param=f"{param}.{unknown[0]}")
+    content = message.get("content")
+    if isinstance(content, dict) and content.get("type") in ("input_text", "output_text") and "text" in content:
+        content = content["text"]
+    if not isinstance(content, str):
+        raise ApiError(400, f"{param}.content must be text (a string or an input_text part); hone's judges "
+                       "read no images or audio", param=f"{param}.content")
+    role = "system" if message.get("role") == "developer" else message.get("role")
+    return {"role": role, "content": _template(content)}
+
+
+def _sampling(params, param: str) -> dict:
+    if params is None:
+        return {}
+    if not isinstance(params, dict):
+        raise ApiError(400, f"{param} must be an object", param=param)
+    for name in params:
+        if name != "max_completions_tokens":
+            raise ApiError(400, f"{param}.{name} is not supported: {WHY_NOT['sampling_params']}",
+                           param=f"{param}.{name}")
+    return {"max_new_tokens": params["max_completions_tokens"]} if "max_completions_tokens" in params else {}
+
+
+def _checked_source(source, param: str) -> str:
+    """The python grader's code, if it parses and defines `grade` at its top level."""
+    if not isinstance(source, str) or not source.strip():
+        raise ApiError(400, f"{param} is required: python code that defines grade(sample, item) -> float",
+                       param=param)
+    try:
+        tree = ast.parse(source)
+    except SyntaxError as exc:
+        raise ApiError(400, f"{param} is not valid python: {exc.msg} (line {exc.lineno})", param=param) from None
+    if not any(isinstance(node, ast.FunctionDef) and node.name == "grade" for node in tree.body):
+        raise ApiError(400, f"{param} must define grade(sample, item) at its top level", param=param)
+    return source
+
+
+def _file_name(name, index: int) -> str:
+    stem = re.sub(r"[^A-Za-z0-9_]+", "_", name) if isinstance(name, str) and name else "python"
+    return f"{stem[:40]}_{index}"
+
+
+def write_sources(sources: dict[Path, str]) -> None:
+    for path, code in sources.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(code, encoding="utf-8")
