@@ -302,7 +302,7 @@ def test_the_pizza_grpo_example_validates_and_grades():
 
     root = Path(__file__).parents[2] / "examples" / "pizza"
     config = load_config(root / "grpo.yaml")
-    assert config.objective.type == "grpo" and config.method.init_from == "runs/pizza"
+    assert config.objective.type == "grpo" and config.method.init_from == "runs/pizza-sft12"
     assert load_spec(root / "grader.json") == config.objective.grader  # the eval command grades alike
     reference = '{"size": "large", "crust": "thin", "toppings": [], "quantity": 2, "delivery": false}'
     right, wrong_quantity, prose = (g.score for g in grade_outputs(config.objective.grader, [
