@@ -84,39 +84,53 @@ def prompt_files(tmp_path_factory):
     return out / "train.jsonl", out / "val.jsonl"
 
 
-def test_sampled_groups_log_probs_match_a_packed_forward(sharp_model_dir):
-    """What the decoding loop records at sampling time is what the packed training forward computes
-    (so the policy ratio starts at 1), and each group holds its own prompt's continuations."""
+def test_group_log_probs_and_gradients_match_each_sequence_alone(sharp_model_dir):
+    """Each prompt computed once for its group (its KV cache shared, with gradients) gives the same
+    per-token log-probs, and the same LoRA gradients, as every (prompt + completion) run alone; prompts
+    and completions of different lengths exercise the left and right padding."""
     from hone.config.load import load_config
-    from hone.data.template import prompt_ids
-    from hone.models.attention import use_segment_attention
-    from hone.models.load import load_model
-    from hone.objectives.grpo import GRPO, completion_log_probs, padded
     from hone.data.prompts import PromptUnit
+    from hone.data.template import prompt_ids
+    from hone.methods import lora
+    from hone.models.load import load_model
+    from hone.objectives.grpo import GRPO, group_log_probs
 
     model, tokenizer, _ = load_model(str(sharp_model_dir))
-    assert use_segment_attention(model)
     config = load_config(None, ["objective=grpo", "objective.group_size=4", "objective.max_new_tokens=6",
-                                "objective.temperature=0.7", 'objective.grader={"type": "string_check"}'])
+                                "objective.temperature=0.7", 'objective.grader={"type": "string_check"}',
+                                "method.rank=4"])
+    model = lora.apply(model, config.method)
+    torch.manual_seed(0)
+    with torch.no_grad():  # a LoRA that is not the identity, so its A matrices get gradients too
+        for name, param in model.named_parameters():
+            if "lora_B" in name:
+                param.normal_(0, 0.1)
     objective = GRPO(config.objective)
     objective.tokenizer = tokenizer
-    prompts = [PromptUnit(prompt_ids([{"role": "user", "content": f"Say {w}"}], tokenizer), [], {}, w)
-               for w in ("pizza", "dog", "fox")]
-    torch.manual_seed(0)
-    completions, old = objective.sample(model, prompts, 4, 0.7)
+    prompts = [PromptUnit(prompt_ids([{"role": "user", "content": text}], tokenizer), [], {}, text)
+               for text in ("Say pizza", "Say the quick brown dog", "fox")]
+    assert len({len(p.ids) for p in prompts}) == 3
+    completions = objective.sample(model, prompts, 4, 0.7)
     assert len(completions) == 12 and len({tuple(c) for c in completions}) > 6  # sampled, not copies
-    batch = {"segmented": True, "pad_id": tokenizer.pad_token_id}
-    owners = [p for p in prompts for _ in range(4)]
-    packed = objective.collate_sequences(objective.sequences(owners, completions), batch)
-    assert packed["input_ids"].shape[0] == 1  # every sequence a segment of one row
-    with torch.no_grad():
-        flat = completion_log_probs(model, packed, 0.7, chunk_tokens=5)
-        for n, (owner, ids) in enumerate(zip(owners, completions)):  # and each alone, unpacked
-            logits = model(torch.tensor([owner.ids + ids])).logits[0, len(owner.ids) - 1:-1] / 0.7
-            alone = torch.log_softmax(logits, -1).gather(1, torch.tensor(ids)[:, None])[:, 0]
-            torch.testing.assert_close(torch.tensor(old[n]), alone, atol=1e-5, rtol=0)
-    lengths = [len(c) for c in completions]
-    torch.testing.assert_close(padded(None, lengths, flat)[0], padded(old, lengths)[0], atol=1e-5, rtol=0)
+    completions = [c[:1 + n % 6] for n, c in enumerate(completions)]  # lengths 1 to 6, as if stopped early
+    weights = torch.randn(12, max(map(len, completions)))
+    model.train()
+
+    logprobs, mask = group_log_probs(model, [p.ids for p in prompts], completions, 0.7, 5, tokenizer.pad_token_id)
+    assert mask.tolist() == [[n < len(c) for n in range(mask.shape[1])] for c in completions]
+    (logprobs * weights).sum().backward()
+    grouped = {name: p.grad.clone() for name, p in model.named_parameters() if p.requires_grad}
+    model.zero_grad()
+    for n, ids in enumerate(completions):
+        prompt = prompts[n // 4].ids
+        logits = model(torch.tensor([prompt + ids])).logits[0, len(prompt) - 1:-1] / 0.7
+        alone = torch.log_softmax(logits, -1).gather(1, torch.tensor(ids)[:, None])[:, 0]
+        torch.testing.assert_close(logprobs[n, :len(ids)], alone, atol=1e-5, rtol=0)
+        (alone * weights[n, :len(ids)]).sum().backward()
+    assert grouped and all(g.abs().sum() > 0 for g in grouped.values())
+    for name, param in model.named_parameters():
+        if param.requires_grad:
+            torch.testing.assert_close(grouped[name], param.grad, atol=1e-5, rtol=1e-4)
 
 
 def test_grpo_raises_a_learnable_reward(prompt_files, sharp_model_dir):
@@ -135,7 +149,7 @@ def test_grpo_raises_a_learnable_reward(prompt_files, sharp_model_dir):
     assert last > first + 0.1, (first, last)
     assert steps[0]["kl"] == pytest.approx(0.0, abs=1e-6)  # the adapter starts as the identity
     assert max(r["kl"] for r in steps) > 0
-    assert all(r["clip_fraction"] == 0 for r in steps)  # one update per batch: ratio 1 up to numerics
+    assert all(r["clip_fraction"] == 0 for r in steps)  # one update per batch: the ratio is exactly 1
     assert all(0 <= r["zero_std_fraction"] <= 1 and 0 < r["completion_length"] <= 6 for r in steps)
     assert all(r["grader_errors"] == 0 for r in steps)
     evals = records(result.run_dir, "val_reward")
@@ -288,7 +302,7 @@ def test_the_pizza_grpo_example_validates_and_grades():
 
     root = Path(__file__).parents[2] / "examples" / "pizza"
     config = load_config(root / "grpo.yaml")
-    assert config.objective.type == "grpo" and config.method.init_from == "runs/pizza"
+    assert config.objective.type == "grpo" and config.method.init_from == "runs/pizza-sft12"
     assert load_spec(root / "grader.json") == config.objective.grader  # the eval command grades alike
     reference = '{"size": "large", "crust": "thin", "toppings": [], "quantity": 2, "delivery": false}'
     right, wrong_quantity, prose = (g.score for g in grade_outputs(config.objective.grader, [

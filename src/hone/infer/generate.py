@@ -54,20 +54,19 @@ def decode(model, prompts: list[list[int]], offset: int, cache, *, pad_id: int, 
     replaces the sampler (per-request temperatures and seeds), and `on_step(tokens)` sees each
     step's tokens and returns a bool mask of rows to stop (stop strings, per-row limits, streaming).
     """
-    rows, _ = decode_rows(model, prompts, offset, cache, pad_id=pad_id, stop=stop, max_new_tokens=max_new_tokens,
-                          temperature=temperature, top_p=top_p, generator=generator, pick=pick, on_step=on_step)
+    rows = decode_rows(model, prompts, offset, cache, pad_id=pad_id, stop=stop, max_new_tokens=max_new_tokens,
+                       temperature=temperature, top_p=top_p, generator=generator, pick=pick, on_step=on_step)
     return [_until_stop(row, stop) for row in rows.tolist()]
 
 
 def decode_rows(model, prompts: list[list[int]], offset: int, cache, *, pad_id: int, stop: set[int],
                 max_new_tokens: int, temperature: float, top_p: float, generator=None, group_size: int = 1,
-                log_probs: bool = False, pick=None, on_step=None):
-    """The decoding loop: (tokens (B * group_size, T), log-probs of the picked tokens or None).
+                pick=None, on_step=None) -> torch.Tensor:
+    """The decoding loop: tokens (B * group_size, T).
 
     Each prompt is prefilled once; with `group_size` > 1 its cache, last logits and mask are then
     repeated so that `group_size` continuations of it decode together (GRPO's group). A row holds
-    `pad_id` after its stop token. `log_probs` gives each picked token's log-probability under the
-    temperature-scaled distribution (top_p's truncation aside), as RL objectives record at sampling time.
+    `pad_id` after its stop token; decoding ends as soon as every row has stopped.
     """
     from transformers import DynamicCache
 
@@ -86,14 +85,10 @@ def decode_rows(model, prompts: list[list[int]], offset: int, cache, *, pad_id: 
         batch *= group_size
     done = torch.zeros(batch, dtype=torch.bool)
     generated: list[torch.Tensor] = []
-    picked: list[torch.Tensor] = []
     stop_ids = torch.tensor(sorted(stop))
     for _ in range(max_new_tokens):
         logits = logits.float()
         token = pick(logits) if pick is not None else pick_next(logits, temperature, top_p, generator)
-        if log_probs:
-            scaled = logits / temperature if temperature > 0 else logits
-            picked.append(torch.log_softmax(scaled, dim=-1).gather(1, token[:, None])[:, 0])
         token = torch.where(done, torch.full_like(token, pad_id), token)
         generated.append(token)
         done |= torch.isin(token, stop_ids)
@@ -105,8 +100,7 @@ def decode_rows(model, prompts: list[list[int]], offset: int, cache, *, pad_id: 
         out = model(input_ids=token[:, None], attention_mask=mask, position_ids=next_position,
                     past_key_values=cache, use_cache=True)
         logits, next_position = out.logits[:, -1], next_position + 1
-    tokens = torch.stack(generated, dim=1) if generated else torch.zeros(batch, 0, dtype=torch.long)
-    return tokens, (torch.stack(picked, dim=1) if log_probs and picked else None)
+    return torch.stack(generated, dim=1) if generated else torch.zeros(batch, 0, dtype=torch.long)
 
 
 @torch.no_grad()
@@ -114,17 +108,13 @@ def sample_groups(model, prompts: list[list[int]], group_size: int, *, pad_id: i
                   max_new_tokens: int, temperature: float, top_p: float = 1.0, generator=None):
     """`group_size` completions of each token prompt, all decoded as one batch; prompt p's are rows
     [p * group_size, (p + 1) * group_size). A prefix every prompt shares is prefilled once, then each
-    prompt once. Returns (completions: token lists through the stop token when one was produced,
-    their per-token log-probs as lists, or None when greedy)."""
+    prompt once. Returns the completions: token lists through the stop token when one was produced."""
     prefix_len = shared_prefix_length(prompts)
     cache = expand_cache(prefill(model, prompts[0][:prefix_len]), len(prompts)) if prefix_len else None
-    rows, scores = decode_rows(model, [p[prefix_len:] for p in prompts], prefix_len, cache, pad_id=pad_id, stop=stop,
-                               max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
-                               generator=generator, group_size=group_size, log_probs=temperature > 0)
-    completions = [_through_stop(row, stop) for row in rows.tolist()]
-    if scores is None:
-        return completions, None
-    return completions, [s[:len(c)] for s, c in zip(scores.tolist(), completions)]
+    rows = decode_rows(model, [p[prefix_len:] for p in prompts], prefix_len, cache, pad_id=pad_id, stop=stop,
+                       max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, generator=generator,
+                       group_size=group_size)
+    return [_through_stop(row, stop) for row in rows.tolist()]
 
 
 def pick_next(logits: torch.Tensor, temperature: float, top_p: float, generator=None) -> torch.Tensor:

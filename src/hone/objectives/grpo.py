@@ -5,9 +5,9 @@ decoding loop (`infer.generate.sample_groups`: one KV cache, each prompt prefill
 group decoded as one batch), scored by a grader spec (`objective.grader`, the RFT path) or a trained
 reward model (`objective.reward_model: RUN`, the RLHF path), and turned into advantages
 A = (r - mean(group)) / (std(group) + eps). The policy's log-probs of the completions come from one
-forward pass in which every (prompt + completion) is a segment of one packed row, as in SFT and DPO;
-the reference's from one more without gradients, with the adapter disabled (or the frozen start
-adapter, `method.init_from`). The unit the loop normalises by is a completion.
+forward pass in which each prompt is computed once and its KV cache shared by its group
+(`group_log_probs`); the reference's from one more without gradients, with the adapter disabled (or
+the frozen start adapter, `method.init_from`). The unit the loop normalises by is a completion.
 
 Where hone departs from the GRPO paper (DeepSeekMath, Shao et al. 2024):
 - Loss normalisation. The paper averages each completion's per-token losses, then averages over
@@ -19,12 +19,13 @@ Where hone departs from the GRPO paper (DeepSeekMath, Shao et al. 2024):
   weighted by the micro-batch's completions when several are accumulated).
 - `scale_rewards: false` drops the division by the group's std (Dr. GRPO), so groups whose rewards
   barely differ are not blown up. The std is the sample std (Bessel-corrected), as TRL computes it.
-- One policy update per sampled batch (the paper allows several, mu): the ratio pi / pi_old is 1
-  up to numerics, but the clipped form is computed in full with the old log-probs recorded by the
-  decoding loop at sampling time, so it stays right if batches are ever reused.
+- One policy update per sampled batch (the paper allows several, mu). pi_old is then the policy
+  itself, so old log-probs are the policy's own, detached (as TRL does with one iteration): the ratio
+  is exactly 1, nothing is clipped and the gradient is the group-baselined policy gradient plus the
+  KL term. (Log-probs recorded while sampling would differ from the training forward by bf16 and
+  KV-cache numerics and clip at random.)
 - The KL penalty uses the paper's k3 estimator, exp(ref - logp) - (ref - logp) - 1, per token; the
-  reference is the starting policy without a copy of its weights. Log-probs (policy, old and
-  reference) are taken under the sampling temperature (logits / T), as TRL does; top_p's
+  reference is the starting policy without a copy of its weights. Log-probs (policy and reference) are taken under the sampling temperature (logits / T), as TRL does; top_p's
   truncation of the sampling distribution is not reflected in them.
 - Outcome rewards only (one scalar per completion); no process supervision, no iterative retraining
   of a reward model.
@@ -40,11 +41,9 @@ import torch
 from pydantic import Field, model_validator
 
 from hone.config.base import Section
-from hone.data.template import IGNORE, TokenizedExample
 from hone.methods import reference_policy
 from hone.objectives.base import NoExtras, require_adapter
 from hone.objectives.losses import linear_token_log_probs
-from hone.objectives.sft import hidden_states
 from hone.rewards import GraderConfig
 
 ADVANTAGE_EPS = 1e-4
@@ -120,25 +119,45 @@ def grpo_loss(logprobs, old_logprobs, ref_logprobs, advantages, mask, clip_eps: 
     return loss, (kl * mask).detach(), (clipped < unclipped) & mask.bool()
 
 
-def completion_log_probs(model, batch, temperature: float, chunk_tokens: int):
-    """Per-token log-probs (N,) of every completion token of a collated batch, in sequence order."""
-    hidden = hidden_states(model, batch)
-    targets = batch["targets"]
-    keep = targets.ne(IGNORE)
+def group_log_probs(model, prompts: list[list[int]], completions: list[list[int]], temperature: float,
+                    chunk_tokens: int, pad_id: int):
+    """Per-token log-probs (B, T) of the completions under `temperature`, and their mask (B, T).
+
+    Completion i continues prompt i // G (G = len(completions) // len(prompts)). Each prompt goes through
+    the decoder once and its KV cache (with gradients) is repeated for its group, so a group of G costs
+    one prompt plus G completions rather than G (prompt + completion); the gradient through the shared
+    prompt is the sum over the group, as with G separate copies. Prompts are left-padded and completions
+    right-padded under a 2D mask, as in the decoding loop (`infer.generate.decode_rows`).
+    """
+    from transformers import DynamicCache
+
+    group = len(completions) // len(prompts)
+    decoder = model.get_decoder()
+    width = max(len(p) for p in prompts)
+    real = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
+    positions = (real.cumsum(1) - 1).clamp(min=0)
+    cache = DynamicCache()
+    out = decoder(input_ids=torch.tensor([[pad_id] * (width - len(p)) + p for p in prompts]), attention_mask=real,
+                  position_ids=positions, past_key_values=cache, use_cache=True)
+    hidden = out.last_hidden_state[:, -1:].repeat_interleave(group, dim=0)  # (B, 1, H): predicts token 0
+    lengths = torch.tensor([len(c) for c in completions])
+    steps = torch.arange(int(lengths.max()) - 1)
+    if len(steps) > 0:  # each completion but its last token, after its prompt's cache
+        cache.batch_repeat_interleave(group)
+        inputs = torch.tensor([c[:-1] + [pad_id] * (len(steps) + 1 - len(c)) for c in completions])
+        mask = torch.cat([real.repeat_interleave(group, dim=0), (steps[None, :] < lengths[:, None] - 1).long()], 1)
+        out = decoder(input_ids=inputs, attention_mask=mask, past_key_values=cache, use_cache=True,
+                      position_ids=positions[:, -1:].repeat_interleave(group, dim=0) + 1 + steps)
+        hidden = torch.cat([hidden, out.last_hidden_state], dim=1)  # (B, max length, H)
+    keep = torch.arange(hidden.shape[1])[None, :] < lengths[:, None]
+    targets = torch.tensor([t for c in completions for t in c])
     head = model.get_output_embeddings().weight
     with torch.autocast(hidden.device.type, enabled=False):
         h = hidden[keep]
-        return linear_token_log_probs(h / temperature, head.to(h.dtype), targets[keep], chunk_tokens)
-
-
-def padded(values: list, lengths: list[int], flat=None):
-    """(B, T) tensor and mask from per-row lists (or from `flat`, the rows concatenated)."""
-    width = max(lengths)
-    mask = torch.arange(width)[None, :] < torch.tensor(lengths)[:, None]
-    source = flat if flat is not None else torch.tensor([v for row in values for v in row], dtype=torch.float32)
-    out = source.new_zeros(len(lengths), width)
-    out[mask] = source
-    return out, mask
+        flat = linear_token_log_probs(h / temperature, head.to(h.dtype), targets, chunk_tokens)
+    out = flat.new_zeros(keep.shape)
+    out[keep] = flat
+    return out, keep
 
 
 class GRPO(NoExtras):
@@ -180,7 +199,7 @@ class GRPO(NoExtras):
         return len(batch["prompts"]) * (1 if batch["validation"] else self.config.group_size)
 
     def sample(self, model, prompts, group_size: int, temperature: float):
-        """Completions (token lists, through the stop token) and their sampling log-probs, in eval mode."""
+        """Completions (token lists, through the stop token), sampled in eval mode."""
         from hone.infer.generate import sample_groups, stop_token_ids
 
         training = model.training
@@ -199,25 +218,24 @@ class GRPO(NoExtras):
         if batch["validation"]:
             return self.validate(model, batch)
         c, prompts = self.config, batch["prompts"]
-        completions, old = self.sample(model, prompts, c.group_size, c.temperature)
+        completions = self.sample(model, prompts, c.group_size, c.temperature)
         owners = [u for u in prompts for _ in range(c.group_size)]
         scores, errors = self.reward(self.texts(completions), owners)
         rewards = torch.tensor(scores, dtype=torch.float32).view(len(prompts), c.group_size)
         advantages = group_advantages(rewards, c.scale_rewards).view(-1)
 
-        sequences = self.sequences(owners, completions)
-        packed = self.collate_sequences(sequences, batch)
-        batch["n_tokens"] = int(packed["n_tokens"])  # what the step really processed, for tokens/s
-        lengths = [len(ids) for ids in completions]
-        logprobs, mask = padded(None, lengths, completion_log_probs(model, packed, c.temperature, c.loss_chunk_tokens))
+        ids = [u.ids for u in prompts]
+        batch["n_tokens"] = sum(map(len, ids)) + sum(map(len, completions))  # what the step processed, for tokens/s
+        logprobs, mask = self.log_probs(model, ids, completions)
         if c.beta > 0:
             with torch.no_grad(), reference_policy(model):
-                ref, _ = padded(None, lengths, completion_log_probs(model, packed, c.temperature, c.loss_chunk_tokens))
+                ref, _ = self.log_probs(model, ids, completions)
         else:
             ref = logprobs.detach()
-        old_logprobs, _ = padded(old, lengths)
-        loss, kl, clipped = grpo_loss(logprobs, old_logprobs.to(logprobs.dtype), ref, advantages.to(logprobs.dtype),
-                                      mask, c.clip_eps, c.beta, normalization=c.loss_normalization,
+        # One update per sampled batch: the policy that sampled is this one, so pi_old is its own log-probs
+        # (detached), from the same forward: the ratio is exactly 1 and the gradient the policy gradient.
+        loss, kl, clipped = grpo_loss(logprobs, logprobs.detach(), ref, advantages.to(logprobs.dtype), mask,
+                                      c.clip_eps, c.beta, normalization=c.loss_normalization,
                                       max_tokens=c.max_new_tokens)
         loss_sum = loss * len(completions)
         stds = rewards.std(dim=1)
@@ -228,23 +246,16 @@ class GRPO(NoExtras):
 
     def validate(self, model, batch):
         """Greedy completions of the validation prompts and their mean reward (loss = -reward)."""
-        completions, _ = self.sample(model, batch["prompts"], 1, 0.0)
+        completions = self.sample(model, batch["prompts"], 1, 0.0)
         scores, errors = self.reward(self.texts(completions), batch["prompts"])
         total = sum(scores)
         return torch.tensor(-total), {"loss_sum": -total, "reward_sum": total,
                                       "completions": len(scores), "errors": errors,
                                       "tokens": sum(len(ids) for ids in completions)}
 
-    def sequences(self, owners, completions) -> list[TokenizedExample]:
-        return [TokenizedExample(u.ids + ids, [IGNORE] * len(u.ids) + ids, u.where) for u, ids in zip(owners, completions)]
-
-    def collate_sequences(self, sequences, batch) -> dict:
-        """All (prompt + completion) sequences as segments of one row (one padded row each without
-        segment attention), in order, so the kept targets come out completion by completion."""
-        from hone.data.pack import collate
-
-        rows = [list(range(len(sequences)))] if batch["segmented"] else None
-        return collate(sequences, rows, batch["pad_id"], mask=not batch["segmented"])
+    def log_probs(self, model, prompts, completions):
+        return group_log_probs(model, prompts, completions, self.config.temperature, self.config.loss_chunk_tokens,
+                               self.tokenizer.pad_token_id)
 
     def report(self, parts: list[dict], loss: float, *, validation: bool) -> dict:
         completions = max(sum(p["completions"] for p in parts), 1)
