@@ -177,3 +177,21 @@ def test_progress_follows_a_resumed_run_that_rewrote_its_metrics(tmp_path):
     progress.update()
     assert store.get_job(None, job["id"])["progress"]["step"] == 11
     assert progress.records[11]["seconds"] == 0.123456789 and progress.records[7]["seconds"] == 0.123456789
+
+
+def test_a_worker_that_cannot_follow_its_job_fails_it_and_lives_on(service, pizza_data, tiny_model_dir):
+    """An error in the worker itself (here: a metrics line it cannot parse) fails that job with the error
+    named, stops its trainer, and leaves the worker alive to run the next job."""
+    service.pizza = pizza_data[0]
+    broken = _create(service, tiny_model_dir, steps=100_000, save_every=100_000)
+    run_dir = service.data_dir / "runs" / broken
+    run_dir.mkdir(parents=True)
+    (run_dir / "metrics.jsonl").write_text("{not json\n")
+    worker = service.start_worker()
+    wait_for(lambda: _job(service, broken)["status"] == "failed", timeout=120, what="the job to fail")
+    failed = _job(service, broken)
+    assert failed["error"]["code"] == "worker_error" and "JSONDecodeError" in failed["error"]["message"]
+    assert failed["worker"] is None
+    ok = _create(service, tiny_model_dir, steps=2, save_every=2)
+    wait_for(lambda: _job(service, ok)["status"] == "succeeded", timeout=180, what="the next job to succeed")
+    assert _alive(worker.pid) and not [c for c in _children(worker.pid) if _alive(c)]

@@ -17,6 +17,7 @@ import socket
 import subprocess
 import sys
 import time
+import traceback
 from pathlib import Path
 
 import yaml
@@ -87,12 +88,29 @@ class Worker:
                                     stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
                                     preexec_fn=_die_with_parent)
         progress = Progress(self.store, job, run_dir)
-        outcome = self._watch(job, proc, progress)
-        progress.update()
+        try:
+            outcome = self._watch(job, proc, progress)
+            progress.update()
+        except Exception as exc:  # a bug here must not take the worker down with the job's trainer
+            _stop(proc, signal.SIGINT)  # the trainer checkpoints first, so a resume loses nothing
+            return self._fail_internal(job, exc)
         try:
             return self._finish(job, proc.returncode, outcome, progress, log_path)
         finally:
             self.store.update_job(job["id"], expect={"worker": self.id}, worker=None, lease_until=None)
+
+    def _fail_internal(self, job: dict, exc: Exception) -> str:
+        """The job fails with the worker's own error named (its checkpoints stay); the worker goes on."""
+        traceback.print_exc(file=sys.stderr)
+        message = f"the worker failed while following the job: {type(exc).__name__}: {exc}"
+        try:
+            transition(self.store, self.store.get_job(None, job["id"]), "failed", expect={"worker": self.id},
+                       error={"code": "worker_error", "message": message, "param": None})
+            self.store.add_event(job["id"], message, level="error")
+        except ServiceError:
+            pass
+        self.store.update_job(job["id"], expect={"worker": self.id}, worker=None, lease_until=None)
+        return self.store.get_job(None, job["id"])["status"]
 
     def _watch(self, job: dict, proc: subprocess.Popen, progress: "Progress") -> str:
         """Follow the subprocess until it exits; 'exited', 'cancelled', 'paused', 'stopped' or 'lost'."""
