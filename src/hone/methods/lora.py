@@ -130,8 +130,9 @@ def continue_from(model, run):
     if method != "lora":
         raise ConfigError(f"{run} was trained with method {method!r}; init_from needs a LoRA run",
                           where="method.init_from")
-    model = PeftModel.from_pretrained(model, directory, is_trainable=True)
-    model.load_adapter(directory, adapter_name=START_ADAPTER, is_trainable=False)
+    model = PeftModel.from_pretrained(model, directory, is_trainable=True, low_cpu_mem_usage=True)
+    model.load_adapter(directory, adapter_name=START_ADAPTER, is_trainable=False,
+                       low_cpu_mem_usage=True)
     model.set_adapter("default")
     return model
 
@@ -145,7 +146,7 @@ def load(base, directory):
 
     from hone.methods.fused_lora import fuse
 
-    model = PeftModel.from_pretrained(base, directory).eval()
+    model = PeftModel.from_pretrained(base, directory, low_cpu_mem_usage=True).eval()
     fuse(model)
     return model
 
