@@ -1,6 +1,10 @@
 """How often are greedy answers to the held-out prompts bare JSON, for the base model and a DPO run?
 
-    python examples/preferences/measure_concise.py runs/dpo-concise [--limit 50]
+    python examples/preferences/measure_concise.py runs/dpo-concise [--limit 50] [--only base|dpo]
+
+Bare JSON is what the preference data prefers: the chosen reply is the order's JSON object and
+nothing else, the rejected one the same object inside chatter (`is_concise`: the whole reply parses
+as one JSON object).
 """
 
 import argparse
@@ -15,13 +19,17 @@ def main() -> None:
     parser.add_argument("run")
     parser.add_argument("--heldout", default="examples/preferences/concise_heldout.jsonl")
     parser.add_argument("--limit", type=int, default=50)
+    parser.add_argument("--max-new-tokens", type=int, default=96)
+    parser.add_argument("--only", choices=["base", "dpo"])
     args = parser.parse_args()
     prompts = [json.loads(line)["messages"] for line in open(args.heldout)][: args.limit]
     manifest = json.load(open(f"{args.run}/adapter/hone.json"))
     for label, kwargs in (("base", {"model": manifest["base_model"]["id"]}), ("dpo", {"adapter": args.run})):
-        replies = generate(prompts, max_new_tokens=96, **kwargs)
-        rate = sum(map(is_concise, replies)) / len(replies)
-        print(f"{label}: {rate:.1%} of {len(replies)} held-out answers are bare JSON; e.g. {replies[0][:100]!r}")
+        if args.only in (None, label):
+            replies = generate(prompts, max_new_tokens=args.max_new_tokens, **kwargs)
+            bare = sum(map(is_concise, replies))
+            print(f"{label}: {bare}/{len(replies)} = {bare / len(replies):.1%} of held-out answers are bare JSON; "
+                  f"e.g. {replies[0][:100]!r}")
 
 
 if __name__ == "__main__":

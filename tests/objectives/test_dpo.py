@@ -144,6 +144,91 @@ def test_dpo_trains_pairs_apart_and_keeps_the_base_frozen(train_objective, prefe
     assert all("lora_" in n for n in saved) and any(t.abs().sum() > 0 for n, t in saved.items() if "lora_B" in n)
 
 
+@pytest.mark.parametrize("method", [["method=full"], ["method=layers", "method.top_k=1"]])
+def test_dpo_without_an_adapter_trains_against_its_start_model(train_objective, preference_files, method):
+    """No adapter to disable: the reference log-probs are the start model's, scored once before step 1."""
+    result = train_objective(*preference_files, *method, "objective=dpo", "objective.beta=0.5", "train.max_steps=8",
+                             "train.batch_size=4", "train.eval_every=2", "train.lr=1e-3")
+    evals = records(result.run_dir, "val_reward_margin")
+    assert [r["step"] for r in evals] == [2, 4, 6, 8]
+    assert evals[-1]["val_reward_margin"] > evals[0]["val_reward_margin"] > 0
+    assert evals[-1]["val_pair_accuracy"] >= 0.75
+    steps = records(result.run_dir, "loss")
+    assert steps[0]["loss"] == pytest.approx(0.6931, abs=1e-3)  # policy == stored reference at the start: log 2
+    assert steps[0]["rewards_chosen"] == pytest.approx(0.0, abs=1e-4)
+    assert min(r["loss"] for r in steps[-3:]) < steps[0]["loss"]
+    assert "adapter_config.json" not in {p.name for p in result.adapter_dir.iterdir()}
+
+
+def _full_dpo(tiny_tokenizer, preference_files):
+    from hone.config.load import load_config
+    from hone.models.attention import use_segment_attention
+    from hone.models.tiny import tiny_model
+    from hone.objectives import build_objective
+
+    config = load_config(None, ["method=full", "objective=dpo", f"data.train={preference_files[0]}",
+                                f"data.validation={preference_files[1]}", "data.max_length=384"])
+    objective = build_objective(config.objective)
+    data = objective.prepare(config.data, tiny_tokenizer, seed=0)
+    model = tiny_model(tiny_tokenizer)
+    return config, objective, data, model, use_segment_attention(model)
+
+
+def test_stored_reference_is_an_untouched_copy_of_the_start_model(tiny_tokenizer, preference_files):
+    import copy
+
+    from hone.data.pairs import pair_batches
+    from hone.objectives.dpo import sequence_log_probs
+
+    config, objective, data, model, segmented = _full_dpo(tiny_tokenizer, preference_files)
+    start = copy.deepcopy(model)
+    pad = tiny_tokenizer.pad_token_id
+    objective.begin(model, data, config.data, pad, segmented)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
+    for pairs in (data.train[:4], data.train[4:8]):  # training moves the policy, not the stored reference
+        loss, _ = objective.loss(model, objective.collate(pairs, config.data, pad, segmented))
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    pairs = data.train + data.validation
+    batches = pair_batches(pairs, config.data, pad, segmented, per_batch=3)
+    with torch.no_grad():
+        expected = torch.cat([sequence_log_probs(start, b, 1024)[0] for b in batches])
+        now = torch.cat([sequence_log_probs(model, b, 1024)[0] for b in batches])
+    stored = torch.tensor([value for pair in pairs for value in pair.reference])
+    assert len(stored) == 2 * (32 + 8)
+    torch.testing.assert_close(stored, expected, atol=1e-5, rtol=0)
+    assert (now - expected).abs().max() > 1e-2  # the trained model scores differently: the check can tell
+
+
+def test_full_dpo_resumed_from_a_checkpoint_gives_the_same_losses(train_objective, preference_files, tmp_path):
+    """The resumed run scores the reference again from the loaded base, before restoring the checkpoint."""
+    import shutil
+
+    from hone.api import train
+
+    whole = train_objective(*preference_files, "method=full", "objective=dpo", "objective.beta=0.5", "train.lr=1e-3",
+                            "train.max_steps=6", "train.save_every=3", "train.batch_size=4", "train.eval_every=3",
+                            name="whole")
+    part = tmp_path / "part"
+    (part / "checkpoints").mkdir(parents=True)
+    shutil.copytree(whole.run_dir / "checkpoints" / "step-3", part / "checkpoints" / "step-3")
+    (part / "checkpoints" / "latest").write_text("step-3")
+    for name in ("config.yaml", "metrics.jsonl"):
+        shutil.copy(whole.run_dir / name, part / name)
+    said = []
+    train(resume=part, progress=False, log=said.append)
+    assert any("resumed from" in str(line) and "step-3" in str(line) for line in said)
+    expected, resumed = records(whole.run_dir, "loss"), records(part, "loss")
+    assert [r["step"] for r in resumed] == [1, 2, 3, 4, 5, 6]
+    assert resumed[3]["loss"] < 0.69  # step 4 starts from trained weights against the start model's reference
+    for a, b in zip(expected, resumed):
+        assert b["loss"] == pytest.approx(a["loss"], abs=1e-6), a["step"]
+        assert b["reward_margin"] == pytest.approx(a["reward_margin"], abs=1e-6), a["step"]
+    assert records(part, "val_loss")[-1]["val_loss"] == pytest.approx(records(whole.run_dir, "val_loss")[-1]["val_loss"],
+                                                                      abs=1e-6)
+
+
 def test_dpo_refuses_sft_records_naming_the_line(train_objective, pizza_files):
     from hone.errors import DataError
 

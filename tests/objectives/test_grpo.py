@@ -201,6 +201,28 @@ def test_grpo_config_needs_exactly_one_reward():
         load_config(None, ["objective=grpo", "objective.group_size=1", 'objective.grader={"type": "json"}'])
 
 
+@pytest.mark.parametrize("method", ["full", "layers", "adapters"])
+def test_grpo_kl_needs_an_adapter_to_disable_up_front(method):
+    from hone.config.load import load_config
+    from hone.errors import ConfigError
+
+    grader = 'objective.grader={"type": "json"}'
+    with pytest.raises(ConfigError, match=f"objective.beta: grpo's KL penalty .* method {method} has no adapter"):
+        load_config(None, ["objective=grpo", grader, f"method={method}"])
+    assert load_config(None, ["objective=grpo", grader, f"method={method}", "objective.beta=0"]).objective.beta == 0
+    assert load_config(None, ["objective=grpo", grader, "method=lora"]).objective.beta > 0
+
+
+def test_grpo_without_kl_trains_a_method_without_an_adapter(train_objective, prompt_files):
+    result = train_objective(*prompt_files, "method=full", "objective=grpo", "objective.beta=0",
+                             'objective.grader={"type": "string_check", "operation": "contains", "reference": "e"}',
+                             "objective.group_size=4", "objective.max_new_tokens=4", "train.batch_size=2",
+                             "train.max_steps=2", "train.lr=1e-3", name="full-grpo")
+    steps = records(result.run_dir, "reward_std")
+    assert len(steps) == 2 and all(r["kl"] == 0 for r in steps)
+    assert "adapter_config.json" not in {p.name for p in result.adapter_dir.iterdir()}
+
+
 def test_grpo_refuses_a_reward_run_that_is_not_one(train_objective, prompt_files, pizza_files):
     from hone.errors import ConfigError
 

@@ -40,6 +40,17 @@ def test_estimate_counts_bytes_and_times_real_steps(tiny_model_dir, pizza_files)
     assert "| lora |" in table and "time/epoch" in table
 
 
+def test_estimate_times_dpo_without_an_adapter(tiny_model_dir, tmp_path):
+    """The calibration steps run the loop's pieces, the start model's reference pass included."""
+    from hone.examples import preferences
+
+    pairs = preferences.write_jsonl(tmp_path / "pairs.jsonl", preferences.concise_pairs(8, 0))
+    overrides = [f"model={tiny_model_dir}", f"data.train={pairs}", "data.validation_fraction=0", "objective=dpo",
+                 "method=full", "train.batch_size=4", "train.threads=1", "data.max_length=384"]
+    (row,) = hone.estimate(None, overrides, calibration_steps=1, log=lambda *a: None).methods
+    assert row.method == "full" and row.seconds_per_step > 0, row
+
+
 def test_workload_without_data_and_under_bf16(tiny_model_dir):
     config = load_config(None, [f"model={tiny_model_dir}", "train.batch_size=4", "data.max_length=128"])
     packed = workload_for(config, None, segmented=True)

@@ -204,11 +204,14 @@ class RunConfig(Section):
         return data
 
     @model_validator(mode="after")
-    def _method_fits_run(self):
-        """A method may refuse other settings of the run (e.g. packing for virtual-token methods)."""
+    def _parts_fit_run(self):
+        """The method or the objective may refuse other settings of the run (packing for virtual-token
+        methods; a method without an adapter for GRPO's KL reference)."""
         from hone.methods import method_for
+        from hone.objectives import OBJECTIVES
 
-        check = getattr(method_for(self.method.type), "check_run", None)
-        if check is not None:
-            check(self)
+        for part in (method_for(self.method.type), OBJECTIVES[self.objective.type]):
+            check = getattr(part, "check_run", None)
+            if check is not None:
+                check(self)
         return self

@@ -22,6 +22,8 @@ class TokenizedPair:
     chosen: TokenizedExample
     rejected: TokenizedExample
     where: str
+    reference: tuple[float, float] | None = None
+    """The start model's summed log-probs of (chosen, rejected) reply, where DPO scores them before training."""
 
 
 def tokenize_pair(example: Example, tokenizer, *, max_length: int | None) -> TokenizedPair:
@@ -63,12 +65,17 @@ def pair_length(pair: TokenizedPair) -> int:
 
 
 def collate_pairs(pairs: list[TokenizedPair], data_config, pad_id: int, segmented: bool) -> dict:
-    """Sequences [chosen 0, rejected 0, chosen 1, ...]; both sides of a pair share a row when packing."""
+    """Sequences [chosen 0, rejected 0, chosen 1, ...]; both sides of a pair share a row when packing.
+    Pairs that carry the start model's log-probs give them as `reference` (2N,), in the same order."""
+    import torch
+
     from hone.objectives.heads import collate_sequences
 
     flat = [side for pair in pairs for side in (pair.chosen, pair.rejected)]
     batch = collate_sequences(flat, [[2 * i, 2 * i + 1] for i in range(len(pairs))], data_config, pad_id, segmented)
     batch["n_pairs"] = len(pairs)
+    if pairs and all(pair.reference is not None for pair in pairs):
+        batch["reference"] = torch.tensor([value for pair in pairs for value in pair.reference])
     return batch
 
 

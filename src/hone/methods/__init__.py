@@ -38,6 +38,11 @@ def method_for(name: str) -> Method:
     return METHODS[name]  # names are validated by RunConfig before this is reached
 
 
+def has_adapter(name: str) -> bool:
+    """Whether the method wraps the base in a PEFT adapter that `reference_policy` can switch off."""
+    return name not in ("full", "layers", "adapters")
+
+
 def can_merge(name: str) -> bool:
     return hasattr(METHODS[name], "merge")
 

@@ -196,6 +196,7 @@ def calibrate(config, source, examples, method_name: str, method_config=None, *,
     """Time `steps` real optimizer steps (after one warm-up step) of the real loop pieces."""
     import torch
 
+    from hone.data.prepare import PreparedData
     from hone.methods import method_for
     from hone.models.attention import use_segment_attention
     from hone.models.load import load_model
@@ -217,6 +218,9 @@ def calibrate(config, source, examples, method_name: str, method_config=None, *,
     optimizer = build_optimizer(model.parameters(), config.train)
     scheduler = build_scheduler(optimizer, config.train, plan.total_steps)
     objective = runtime.wrap(model, objective)
+    if hasattr(objective, "begin"):  # as in the loop (DPO without an adapter scores its reference here)
+        with runtime.autocast():
+            objective.begin(model, PreparedData(examples, []), config.data, tokenizer.pad_token_id, segmented)
     model.train()
     seconds, tokens = [], []
     for step in range(steps + 1):

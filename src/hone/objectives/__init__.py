@@ -11,12 +11,16 @@ The loop is objective-agnostic; an objective owns its whole data path:
 - `attach(model, data)` adds what the objective trains beside the method's parameters (a reward or
   class head; nothing for SFT); `save(model, directory)` writes it into the artifact, and
   `manifest(data)` what hone.json must remember (class labels);
+- optional `begin(model, data, data_config, pad_id, segmented)` runs once with the start model on
+  its device, before a checkpoint is restored or any step taken (DPO without an adapter scores its
+  reference log-probs there);
 - `loss(model, batch)` returns the batch's *summed* loss and its parts; the loop divides by
   `units(batch)` summed over every micro-batch of the optimizer step, so gradient accumulation
   gives the same gradient as one big batch; `report(parts, validation)` turns the parts of a step or
   of a validation pass into metrics.
 An objective that generates (GRPO) takes prompt-only units, keeps the tokenizer it was given in
-`prepare`, and samples inside `loss` (the reference is `model.disable_adapter()`, as for DPO).
+`prepare`, and samples inside `loss` (the KL reference is `model.disable_adapter()`, so it needs an
+adapter method unless `beta` is 0).
 """
 
 from __future__ import annotations

@@ -1,10 +1,8 @@
-"""Pieces objectives share: the optional hooks' defaults, the preference-pair data path, and the
-check that a reference policy exists."""
+"""Pieces objectives share: the optional hooks' defaults and the preference-pair data path."""
 
 from __future__ import annotations
 
 from hone.data.pairs import collate_pairs, pair_batches, pair_length, prepare_pairs
-from hone.errors import ConfigError
 
 
 class NoExtras:
@@ -36,10 +34,3 @@ class PairUnits:
 
     def validation_batches(self, units, data_config, pad_id: int, segmented: bool) -> list[dict]:
         return pair_batches(units, data_config, pad_id, segmented)
-
-
-def require_adapter(model, objective: str) -> None:
-    """Objectives with a reference policy use the base with the adapter disabled: no second copy."""
-    if not hasattr(model, "disable_adapter"):
-        raise ConfigError(f"{objective} needs an adapter method: its reference model is the base with the adapter "
-                          "disabled", where="method.type", hint="use method: lora")

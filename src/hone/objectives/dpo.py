@@ -1,17 +1,20 @@
 """Direct preference optimisation (Rafailov et al. 2023) on preference pairs, with IPO and hinge variants.
 
-The reference policy is the same model with its adapter disabled (PEFT's `disable_adapter()`), or
-the frozen start adapter when the run continues one (`method.init_from`), so no second copy of the
-weights is held; both replies of a pair sit in one packed row, so one forward
-pass (segment attention) gives both summed log-probs, and one more without gradients gives the
-reference's. Where hone departs from the papers or TRL:
+Both replies of a pair sit in one packed row, so one forward pass (segment attention) gives both
+summed log-probs. The reference policy costs no second copy of the weights:
+- with an adapter method it is the same model with its adapter disabled (PEFT's `disable_adapter()`),
+  or the frozen start adapter when the run continues one (`method.init_from`): one more forward pass
+  without gradients per batch;
+- without one (`full`, `layers`, bottleneck `adapters`) `begin` scores every training and validation
+  pair once with the start model, without gradients, before the first step, and keeps the sums on
+  the pairs (TRL's `precompute_ref_log_probs`). A resumed run scores them again from the freshly
+  loaded base before its checkpoint is restored, so they are the start model's, not a file that
+  could drift from the data.
+Where hone departs from the papers or TRL:
 - IPO's log-ratios are averaged per reply token before the squared loss (as TRL does, after the
   IPO authors), so `beta` means the same for short and long replies.
 - `sft_weight` adds that weight times the chosen reply's mean token NLL per pair (TRL's `sft`
   loss averages over all tokens of the batch instead).
-- Methods without an adapter have no free reference; for them the reference log-probs would be
-  computed once before training (a pass over the data with the frozen start model). That is not
-  built yet, so `dpo` requires an adapter method and says so before training starts.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from pydantic import Field, model_validator
 from hone.config.base import Section
 from hone.data.template import IGNORE
 from hone.methods import reference_policy
-from hone.objectives.base import NoExtras, PairUnits, require_adapter
+from hone.objectives.base import NoExtras, PairUnits
 from hone.objectives.losses import linear_token_log_probs
 from hone.objectives.sft import hidden_states
 
@@ -92,6 +95,20 @@ def sequence_log_probs(model, batch, chunk_tokens: int):
     return sums, counts
 
 
+@torch.no_grad()
+def store_reference_log_probs(model, pairs, chunk_tokens: int, batches) -> None:
+    """Set each pair's `reference` to the model's summed (chosen, rejected) log-probs; `batches` are
+    the pairs collated in order. Runs in eval mode (no dropout) on the model's device."""
+    from hone.train.distributed import to_device
+
+    device, training = next(model.parameters()).device, model.training
+    model.eval()
+    sums = torch.cat([sequence_log_probs(model, to_device(b, device), chunk_tokens)[0].float().cpu() for b in batches])
+    model.train(training)
+    for pair, (chosen, rejected) in zip(pairs, sums.view(-1, 2).tolist(), strict=True):
+        pair.reference = (chosen, rejected)
+
+
 class DPO(PairUnits, NoExtras):
     """Preference pairs in, DPO loss out; the unit is a pair."""
 
@@ -100,9 +117,12 @@ class DPO(PairUnits, NoExtras):
     def __init__(self, config: Config) -> None:
         self.config = config
 
-    def attach(self, model, data):
-        require_adapter(model, self.name)
-        return model
+    def begin(self, model, data, data_config, pad_id: int, segmented: bool) -> None:
+        """Without an adapter, keep the start model's log-probs of every pair on the pair (see the module)."""
+        if hasattr(model, "disable_adapter"):
+            return
+        store_reference_log_probs(model, data.train + data.validation, self.config.loss_chunk_tokens,
+                                  self.validation_batches(data.train + data.validation, data_config, pad_id, segmented))
 
     def units(self, batch) -> int:
         return int(batch["n_pairs"])
@@ -110,8 +130,11 @@ class DPO(PairUnits, NoExtras):
     def loss(self, model, batch):
         c = self.config
         policy, counts = sequence_log_probs(model, batch, c.loss_chunk_tokens)
-        with torch.no_grad(), reference_policy(model):
-            reference, _ = sequence_log_probs(model, batch, c.loss_chunk_tokens)
+        if "reference" in batch:
+            reference = batch["reference"].to(policy.dtype)
+        else:
+            with torch.no_grad(), reference_policy(model):
+                reference, _ = sequence_log_probs(model, batch, c.loss_chunk_tokens)
         scale = counts.clamp(min=1) if c.variant == "ipo" else torch.ones_like(counts)
         policy_s, reference_s = policy / scale, reference / scale
         losses, chosen, rejected = dpo_loss(policy_s[0::2], policy_s[1::2], reference_s[0::2], reference_s[1::2],

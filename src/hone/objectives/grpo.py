@@ -42,7 +42,7 @@ from pydantic import Field, model_validator
 
 from hone.config.base import Section
 from hone.methods import reference_policy
-from hone.objectives.base import NoExtras, require_adapter
+from hone.objectives.base import NoExtras
 from hone.objectives.losses import linear_token_log_probs
 from hone.rewards import GraderConfig
 
@@ -75,6 +75,18 @@ class Config(Section):
             raise ValueError("set exactly one of objective.grader (a grader spec) and objective.reward_model "
                              "(a reward run)")
         return self
+
+
+def check_run(run) -> None:
+    """Run-level check: the KL reference is the start policy with its adapter disabled. Methods without
+    an adapter have none, and unlike DPO's the reference log-probs cannot be computed before training:
+    they score completions sampled during it. `beta: 0` needs no reference."""
+    from hone.methods import has_adapter
+
+    if run.objective.beta > 0 and not has_adapter(run.method.type):
+        raise ValueError(f"objective.beta: grpo's KL penalty needs a reference policy, the base with the adapter "
+                         f"disabled, and method {run.method.type} has no adapter to disable; use an adapter method "
+                         f"(lora, qlora, ia3, prompt_tuning, prefix_tuning) or objective.beta=0 (no KL penalty)")
 
 
 def build(config: Config) -> "GRPO":
@@ -191,7 +203,6 @@ class GRPO(NoExtras):
     def attach(self, model, data):
         from hone.objectives.grpo_rewards import load_reward
 
-        require_adapter(model, self.name)
         self.reward = load_reward(self.config)
         return model
 

@@ -100,6 +100,9 @@ def _train(config: RunConfig, run_dir: Path, runtime: Runtime, source, objective
     optimizer = build_optimizer(model.parameters(), config.train)
     scheduler = build_scheduler(optimizer, config.train, plan.total_steps)
     metrics = MetricsLog(run_dir / "metrics.jsonl", enabled=runtime.main)
+    if hasattr(objective, "begin"):  # sees the start model, on its device, before a checkpoint is restored
+        with runtime.autocast():
+            objective.begin(model, data, config.data, tokenizer.pad_token_id, segmented)
     step = 0
     checkpoint = latest_checkpoint(run_dir) if resume else None
     if checkpoint is not None:
