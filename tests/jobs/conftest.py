@@ -175,3 +175,15 @@ def metric_steps(data_dir: Path, job_id: str) -> list[int]:
 
     path = data_dir / "runs" / job_id / "metrics.jsonl"
     return [r["step"] for r in map(json.loads, path.read_text().splitlines()) if "loss" in r]
+
+
+def running_job(run_dir: Path, job_id: str, save_every: int):
+    """A store on a real SQLite file holding one running job whose run directory is `run_dir`: (store, job)."""
+    from hone.jobs.store import Store
+
+    store = Store(run_dir / "jobs.db")
+    project = store.create_project("p")["id"]
+    store.add_job(project, {"id": job_id, "model": "m", "training_file": "file-x", "seed": 0,
+                            "method": {"type": "supervised"}, "config": {"train": {"save_every": save_every}},
+                            "status": "running", "created_at": int(time.time()), "run_dir": str(run_dir)})
+    return store, store.get_job(None, job_id)

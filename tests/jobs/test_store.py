@@ -8,6 +8,7 @@ import pytest
 
 from hone.jobs.service import ServiceError, transition
 from hone.jobs.store import Store
+from tests.jobs.conftest import running_job
 
 
 def _job(store, project, n):
@@ -126,12 +127,7 @@ def test_checkpoints_pruned_before_the_worker_looked_are_still_recorded(tmp_path
 
     from hone.jobs.worker import Progress
 
-    store = Store(tmp_path / "jobs.db")
-    project = store.create_project("p")["id"]
-    store.add_job(project, {"id": "ftjob-fast", "model": "m", "training_file": "file-x", "seed": 0,
-                                  "method": {"type": "supervised"}, "config": {"train": {"save_every": 2}},
-                                  "status": "running", "created_at": int(time.time()), "run_dir": str(tmp_path)})
-    job = store.get_job(None, "ftjob-fast")
+    store, job = running_job(tmp_path, "ftjob-fast", save_every=2)
     lines = [{"step": s, "total_steps": 7, "loss": 1.0 / s, "tokens": 10} for s in range(1, 6)]
     (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
     for step in (4,):  # 2 was pruned already; 4 is still there

@@ -5,7 +5,7 @@ import signal
 import time
 from pathlib import Path
 
-from tests.jobs.conftest import job_request, metric_steps, upload, wait_for
+from tests.jobs.conftest import job_request, metric_steps, running_job, upload, wait_for
 
 
 def _create(service, model_dir, steps, save_every, project="alpha", **extra):
@@ -155,16 +155,10 @@ def _step_record(step, seconds):
 def test_progress_follows_a_resumed_run_that_rewrote_its_metrics(tmp_path):
     """A resumed `hone train` cuts metrics.jsonl back to its checkpoint and trains on; when the file has grown
     past the worker's last look before that look, the worker must notice the rewrite, not read mid-line."""
-    from hone.jobs.store import Store
     from hone.jobs.worker import Progress
     from hone.train.metrics import MetricsLog
 
-    store = Store(tmp_path / "hone.db")
-    project = store.create_project("p")["id"]
-    store.add_job(project, {"id": "ftjob-1", "model": "m", "training_file": "file-x", "seed": 0,
-                            "method": {"type": "supervised"}, "config": {"train": {"save_every": 5}},
-                            "status": "running", "created_at": int(time.time()), "run_dir": str(tmp_path)})
-    job = store.get_job(None, "ftjob-1")
+    store, job = running_job(tmp_path, "ftjob-1", save_every=5)
     log = MetricsLog(tmp_path / "metrics.jsonl")
     for step in range(1, 10):  # the killed run: a checkpoint at 5, steps up to 9
         log.append(_step_record(step, 0.5))

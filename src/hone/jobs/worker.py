@@ -89,12 +89,12 @@ class Worker:
                                     preexec_fn=_die_with_parent)
         progress = Progress(self.store, job, run_dir)
         try:
-            outcome = self._watch(job, proc, progress)
-            progress.update()
-        except Exception as exc:  # a bug here must not take the worker down with the job's trainer
-            _stop(proc, signal.SIGINT)  # the trainer checkpoints first, so a resume loses nothing
-            return self._fail_internal(job, exc)
-        try:
+            try:
+                outcome = self._watch(job, proc, progress)
+                progress.update()
+            except Exception as exc:  # a bug here must not take the worker down with the job's trainer
+                _stop(proc, signal.SIGINT)  # the trainer checkpoints first, so a resume loses nothing
+                return self._fail_internal(job, exc)
             return self._finish(job, proc.returncode, outcome, progress, log_path)
         finally:
             self.store.update_job(job["id"], expect={"worker": self.id}, worker=None, lease_until=None)
@@ -107,9 +107,8 @@ class Worker:
             transition(self.store, self.store.get_job(None, job["id"]), "failed", expect={"worker": self.id},
                        error={"code": "worker_error", "message": message, "param": None})
             self.store.add_event(job["id"], message, level="error")
-        except ServiceError:
+        except ServiceError:  # cancelled meanwhile: the API's change stands
             pass
-        self.store.update_job(job["id"], expect={"worker": self.id}, worker=None, lease_until=None)
         return self.store.get_job(None, job["id"])["status"]
 
     def _watch(self, job: dict, proc: subprocess.Popen, progress: "Progress") -> str:
