@@ -1,6 +1,7 @@
 """Real trained tokens/s (padding excluded) and peak RSS of LoRA SFT on the default model.
 
     .venv/bin/python bench/train_throughput.py [--steps 10] [--max-length 512] [--batch-tokens 4096]
+                                               [--modes fp32-packed,fp32-unpacked,bf16-packed]
 
 Runs each mode (fp32 with packing, fp32 without packing, and bf16 autocast with packing where
 the CPU has bf16 instructions) in its own process over the same fixed, seeded, variable-length
@@ -84,6 +85,8 @@ def main() -> None:
     parser.add_argument("--max-length", type=int, default=512)
     parser.add_argument("--batch-tokens", type=int, default=4096, help="packed micro-batch budget")
     parser.add_argument("--batch-size", type=int, default=8, help="examples per micro-batch without packing")
+    parser.add_argument("--modes", default="fp32-packed,fp32-unpacked,bf16-packed",
+                        help="comma-separated PRECISION-packed|unpacked runs (bf16 only where the CPU has it)")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--packing", default="true", help=argparse.SUPPRESS)
     parser.add_argument("--precision", default="fp32", help=argparse.SUPPRESS)
@@ -92,13 +95,17 @@ def main() -> None:
     args = parser.parse_args()
     if args.child:
         return run_one(args)
+    modes = []
+    for mode in args.modes.split(","):
+        precision, _, packing = mode.partition("-")
+        if precision not in ("fp32", "bf16") or packing not in ("packed", "unpacked"):
+            parser.error(f"--modes: {mode!r} is not PRECISION-packed or PRECISION-unpacked (fp32 or bf16)")
+        if precision == "fp32" or cpu_has_fast_bf16():
+            modes.append(("true" if packing == "packed" else "false", precision))
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "bench.jsonl"
         make_dataset(data, 400)
         rows = []
-        modes = [("true", "fp32"), ("false", "fp32")]
-        if cpu_has_fast_bf16():
-            modes.append(("true", "bf16"))
         for packing, precision in modes:
             cmd = [sys.executable, __file__, "--child", f"--packing={packing}", f"--precision={precision}",
                    f"--data={data}", f"--out={tmp}",
