@@ -456,6 +456,11 @@ def _quiet_libraries() -> None:
 
     warnings.filterwarnings("ignore", category=UserWarning)
     warnings.filterwarnings("ignore", category=FutureWarning)
+    import logging
+
+    # notices about optional kernels hone does not use (torchao's CUDA builds, bitsandbytes' hub kernels)
+    for name in ("torchao", "bitsandbytes", "torch.utils._pytree"):
+        logging.getLogger(name).setLevel(logging.ERROR)
     try:
         from transformers.utils import logging
 

@@ -13,6 +13,7 @@ CASES = {
     "dora": (["method=lora", "method.dora=true", "method.rslora=true", "method.layers_to_transform=[1]"],
              lambda n: ("lora_" in n) and ".layers.1." in n),
     "qlora": (["method=qlora", "method.rank=4"], lambda n: "lora_" in n),
+    "qlora_torchao": (["method=qlora", "method.rank=4", "method.quantizer=torchao"], lambda n: "lora_" in n),
     "full": (["method=full"], lambda n: True),
     "layers": (["method=layers", "method.top_k=1", "method.modules=attention"],
                lambda n: ".layers.1.self_attn." in n),
@@ -25,7 +26,7 @@ CASES = {
                       lambda n: "prompt_encoder" in n),
     "ia3": (["method=ia3"], lambda n: "ia3_" in n),
 }
-MERGEABLE = ["lora", "dora", "qlora", "ia3", "full", "layers"]
+MERGEABLE = ["lora", "dora", "qlora", "qlora_torchao", "ia3", "full", "layers"]
 LR = {"ia3": 0.3, "prompt_tuning": 0.3, "prefix_tuning": 0.1, "full": 3e-3}
 
 

@@ -24,6 +24,8 @@ MODEL = "/nonexistent/model"  # never loaded: every case must fail before that
     (["method=lora", "method.layers_to_transform=[-1]"], "method.layers_to_transform", "start at 0"),
     (["method=lora", "method.target_modules=[]"], "method.target_modules", "at least one module"),
     (["method=qlora", "method.dora=true"], "method.dora", "unknown setting"),
+    (["method=qlora", "method.quantizer=bitsandbytes", "train.distributed=fsdp"], "method.quantizer",
+     "FSDP2 cannot shard bitsandbytes"),
     (["method=full", "method.rank=8"], "method.rank", "unknown setting"),
     (["method=adapters", "method.reduction_factor=0"], "method.reduction_factor", "greater than 0"),
     (["method=adapters", "method.style=lora"], "method.style", "houlsby"),
@@ -38,6 +40,13 @@ def test_invalid_settings_are_rejected_by_the_validator(overrides, where, what):
         load_config(None, [f"model={MODEL}", *overrides])
     text = str(error.value)
     assert f"{where}:" in text and what in text, text
+
+
+@pytest.mark.parametrize("distributed, chosen", [("none", "bitsandbytes"), ("ddp", "bitsandbytes"),
+                                                 ("fsdp", "torchao")])
+def test_qlora_auto_quantizer_is_resolved_by_the_run(distributed, chosen):
+    config = load_config(None, [f"model={MODEL}", "method=qlora", f"train.distributed={distributed}"])
+    assert config.method.quantizer == chosen
 
 
 def test_valid_settings_of_every_method_pass():

@@ -13,8 +13,13 @@ from tests.methods.conftest import CASES, LR, train_steps
 def checksums(model) -> dict[str, str]:
     out = {}
     for name, tensor in [*model.named_parameters(), *model.named_buffers()]:
-        data = tensor.detach().contiguous()
-        out[name] = hashlib.sha256(data.view(torch.uint8).numpy().tobytes()).hexdigest()
+        # a 4-bit NF4 weight (torchao) is checked by its inner tensors: packed data and scales
+        parts = ([getattr(tensor, n) for n in tensor.__tensor_flatten__()[0]]
+                 if hasattr(tensor, "__tensor_flatten__") else [tensor])
+        digest = hashlib.sha256()
+        for part in parts:
+            digest.update(part.detach().reshape(-1).contiguous().view(torch.uint8).numpy().tobytes())
+        out[name] = digest.hexdigest()
     return out
 
 
@@ -107,3 +112,20 @@ def test_qlora_quantizes_every_block_linear_to_nf4_and_reports_the_memory(tuned)
     saved = report["before_bytes"] - report["after_bytes"]
     assert 3.5 * linear_params * 0.9 < saved < 3.5 * linear_params  # fp32 -> 4 bits, less the block scales
     assert "MiB ->" in qlora.describe(t.model)
+
+
+def test_qlora_with_torchao_holds_each_block_linear_as_an_nf4_tensor(tuned):
+    from torchao.quantization.quantize_.workflows.nf4.nf4_tensor import NF4Tensor
+
+    from hone.methods import qlora
+
+    t = tuned("qlora_torchao")
+    assert t.config.method.quantizer == "torchao"
+    quantized = {n: m for n, m in t.model.named_modules()
+                 if type(m) is torch.nn.Linear and isinstance(m.weight, NF4Tensor)}
+    assert len(quantized) == 2 * 7 and all(n.endswith("base_layer") for n in quantized)  # not the head
+    report = t.model.hone_quantization
+    linear_params = sum(m.in_features * m.out_features for m in quantized.values())
+    saved = report["before_bytes"] - report["after_bytes"]
+    assert 3.5 * linear_params * 0.9 < saved < 3.5 * linear_params
+    assert "(torchao)" in qlora.describe(t.model)

@@ -3,6 +3,7 @@ like one process on the same global batch; a checkpoint written by two processes
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -85,6 +86,37 @@ def test_fsdp_matches_one_process_and_resumes_on_one(tmp_path, tiny_model_dir, p
     _single(["--resume", str(tmp_path / "fsdp"), "train.max_steps=4", "--no-progress"])
     _assert_same_run(tmp_path / "single", tmp_path / "fsdp")
     _assert_same_adapter(tmp_path / "single", tmp_path / "fsdp")
+
+
+def test_qlora_under_fsdp_shards_the_4bit_base_and_trains_like_one_process(tmp_path, tiny_model_dir, pizza_files):
+    """`quantizer: auto` is torchao under FSDP2: its NF4 weights are sharded with the rest (each of 2
+    processes holds half of all weights), and the run, resumed by one process after 2 steps, matches
+    one process quantizing the same way."""
+    common = _common(tmp_path, tiny_model_dir, pizza_files, "method=qlora", "method.rank=4")
+    _single([*common, "name=single", "method.quantizer=torchao", "train.max_steps=3"])
+    out = _torchrun([*common, "name=fsdp", "train.distributed=fsdp", "train.max_steps=2"])
+    assert "NF4 quantization (torchao) of 14 linear layers" in out.stdout
+    held, whole = map(float, re.search(r"holds ([\d.]+) MiB of the weights' ([\d.]+) MiB", out.stdout).groups())
+    assert held == pytest.approx(whole / 2, rel=0.05)  # replicated 4-bit layers would make it ~0.7
+    assert "unwaited" not in out.stderr  # the gathered 4-bit weights' collectives all completed
+    _single(["--resume", str(tmp_path / "fsdp"), "train.max_steps=3", "--no-progress"])
+    manifest = json.loads((tmp_path / "fsdp" / "adapter" / "hone.json").read_text())
+    assert manifest["method"]["quantizer"] == "torchao"
+    _assert_same_run(tmp_path / "single", tmp_path / "fsdp")
+    _assert_same_adapter(tmp_path / "single", tmp_path / "fsdp")
+
+
+def test_fsdp_refuses_a_process_count_that_cannot_split_4bit_rows(tiny_model_dir):
+    from hone.errors import ConfigError
+    from hone.methods import qlora
+    from hone.models.load import load_model
+    from hone.train.distributed import _fully_shard
+
+    model = load_model(str(tiny_model_dir))[0]
+    qlora.quantize(model, qlora.Config(quantizer="torchao"))
+    with pytest.raises(ConfigError) as error:  # before any process group is needed
+        _fully_shard(model, model, "fp32", torch.device("cpu"), 3)
+    assert "which 3 processes cannot share evenly" in str(error.value) and error.value.where == "train.distributed"
 
 
 def test_a_rank_without_examples_gets_a_target_free_one():

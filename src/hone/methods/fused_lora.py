@@ -78,6 +78,8 @@ class FusedLoraLinear(LoraLinear):
         base = self.base_layer
         if type(base) is not torch.nn.Linear or base.weight.requires_grad:
             return None
+        if type(base.weight.data) is not torch.Tensor:  # a 4-bit NF4 weight would be saved de-quantized
+            return None
         return name
 
 

@@ -1,5 +1,11 @@
-"""QLoRA: the frozen base's linear layers quantized to 4-bit NF4 (bitsandbytes), LoRA on top
-(Dettmers et al. 2023). Runs on CPU (bitsandbytes' CPU backend) as on CUDA.
+"""QLoRA: the frozen base's linear layers quantized to 4-bit NF4, LoRA on top (Dettmers et al. 2023).
+Runs on CPU as on CUDA.
+
+Two libraries hold the 4-bit weights. bitsandbytes (`Linear4bit`) has the faster kernels and is the
+default. torchao's `NF4Tensor` is what FSDP2 can shard: it splits and all-gathers its packed data and
+block scales like an ordinary tensor, so under `train.distributed: fsdp` each process keeps only its
+share of the frozen 4-bit base, and the layer gathers it for its forward and backward. `quantizer:
+auto` picks torchao under FSDP and bitsandbytes otherwise; the run records the choice.
 
 The base is loaded in fp32 as usual and its linear layers (not the embeddings or the output head)
 are then quantized in place, so the model config carries no quantization settings and the same fp32
@@ -12,11 +18,11 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import field_validator
+from pydantic import model_validator
 
 from hone.methods.lora import LoraOptions, check_layers, peft_config
 
-BLOCK = 64  # bitsandbytes' NF4 block size: each quantized weight's element count must be a multiple of it
+BLOCK = 64  # NF4 block size: weights quantized together under one scale
 
 
 class Config(LoraOptions):
@@ -25,45 +31,88 @@ class Config(LoraOptions):
     """Quantize the per-block scales too (saves ~0.4 bits per weight)."""
     compute_dtype: Literal["float32", "bfloat16"] = "float32"
     """Dtype the 4-bit weights are de-quantized to for each matmul."""
+    quantizer: Literal["auto", "bitsandbytes", "torchao"] = "auto"
+    """The library whose NF4 weights hold the base: bitsandbytes (faster kernels), or torchao, whose
+    weights FSDP2 can shard. `auto` is torchao under `train.distributed: fsdp`, else bitsandbytes."""
 
-    @field_validator("double_quant")
-    @classmethod
-    def _bitsandbytes_present(cls, value):
+    @model_validator(mode="after")
+    def _library_present(self):
         import importlib.util
 
-        if importlib.util.find_spec("bitsandbytes") is None:
-            raise ValueError("qlora needs bitsandbytes: pip install bitsandbytes")
-        return value
+        for library in {"auto": ["bitsandbytes"]}.get(self.quantizer, [self.quantizer]):
+            if importlib.util.find_spec(library) is None:
+                raise ValueError(f"qlora with quantizer {self.quantizer} needs {library}: pip install {library}")
+        return self
+
+
+def check_run(run) -> None:
+    """Run-level: `auto` becomes a library here, where the run's distribution is known. FSDP2 can shard
+    torchao's NF4 tensors; bitsandbytes' packed weights would lose their block scales in the split."""
+    fsdp = run.train.distributed == "fsdp"
+    if run.method.quantizer == "auto":
+        run.method.quantizer = "torchao" if fsdp else "bitsandbytes"
+    elif run.method.quantizer == "bitsandbytes" and fsdp:
+        raise ValueError("method.quantizer: FSDP2 cannot shard bitsandbytes' 4-bit weights; use method.quantizer="
+                         "torchao (what auto picks under fsdp) or train.distributed=ddp")
+
+
+def quantizer(config: Config) -> str:
+    """The library a method config quantizes with (`auto` outside a run: bitsandbytes)."""
+    return "torchao" if config.quantizer == "torchao" else "bitsandbytes"
 
 
 def model_bytes(model) -> int:
-    """Parameter bytes, plus the 4-bit layers' quantization statistics (block scales, codebooks)."""
-    total = sum(p.numel() * p.element_size() for p in model.parameters())
-    for param in model.parameters():
-        state = getattr(param, "quant_state", None)
-        while state is not None:
-            total += sum(t.numel() * t.element_size() for t in (state.absmax, state.code) if t is not None)
-            state = state.state2 if state.nested else None
-    return total
+    """Parameter bytes, 4-bit weights counted by what they hold (packed data and statistics)."""
+    from hone.models.estimate import stored_bytes
+
+    return sum(map(stored_bytes, model.parameters()))
 
 
 def quantize(model, config: Config) -> dict:
-    """Replace every nn.Linear except the output head with an NF4 `bnb.nn.Linear4bit`, in place;
-    returns the model's parameter bytes before and after."""
-    import bitsandbytes as bnb
+    """Quantize every nn.Linear except the output head to NF4, in place (bitsandbytes' `Linear4bit`, or
+    torchao's `NF4Tensor` as the weight of the same nn.Linear); returns the model's parameter bytes
+    before and after."""
     import torch
 
     from hone.errors import ConfigError
 
     before = model_bytes(model)
     head = model.get_output_embeddings()
-    compute = getattr(torch, config.compute_dtype)
     targets = [(name, module) for name, module in model.named_modules()
                if isinstance(module, torch.nn.Linear) and module is not head]
+    by_rows = quantizer(config) == "torchao"  # blocks within rows, so that FSDP2 can shard by whole rows
     for name, linear in targets:
-        if linear.weight.numel() % BLOCK:
-            raise ConfigError(f"{name} has {linear.weight.numel()} weights, not a multiple of NF4's block of "
-                              f"{BLOCK}", where="method", hint="use lora on this model")
+        count = linear.in_features if by_rows else linear.weight.numel()
+        if count % BLOCK:
+            raise ConfigError(f"{name} has {count} weights{' per row' if by_rows else ''}, not a multiple of the "
+                              f"NF4 block of {BLOCK}", where="method", hint="use lora on this model")
+    quantize_layers = _torchao_layers if quantizer(config) == "torchao" else _bitsandbytes_layers
+    quantize_layers(model, targets, config)
+    return {"before_bytes": before, "after_bytes": model_bytes(model), "quantized_layers": len(targets),
+            "quantizer": quantizer(config)}
+
+
+def _torchao_layers(model, targets, config: Config) -> None:
+    import torch
+
+    from torchao.quantization import to_nf4
+
+    compute = getattr(torch, config.compute_dtype)
+    for _, linear in targets:
+        # double quantization groups a row's block scales (up to 256 of them) under one int8 factor;
+        # groups of one keep each scale exact. Groups within rows keep every row-wise shard whole.
+        blocks = linear.in_features // BLOCK
+        group = max(d for d in range(1, min(blocks, 256) + 1) if blocks % d == 0) if config.double_quant else 1
+        weight = to_nf4(linear.weight.data.to(compute).contiguous(), BLOCK, group)
+        linear.weight = torch.nn.Parameter(weight, requires_grad=False)
+
+
+def _bitsandbytes_layers(model, targets, config: Config) -> None:
+    import bitsandbytes as bnb
+    import torch
+
+    compute = getattr(torch, config.compute_dtype)
+    for name, linear in targets:
         quantized = bnb.nn.Linear4bit(linear.in_features, linear.out_features, bias=linear.bias is not None,
                                       compute_dtype=compute, compress_statistics=config.double_quant,
                                       quant_type="nf4", device="cpu")
@@ -79,7 +128,6 @@ def quantize(model, config: Config) -> dict:
         quantized.support_avx512bf16_for_cpu &= config.compute_dtype == "bfloat16"
         parent, _, child = name.rpartition(".")
         setattr(model.get_submodule(parent) if parent else model, child, quantized)
-    return {"before_bytes": before, "after_bytes": model_bytes(model), "quantized_layers": len(targets)}
 
 
 def apply(model, config: Config):
@@ -95,7 +143,7 @@ def apply(model, config: Config):
 def describe(model) -> str:
     report = model.hone_quantization
     return (f"qlora: base weights {report['before_bytes'] / 2**20:.1f} MiB -> {report['after_bytes'] / 2**20:.1f} "
-            f"MiB after NF4 quantization of {report['quantized_layers']} linear layers")
+            f"MiB after NF4 quantization ({report['quantizer']}) of {report['quantized_layers']} linear layers")
 
 
 def save(model, directory) -> None:
@@ -117,18 +165,16 @@ def load(base, directory):
 
 def merge(model):
     """A plain fp32 model: each NF4 weight de-quantized to fp32, plus its LoRA update."""
-    import bitsandbytes as bnb
     import torch
-    from bitsandbytes.functional import dequantize_4bit
     from peft.tuners.lora import LoraLayer
 
     root = model.get_base_model()
     wrappers = [(n, m) for n, m in root.named_modules() if isinstance(m, LoraLayer)]
-    plain = [(n, m) for n, m in root.named_modules() if isinstance(m, bnb.nn.Linear4bit)
+    plain = [(n, m) for n, m in root.named_modules() if _is_4bit(m) and not isinstance(m, LoraLayer)
              and not any(n.startswith(w + ".") for w, _ in wrappers)]
     for name, module in wrappers + plain:
         base = module.get_base_layer() if isinstance(module, LoraLayer) else module
-        weight = dequantize_4bit(base.weight.data, base.weight.quant_state).float()
+        weight = _dequantized(base.weight)
         if isinstance(module, LoraLayer):
             for adapter in module.active_adapters:
                 weight = weight + module.get_delta_weight(adapter).float()
@@ -139,6 +185,20 @@ def merge(model):
         parent, _, child = name.rpartition(".")
         setattr(root.get_submodule(parent) if parent else root, child, linear)
     return root
+
+
+def _is_4bit(module) -> bool:
+    weight = getattr(module, "weight", None)
+    return weight is not None and (hasattr(weight, "quant_state") or hasattr(weight, "get_original_weight"))
+
+
+def _dequantized(weight):
+    """A 4-bit weight (bitsandbytes' or torchao's) as a plain fp32 tensor."""
+    if hasattr(weight, "get_original_weight"):
+        return weight.get_original_weight().float()
+    from bitsandbytes.functional import dequantize_4bit
+
+    return dequantize_4bit(weight.data, weight.quant_state).float()
 
 
 MERGE_PRECISION = "fp32, into the NF4-de-quantized base weights"

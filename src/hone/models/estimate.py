@@ -146,14 +146,28 @@ def analytical(config, source, workload: Workload, method_name: str, method_conf
     params = list(model.parameters())
     trainable = [p for p in params if p.requires_grad]
     n_trainable = sum(p.numel() for p in trainable)
-    weights = sum(p.numel() * p.element_size() for p in params) + sum(
-        b.numel() * b.element_size() for b in model.buffers())
+    weights = sum(map(stored_bytes, params)) + sum(b.numel() * b.element_size() for b in model.buffers())
     gradients = sum(p.numel() * p.element_size() for p in trainable)
     per_element = OPTIMIZER_STATE_BYTES[config.train.optimizer]
     optimizer = n_trainable * per_element
     activations = activation_bytes(model, workload, precision, segmented, config.objective)
     return MethodEstimate(method_name, n_trainable, sum(p.numel() for p in params), weights, gradients,
                           optimizer, activations, steps_per_epoch=workload.steps_per_epoch)
+
+
+def stored_bytes(tensor) -> int:
+    """The bytes a parameter holds here: under FSDP2 this process's shard; for a 4-bit weight its packed
+    data plus its quantization statistics (bitsandbytes' block scales and codebooks, or the inner
+    tensors of torchao's NF4Tensor, which reports its de-quantized size)."""
+    tensor = tensor.to_local() if hasattr(tensor, "to_local") else tensor
+    if hasattr(tensor, "get_original_weight"):
+        return sum(stored_bytes(getattr(tensor, name)) for name in tensor.__tensor_flatten__()[0])
+    total = tensor.numel() * tensor.element_size()
+    state = getattr(tensor, "quant_state", None)
+    while state is not None:
+        total += sum(t.numel() * t.element_size() for t in (state.absmax, state.code) if t is not None)
+        state = state.state2 if state.nested else None
+    return total
 
 
 def activation_bytes(model, workload: Workload, precision: str, segmented: bool, objective_config) -> int:

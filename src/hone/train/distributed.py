@@ -85,14 +85,15 @@ class Runtime:
 
     def consolidate(self, model) -> None:
         """After training under FSDP, gather every sharded parameter so rank 0's model holds plain full
-        (fp32 master) tensors that `save_pretrained` can write. Collective; the model cannot train after."""
+        (fp32 master) tensors that `save_pretrained` can write. Collective; the model cannot train after.
+        4-bit base weights stay sharded: no artifact holds them (loading quantizes the base again)."""
         if self.strategy != "fsdp":
             return
         from torch.distributed.tensor import DTensor
 
         for module in model.modules():
             for name, param in list(module._parameters.items()):
-                if isinstance(param, DTensor):
+                if isinstance(param, DTensor) and not hasattr(param.to_local(), "get_original_weight"):
                     full = param.full_tensor().detach()
                     if self.main:
                         module._parameters[name] = torch.nn.Parameter(full, requires_grad=param.requires_grad)
@@ -246,6 +247,12 @@ def _fully_shard(module, model, precision: str, device, world: int):
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
+    for name, param in model.named_parameters():
+        # 4-bit NF4 weights shard by whole rows (each rank's blocks and scales complete)
+        if hasattr(param, "get_original_weight") and param.shape[0] % world:
+            raise ConfigError(f"{name} has {param.shape[0]} rows, which {world} processes cannot share evenly: "
+                              "FSDP2 shards 4-bit weights by whole rows", where="train.distributed",
+                              hint=f"use a process count that divides {param.shape[0]}, or train.distributed=ddp")
     mesh = init_device_mesh(device.type, (world,))
     policy = MixedPrecisionPolicy(param_dtype=HALF.get(precision), reduce_dtype=torch.float32)
     for layer in decoder_layers(model):

@@ -16,7 +16,7 @@ from hone.config.schema import RunConfig
 from hone.data.pack import plan_batches
 from hone.methods import method_for
 from hone.models.attention import use_segment_attention
-from hone.models.estimate import check_fits
+from hone.models.estimate import check_fits, stored_bytes
 from hone.models.load import load_model, load_tokenizer, resolve_model
 from hone.objectives import build_objective
 from hone.models.artifact import write_artifact
@@ -93,8 +93,12 @@ def _train(config: RunConfig, run_dir: Path, runtime: Runtime, source, objective
     log(f"model: {source.id} ({total / 1e6:.1f}M params), method {config.method.type}: "
         f"{trainable:,} trainable ({trainable / total:.2%}), precision {precision}, device {runtime.device}"
         + (f", {runtime.strategy} over {runtime.world} processes" if runtime.world > 1 else ""))
+    whole = sum(map(stored_bytes, model.parameters()))
     objective = runtime.wrap(model, objective, checkpointing=config.train.gradient_checkpointing,
                              compile=config.train.compile)
+    if runtime.strategy == "fsdp":
+        log(f"fsdp: this process holds {sum(map(stored_bytes, model.parameters())) / 2**20:.2f} MiB of the "
+            f"weights' {whole / 2**20:.2f} MiB")
 
     plan = StepPlan(data.train, objective, config, tokenizer.pad_token_id, segmented, shard=runtime.shard)
     optimizer = build_optimizer(model.parameters(), config.train)

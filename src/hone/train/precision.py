@@ -74,7 +74,8 @@ def prepare_for_precision(model, precision: str, *, keep_frozen_fp32: bool = Fal
         return
     if not keep_frozen_fp32:
         for param in model.parameters():
-            if not param.requires_grad and param.dtype == torch.float32:
+            # a tensor subclass (a 4-bit NF4 weight) would de-quantize on .to()
+            if not param.requires_grad and param.dtype == torch.float32 and type(param.data) is torch.Tensor:
                 param.data = param.data.to(HALF[precision])
     for module in model.modules():
         if hasattr(module, "cast_input_dtype_enabled"):
