@@ -106,6 +106,16 @@ def test_qlora_under_fsdp_shards_the_4bit_base_and_trains_like_one_process(tmp_p
     _assert_same_adapter(tmp_path / "single", tmp_path / "fsdp")
 
 
+def test_qlora_under_fsdp_in_bf16_trains_like_one_process(tmp_path, tiny_model_dir, pizza_files):
+    """bf16 mixed precision: FSDP2 gathers the 4-bit weights as they are and the LoRA weights in bf16."""
+    common = _common(tmp_path, tiny_model_dir, pizza_files, "method=qlora", "method.rank=4", "train.max_steps=2",
+                     "train.precision=bf16")
+    _single([*common, "name=single", "method.quantizer=torchao"])
+    _torchrun([*common, "name=fsdp", "train.distributed=fsdp"])
+    for (step, x, _), (_, y, _) in zip(_losses(tmp_path / "single"), _losses(tmp_path / "fsdp"), strict=True):
+        assert x == pytest.approx(y, abs=2e-3), step
+
+
 def test_fsdp_refuses_a_process_count_that_cannot_split_4bit_rows(tiny_model_dir):
     from hone.errors import ConfigError
     from hone.methods import qlora
