@@ -39,9 +39,9 @@ class Config(LoraOptions):
     def _library_present(self):
         import importlib.util
 
-        for library in {"auto": ["bitsandbytes"]}.get(self.quantizer, [self.quantizer]):
-            if importlib.util.find_spec(library) is None:
-                raise ValueError(f"qlora with quantizer {self.quantizer} needs {library}: pip install {library}")
+        library = quantizer(self)
+        if importlib.util.find_spec(library) is None:
+            raise ValueError(f"qlora with quantizer {self.quantizer} needs {library}: pip install {library}")
         return self
 
 

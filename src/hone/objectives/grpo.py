@@ -25,8 +25,9 @@ Where hone departs from the GRPO paper (DeepSeekMath, Shao et al. 2024):
   KL term. (Log-probs recorded while sampling would differ from the training forward by bf16 and
   KV-cache numerics and clip at random.)
 - The KL penalty uses the paper's k3 estimator, exp(ref - logp) - (ref - logp) - 1, per token; the
-  reference is the starting policy without a copy of its weights. Log-probs (policy and reference) are taken under the sampling temperature (logits / T), as TRL does; top_p's
-  truncation of the sampling distribution is not reflected in them.
+  reference is the starting policy without a copy of its weights. Log-probs (policy and reference)
+  are taken under the sampling temperature (logits / T), as TRL does; top_p's truncation of the
+  sampling distribution is not reflected in them.
 - Outcome rewards only (one scalar per completion); no process supervision, no iterative retraining
   of a reward model.
 Validation generates greedily for each validation prompt and reports the mean reward (`val_reward`);
@@ -81,12 +82,13 @@ def check_run(run) -> None:
     """Run-level check: the KL reference is the start policy with its adapter disabled. Methods without
     an adapter have none, and unlike DPO's the reference log-probs cannot be computed before training:
     they score completions sampled during it. `beta: 0` needs no reference."""
-    from hone.methods import has_adapter
+    from hone.methods import METHODS, has_adapter
 
     if run.objective.beta > 0 and not has_adapter(run.method.type):
+        adapters = ", ".join(name for name in METHODS if has_adapter(name))
         raise ValueError(f"objective.beta: grpo's KL penalty needs a reference policy, the base with the adapter "
                          f"disabled, and method {run.method.type} has no adapter to disable; use an adapter method "
-                         f"(lora, qlora, ia3, prompt_tuning, prefix_tuning) or objective.beta=0 (no KL penalty)")
+                         f"({adapters}) or objective.beta=0 (no KL penalty)")
 
 
 def build(config: Config) -> "GRPO":
