@@ -90,3 +90,48 @@ def test_segment_offsets_for_varlen_kernels():
     assert bounds == [[(0, 2), (2, 5), (5, 6)], [(0, 4), (4, 6)]]
     offsets, longest = bounds.cu_seqlens("cpu")
     assert offsets.tolist() == [0, 2, 5, 6, 10, 12] and offsets.dtype == torch.int32 and longest == 4
+
+
+def _per_segment(q, k, v, cu, scale, gqa):
+    """Reference varlen kernel: causal SDPA over each segment of (tokens, heads, dim) tensors."""
+    out = []
+    for s, e in zip(cu[:-1].tolist(), cu[1:].tolist()):
+        qs, ks, vs = (t[s:e].transpose(0, 1) for t in (q, k, v))
+        out.append(torch.nn.functional.scaled_dot_product_attention(
+            qs, ks, vs, is_causal=True, scale=scale, enable_gqa=gqa).transpose(0, 1))
+    return torch.cat(out)
+
+
+def varlen_with_gqa(query, key, value, cu_seq_q, cu_seq_k, max_q, max_k, *, return_aux=None, scale=None,
+                    window_size=(-1, -1), enable_gqa=False):
+    assert window_size == (-1, 0) and (enable_gqa or key.shape[1] == query.shape[1])
+    return _per_segment(query, key, value, cu_seq_q, scale, enable_gqa)
+
+
+def varlen_with_window(query, key, value, cu_seq_q, cu_seq_k, max_q, max_k, *, return_aux=None, scale=None,
+                       window_size=(-1, -1)):
+    assert window_size == (-1, 0) and key.shape[1] == query.shape[1]
+    return _per_segment(query, key, value, cu_seq_q, scale, False)
+
+
+def varlen_with_is_causal(query, key, value, cu_seq_q, cu_seq_k, max_q, max_k, is_causal=False, return_aux=None):
+    assert is_causal and key.shape[1] == query.shape[1]
+    return _per_segment(query, key, value, cu_seq_q, None, False)
+
+
+@pytest.mark.parametrize("varlen_attn", [varlen_with_gqa, varlen_with_window, varlen_with_is_causal])
+def test_varlen_call_fits_each_signature_of_torchs_kernel(varlen_attn):
+    """hone's varlen path, given a kernel of each of the signatures torch's `varlen_attn` has had
+    (causal as window_size or is_causal, with or without enable_gqa and scale), gives what per-segment
+    SDPA gives: grouped-query heads repeated in the right order, the scale folded in where needed."""
+    from hone.models.attention import _varlen_attention, segment_attention, segment_bounds, torch_varlen
+
+    g = torch.Generator().manual_seed(0)
+    query = torch.randn(2, 4, 12, 8, generator=g)
+    key, value = torch.randn(2, 2, 12, 8, generator=g), torch.randn(2, 2, 12, 8, generator=g)
+    bounds = segment_bounds(torch.tensor([[1] * 5 + [2] * 7, [1] * 3 + [2] * 4 + [3] * 5]))
+    expected, _ = segment_attention(torch.nn.Module(), query, key, value, None, scaling=0.3, hone_segments=bounds)
+    got = _varlen_attention(("torch", torch_varlen(varlen_attn)), query, key, value, bounds, 0.3)
+    assert got.shape == expected.shape == (2, 12, 4, 8)
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(got[:, :, 0], got[:, :, 1])  # query heads differ; their order is checked

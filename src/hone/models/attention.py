@@ -13,6 +13,8 @@ CPU, in fp32, or where neither kernel exists, each segment gets its own SDPA cal
 
 from __future__ import annotations
 
+import inspect
+import math
 from functools import lru_cache
 
 import torch
@@ -66,19 +68,51 @@ class SegmentBounds(list):
 
 @lru_cache(maxsize=1)
 def varlen_kernel():
-    """The variable-length flash-attention function available here, or None."""
+    """(source, attend) for the variable-length flash attention available here, or None.
+
+    `attend(q, k, v, cu_seqlens, longest, scale)` takes (tokens, heads, dim) tensors, keys and values
+    with as many or fewer heads than the queries, and is causal within each segment."""
     try:
         from torch.nn.attention.varlen import varlen_attn
 
-        return "torch", varlen_attn
+        return "torch", torch_varlen(varlen_attn)
     except ImportError:
         pass
     try:
         from flash_attn import flash_attn_varlen_func
-
-        return "flash_attn", flash_attn_varlen_func
     except ImportError:
         return None
+
+    def attend(q, k, v, cu, longest, scale):
+        return flash_attn_varlen_func(q, k, v, cu, cu, longest, longest, softmax_scale=scale, causal=True)
+
+    return "flash_attn", attend
+
+
+def torch_varlen(varlen_attn):
+    """`attend` over torch's `varlen_attn`, whose keywords differ between releases: causal masking is
+    `window_size=(-1, 0)` or (before it) `is_causal=True`; grouped-query keys and values go in as they
+    are with `enable_gqa`, else with their heads repeated; a scale without the `scale` keyword is
+    folded into the queries (the kernel's own is 1/sqrt(dim))."""
+    params = inspect.signature(varlen_attn).parameters
+    causal = {"window_size": (-1, 0)} if "window_size" in params else {"is_causal": True}
+
+    def attend(q, k, v, cu, longest, scale):
+        options = dict(causal)
+        if k.shape[1] != q.shape[1]:
+            if "enable_gqa" in params:
+                options["enable_gqa"] = True
+            else:
+                groups = q.shape[1] // k.shape[1]
+                k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)
+        if scale is not None:
+            if "scale" in params:
+                options["scale"] = scale
+            else:
+                q = q * (scale * math.sqrt(q.shape[-1]))
+        return varlen_attn(q, k, v, cu, cu, longest, longest, **options)
+
+    return attend
 
 
 def _varlen_attention(kernel, query, key, value, segments: SegmentBounds, scaling):
@@ -90,12 +124,7 @@ def _varlen_attention(kernel, query, key, value, segments: SegmentBounds, scalin
     if not isinstance(segments, SegmentBounds):
         segments = SegmentBounds(segments)
     cu, longest = segments.cu_seqlens(query.device)
-    source, fn = kernel
-    if source == "torch":
-        out = fn(q, k, v, cu, cu, longest, longest, scale=scaling, window_size=(-1, 0),
-                 enable_gqa=key.shape[1] != heads)
-    else:
-        out = fn(q, k, v, cu, cu, longest, longest, softmax_scale=scaling, causal=True)
+    out = kernel[1](q, k, v, cu, longest, scaling)
     return out.reshape(batch, length, heads, dim)
 
 
