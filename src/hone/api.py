@@ -114,11 +114,12 @@ def compare(file, *, adapter=None, model: str | None = None, metric: str = "exac
 
 def estimate(config: RunConfig | str | Path | dict | None = None, overrides: list[str] | dict | None = None, *,
              preset: str | None = None, methods: list[str] | None = None, all_methods: bool = False,
-             calibration_steps: int = 3, log=print):
+             calibration_steps: int = 3, processes: int = 1, log=print):
     """Memory (weights, gradients, optimizer, activations) and time per epoch of a run, per method.
 
     By default for the configured method; `all_methods` (or a `methods` list) gives every registered
-    one with its default options. `calibration_steps=0` skips the measured part (time). Returns an
+    one with its default options. `calibration_steps=0` skips the measured part (time). With
+    `processes` > 1 the memory is per process (`train.distributed`: ddp replicates, fsdp shards). Returns an
     `Estimate`; `.render()` is the table `hone estimate` prints.
     """
     from hone.methods import METHODS
@@ -135,7 +136,8 @@ def estimate(config: RunConfig | str | Path | dict | None = None, overrides: lis
         objective = build_objective(config.objective)
         examples = objective.prepare(config.data, load_tokenizer(config.model), seed=config.train.seed).train
     names = list(METHODS) if all_methods else methods
-    return estimate_run(config, methods=names, calibration_steps=calibration_steps, examples=examples, log=log)
+    return estimate_run(config, methods=names, calibration_steps=calibration_steps, examples=examples,
+                        processes=processes, log=log)
 
 
 def evaluate(file: str | Path, *, adapter: str | Path | None = None, model: str | None = None,

@@ -66,7 +66,7 @@ def _parser() -> argparse.ArgumentParser:
     _config_args(train)
     train.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its last checkpoint")
     train.add_argument("--no-progress", action="store_true")
-    train.add_argument("--nproc", type=int, metavar="N", help=(
+    train.add_argument("--nproc", type=_process_count, metavar="N", help=(
         "train with N processes on this machine (torchrun --standalone; one per GPU, or gloo on CPU); "
         "for several machines run torchrun -m hone train yourself"))
     train.set_defaults(run=_train)
@@ -78,6 +78,8 @@ def _parser() -> argparse.ArgumentParser:
     est.add_argument("--all-methods", action="store_true", help="a row for every registered method")
     est.add_argument("--method", action="append", dest="methods", help="a row for this method (repeatable)")
     est.add_argument("--steps", type=int, default=3, help="calibration steps to time (0: memory only)")
+    est.add_argument("--nproc", type=_process_count, default=1, metavar="N", help=(
+        "memory per process of N (as `hone train --nproc N` would run; train.distributed: ddp or fsdp)"))
     est.add_argument("--json", action="store_true", help="print the estimate as JSON")
     est.set_defaults(run=_estimate)
 
@@ -231,9 +233,9 @@ def _estimate(args) -> int:
         config, overrides = None, [config, *overrides]
     log = (lambda *a: print(*a, file=sys.stderr)) if args.json else print
     result = estimate(config, overrides, preset=args.preset, methods=args.methods, all_methods=args.all_methods,
-                      calibration_steps=args.steps, log=log)
+                      calibration_steps=args.steps, processes=args.nproc, log=log)
     if args.json:
-        print(json.dumps({"model": result.model, "precision": result.precision,
+        print(json.dumps({"model": result.model, "precision": result.precision, "processes": result.processes,
                           "available": result.available, "tokens": result.workload.tokens,
                           "methods": [m.to_dict() for m in result.methods]}, indent=2))
     else:
@@ -241,14 +243,16 @@ def _estimate(args) -> int:
     return 0
 
 
+def _process_count(value: str) -> int:
+    if not value.isdigit() or int(value) < 1:
+        raise argparse.ArgumentTypeError(f"{value!r}: expected a process count of at least 1")
+    return int(value)
+
+
 def _torchrun(nproc: int, argv: list[str]) -> int:
     """Re-run this `hone train` command as N local processes under torchrun."""
     import subprocess
 
-    from hone.errors import ConfigError
-
-    if nproc < 1:
-        raise ConfigError(f"--nproc is {nproc}; expected at least 1", where="--nproc")
     rest, skip = [], False
     for arg in argv:
         if skip:

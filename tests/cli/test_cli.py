@@ -4,6 +4,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 
 def hone(*args, cwd=None):
     return subprocess.run([sys.executable, "-m", "hone", *args], capture_output=True, text=True, cwd=cwd)
@@ -59,7 +61,9 @@ def test_eval_and_generate_on_the_base_model(tmp_path, tiny_model_dir):
     assert out.returncode == 4 and "unknown model" in out.stderr
 
 
-def test_nproc_below_one_is_a_clear_error():
-    out = hone("train", "--nproc", "0", "run.yaml")
+@pytest.mark.parametrize("command", ["train", "estimate"])
+def test_nproc_below_one_is_a_clear_error(command):
+    out = hone(command, "--nproc", "0", "run.yaml")
     assert out.returncode == 2
-    assert "--nproc is 0; expected at least 1" in out.stderr and "Traceback" not in out.stderr
+    assert "argument --nproc: '0': expected a process count of at least 1" in out.stderr
+    assert "Traceback" not in out.stderr

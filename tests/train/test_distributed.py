@@ -77,6 +77,11 @@ def test_fsdp_matches_one_process_and_resumes_on_one(tmp_path, tiny_model_dir, p
     _single([*common, "name=single", "train.max_steps=4"])
     out = _torchrun([*common, "name=fsdp", "train.distributed=fsdp", "train.max_steps=2"])
     assert "fsdp over 2 processes" in out.stdout
+    # the memory check's estimate, per process, has the shard each process then holds
+    assert "per process of 2 (fsdp)" in out.stdout and "memory available to each process" in out.stdout
+    held = float(re.search(r"holds ([\d.]+) MiB of the weights", out.stdout).group(1))
+    assert float(re.search(r"weights ([\d.]+) KiB of its shard", out.stdout).group(1)) / 1024 == pytest.approx(
+        held, rel=0.02)
     single = _losses(tmp_path / "single")
     sharded = _losses(tmp_path / "fsdp")
     assert [s for s, _, _ in sharded] == [1, 2]

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -14,8 +15,9 @@ import hone
 from hone.config.load import load_config
 from hone.errors import ResourceError
 from hone.methods import METHODS, method_for
-from hone.models.estimate import analytical, workload_for
-from hone.models.load import load_model, resolve_model
+from hone.models.estimate import GIB, analytical, check_fits, workload_for
+from hone.models.load import load_model, load_tokenizer, resolve_model
+from hone.objectives import build_objective
 
 
 def test_estimate_counts_bytes_and_times_real_steps(tiny_model_dir, pizza_files):
@@ -66,6 +68,38 @@ def test_workload_without_data_and_under_bf16(tiny_model_dir):
     doubled = analytical(load_config(config, {"train.batch_size": 8}), source,
                          workload_for(load_config(config, {"train.batch_size": 8}), None), "lora")
     assert fp32.activations < doubled.activations < 2 * fp32.activations + 1  # linear in tokens + fixed part
+
+
+def test_memory_per_process_under_fsdp_and_ddp(tmp_path, pizza_files):
+    """With 2 processes: fsdp halves the optimizer states and the weights (plus the root and two layers
+    gathered whole), ddp keeps everything and a second copy of the gradients, and each process's
+    activations are those of its share of the biggest micro-batch. `hone train`'s check is per process."""
+    from hone.models.tiny import save_tiny_model
+
+    model_dir = save_tiny_model(tmp_path / "deep", layers=8)  # FSDP saves memory only beyond a few layers
+    config = load_config(None, [f"model={model_dir}", f"data.train={pizza_files[0]}", "method=full",
+                                "train.batch_size=4", "data.max_length=384"])
+    source = resolve_model(str(model_dir))
+    examples = build_objective(config.objective).prepare(config.data, load_tokenizer(source), seed=0).train
+    one = workload_for(config, examples)
+    two = workload_for(config, examples, processes=2)
+    assert one.tokens / 2 <= two.tokens < one.tokens and two.steps_per_epoch == one.steps_per_epoch
+    single = analytical(config, source, one, "full")
+    fsdp = analytical(load_config(config, {"train.distributed": "fsdp"}), source, two, "full", processes=2)
+    ddp = analytical(load_config(config, {"train.distributed": "ddp"}), source, two, "full", processes=2)
+    assert fsdp.optimizer == single.optimizer // 2 and ddp.optimizer == single.optimizer
+    assert ddp.gradients == 2 * single.gradients and ddp.weights == single.weights
+    assert single.gradients / 2 < fsdp.gradients < single.gradients  # + the root's and one layer's, whole
+    shard = float(re.search(r"weights ([\d.]+) KiB of its shard", fsdp.notes[0]).group(1)) * 1024
+    assert shard == pytest.approx(single.weights / 2, rel=0.01)
+    assert shard < fsdp.weights < single.weights
+    assert fsdp.activations == ddp.activations < single.activations
+
+    limit = (fsdp.memory + single.memory) / 2 / GIB  # enough for each of 2 fsdp processes, not for one
+    check_fits(load_config(config, {"train.distributed": "fsdp", "train.memory_limit_gb": limit}), source,
+               examples, log=lambda *a: None, processes=2)
+    with pytest.raises(ResourceError, match="needs about"):
+        check_fits(load_config(config, {"train.memory_limit_gb": limit}), source, examples, log=lambda *a: None)
 
 
 def test_train_refuses_a_run_that_cannot_fit(train_tiny, tmp_path):

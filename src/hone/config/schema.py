@@ -100,7 +100,8 @@ class TrainConfig(Section):
     memory_check: bool = True
     """Refuse, before the model loads, a run whose estimated memory exceeds `memory_limit_gb`."""
     memory_limit_gb: float | None = Field(None, gt=0)
-    """Memory a run may use (default: MemAvailable from /proc/meminfo when the run starts)."""
+    """Memory each process of a run may use (default: a GPU's free memory, or this machine's MemAvailable
+    from /proc/meminfo shared among its processes, when the run starts)."""
 
     @field_validator("optimizer")
     @classmethod

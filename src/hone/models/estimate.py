@@ -80,6 +80,8 @@ class Estimate:
     workload: Workload
     methods: list[MethodEstimate]
     available: int | None = None
+    processes: int = 1
+    distributed: str = "none"
 
     def render(self) -> str:
         w = self.workload
@@ -87,7 +89,9 @@ class Estimate:
         source = "from the data" if w.from_data else "batch x max_length, no data file"
         head = ["method", "trainable", "weights", "gradients", "optimizer", "activations", "total"]
         head += ["s/step", "tokens/s", "time/epoch"] if timed else []
-        lines = [f"estimate: {self.model}, precision {self.precision}, biggest micro-batch {w.rows} x "
+        per = (f", per process of {self.processes} ({'fsdp' if self.distributed == 'fsdp' else 'ddp'})"
+               if self.processes > 1 else "")
+        lines = [f"estimate: {self.model}, precision {self.precision}{per}, biggest micro-batch {w.rows} x "
                  f"{w.row_length} ({w.tokens:,} tokens, {source})",
                  "| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
         for m in self.methods:
@@ -98,7 +102,11 @@ class Estimate:
                           _duration(m.seconds_per_epoch)]
             lines.append("| " + " | ".join(cells) + " |")
         if self.available is not None:
-            lines.append(f"memory available: {_size(self.available)}")
+            lines.append(f"memory available{' to each process' if self.processes > 1 else ''}: "
+                         f"{_size(self.available)}")
+        if timed and self.processes > 1:
+            lines.append(f"(time measured on one process with the whole batch; {self.processes} processes "
+                         "share each step's examples)")
         lines.append("(total = what the loop holds at its peak; glibc's allocator may keep freed blocks and "
                      "raise peak RSS above it, up to ~2x the activations; MALLOC_MMAP_THRESHOLD_=131072 avoids that)")
         for m in self.methods:
@@ -106,16 +114,17 @@ class Estimate:
         return "\n".join(lines)
 
 
-def workload_for(config, examples=None, *, segmented: bool = True) -> Workload:
+def workload_for(config, examples=None, *, segmented: bool = True, processes: int = 1) -> Workload:
     """The biggest micro-batch of `config` over `examples` (tokenized), or batch x max_length without
-    (also for units that are not single tokenized examples: preference pairs, prompts to sample from)."""
+    (also for units that are not single tokenized examples: preference pairs, prompts to sample from).
+    With several processes, the biggest share one process gets (rank r takes examples r, r+N, ...)."""
     if examples and not hasattr(examples[0], "labels"):
         examples = None
     from hone.data.pack import pack_rows, plan_batches
 
     train, data = config.train, config.data
     if not examples:
-        tokens = train.batch_tokens or (train.batch_size * data.max_length)
+        tokens = -(-(train.batch_tokens or (train.batch_size * data.max_length)) // processes)
         if segmented and data.packing:
             return Workload(1, tokens, tokens, tokens, None, False)
         rows = -(-tokens // data.max_length)
@@ -124,7 +133,8 @@ def workload_for(config, examples=None, *, segmented: bool = True) -> Workload:
     batches = plan_batches(lengths, batch_size=train.batch_size, batch_tokens=train.batch_tokens,
                            seed=train.seed, epoch=0)
     steps = -(-len(batches) // train.grad_accum)
-    biggest = max(batches, key=lambda b: sum(lengths[i] for i in b))
+    shares = [batch[rank::processes] for batch in batches for rank in range(processes)]
+    biggest = max(shares, key=lambda b: sum(lengths[i] for i in b))
     tokens = sum(lengths[i] for i in biggest)
     targets = sum(sum(1 for t in examples[i].labels[1:] if t != -100) for i in biggest)
     if data.packing and segmented:
@@ -136,8 +146,10 @@ def workload_for(config, examples=None, *, segmented: bool = True) -> Workload:
     return Workload(rows, width, tokens, targets, steps, True)
 
 
-def analytical(config, source, workload: Workload, method_name: str, method_config=None) -> MethodEstimate:
-    """Parameters and memory of `method_name` on `source` for `workload`, without reading weights."""
+def analytical(config, source, workload: Workload, method_name: str, method_config=None, *,
+               processes: int = 1) -> MethodEstimate:
+    """Parameters and memory of `method_name` on `source` for `workload`, without reading weights;
+    with several processes, what each one holds (see `distribute`)."""
     from hone.train.precision import prepare_for_precision, resolve_precision
 
     model, segmented = _meta_model(source, method_name, method_config or config.method)
@@ -151,8 +163,50 @@ def analytical(config, source, workload: Workload, method_name: str, method_conf
     per_element = OPTIMIZER_STATE_BYTES[config.train.optimizer]
     optimizer = n_trainable * per_element
     activations = activation_bytes(model, workload, precision, segmented, config.objective)
-    return MethodEstimate(method_name, n_trainable, sum(p.numel() for p in params), weights, gradients,
-                          optimizer, activations, steps_per_epoch=workload.steps_per_epoch)
+    row = MethodEstimate(method_name, n_trainable, sum(p.numel() for p in params), weights, gradients,
+                         optimizer, activations, steps_per_epoch=workload.steps_per_epoch)
+    if processes > 1:
+        distribute(row, model, config.train.distributed, processes, precision)
+    return row
+
+
+def distribute(row: MethodEstimate, model, strategy: str, processes: int, precision: str) -> None:
+    """Make `row` what each of `processes` holds (the activations already are: `workload_for`).
+
+    fsdp: parameters, gradients and optimizer states are split `processes` ways. Each decoder layer's
+    weights are gathered whole (in bf16/fp16 under mixed precision) for its forward and backward, two
+    layers at a time with prefetching, and the root's (embeddings, final norm, head) for the whole
+    step; a layer's gradients are whole until they are reduce-scattered in fp32.
+    ddp (also `none` with several processes): every process holds everything, and the reducer's flat
+    buckets a second copy of the gradients.
+    """
+    if strategy != "fsdp":
+        row.gradients *= 2
+        row.notes.append(f"per process of {processes} (ddp): the gradients twice (the reducer's buckets)")
+        return
+    layers = _decoder_layers(model)
+    inside = {id(p) for layer in layers for p in layer.parameters()}
+    half = precision in ("bf16", "fp16")
+
+    def gathered(params) -> int:
+        return sum(min(stored_bytes(p), p.numel() * 2) if half and p.is_floating_point() else stored_bytes(p)
+                   for p in params)
+
+    def whole_grads(params) -> int:
+        return sum(p.numel() * 4 for p in params if p.requires_grad)
+
+    params = list(model.parameters())
+    shard = -(-sum(map(stored_bytes, params)) // processes)
+    root = [p for p in params if id(p) not in inside]
+    widest = max(layers, key=lambda layer: gathered(layer.parameters()), default=None)
+    layer = list(widest.parameters()) if widest is not None else []
+    in_turn = gathered(root) + 2 * gathered(layer)
+    buffers = sum(b.numel() * b.element_size() for b in model.buffers())
+    row.weights = shard + in_turn + buffers
+    row.gradients = -(-row.gradients // processes) + whole_grads(root) + whole_grads(layer)
+    row.optimizer = -(-row.optimizer // processes)
+    row.notes.append(f"per process of {processes} (fsdp): weights {_size(shard)} of its shard + {_size(in_turn)} "
+                     f"gathered in turn; gradients and optimizer states sharded")
 
 
 def stored_bytes(tensor) -> int:
@@ -250,8 +304,10 @@ def calibrate(config, source, examples, method_name: str, method_config=None, *,
 
 
 def estimate_run(config, *, methods: list[str] | None = None, calibration_steps: int = 3,
-                 examples=None, log=None) -> Estimate:
-    """The estimate table for `config`: its own method, or each of `methods` with default options."""
+                 examples=None, processes: int = 1, log=None) -> Estimate:
+    """The estimate table for `config`: its own method, or each of `methods` with default options;
+    memory per process of `processes` (`train.distributed` says how they share the model). The time
+    is measured on this one process."""
     from hone.methods import METHODS
     from hone.models.load import resolve_model
     from hone.train.precision import resolve_precision
@@ -262,12 +318,13 @@ def estimate_run(config, *, methods: list[str] | None = None, calibration_steps:
     if unknown:
         raise HoneError(f"unknown method {unknown[0]!r}", where="estimate", hint=f"one of {', '.join(METHODS)}")
     _, segmented = _meta_model(source, None, None)
-    workload = workload_for(config, examples, segmented=segmented)
+    workload = workload_for(config, examples, segmented=segmented, processes=processes)
     rows = []
     for name in names:
         method_config = config.method if name == config.method.type else METHODS[name].Config()
         run, note = _run_for_method(config, method_config)
-        estimate = analytical(run, source, workload_for(run, examples, segmented=segmented), name, method_config)
+        estimate = analytical(run, source, workload_for(run, examples, segmented=segmented, processes=processes),
+                              name, method_config, processes=processes)
         if note:
             estimate.notes.append(note)
         if calibration_steps:
@@ -277,7 +334,8 @@ def estimate_run(config, *, methods: list[str] | None = None, calibration_steps:
             estimate.seconds_per_step = measured["seconds_per_step"]
             estimate.tokens_per_s = measured["tokens_per_s"]
         rows.append(estimate)
-    return Estimate(source.id, resolve_precision(config.train.precision), workload, rows, available_memory())
+    return Estimate(source.id, resolve_precision(config.train.precision), workload, rows,
+                    available_memory(processes=processes), processes, config.train.distributed)
 
 
 def _run_for_method(config, method_config):
@@ -297,29 +355,44 @@ def _run_for_method(config, method_config):
         return RunConfig.model_validate(data), "estimated with data.packing=false (this method requires it)"
 
 
-def check_fits(config, source, examples, log=print) -> Estimate:
-    """Print the analytical estimate of `config`'s run and refuse one that cannot fit in memory."""
+def check_fits(config, source, examples, log=print, *, processes: int = 1, device=None) -> Estimate:
+    """Print the analytical estimate of `config`'s run (per process of `processes`) and refuse one
+    that cannot fit in the memory of `device` (a GPU's free memory, or this machine's share)."""
     _, segmented = _meta_model(source, None, None)
-    workload = workload_for(config, examples, segmented=segmented)
-    row = analytical(config, source, workload, config.method.type)
+    workload = workload_for(config, examples, segmented=segmented, processes=processes)
+    row = analytical(config, source, workload, config.method.type, processes=processes)
     limit = config.train.memory_limit_gb
-    available = int(limit * GIB) if limit else available_memory()
+    available = int(limit * GIB) if limit else available_memory(device, processes)
     from hone.train.precision import resolve_precision
 
-    result = Estimate(source.id, resolve_precision(config.train.precision), workload, [row], available)
+    result = Estimate(source.id, resolve_precision(config.train.precision), workload, [row], available,
+                      processes, config.train.distributed)
     log(result.render())
     if config.train.memory_check and available is not None and row.memory > available:
         raise ResourceError(
             f"this run needs about {_size(row.memory)} (weights {_size(row.weights)}, gradients "
             f"{_size(row.gradients)}, optimizer {_size(row.optimizer)}, activations {_size(row.activations)}) "
-            f"but only {_size(available)} is available", where="train",
+            f"but only {_size(available)} is available{' to each process' if processes > 1 else ''}", where="train",
             hint="lower train.batch_size/train.batch_tokens or data.max_length, pick a lighter method, "
                  "or set train.memory_limit_gb (train.memory_check=false skips this check)")
     return result
 
 
-def available_memory() -> int | None:
-    """MemAvailable from /proc/meminfo in bytes (None where there is no such file)."""
+def available_memory(device=None, processes: int = 1) -> int | None:
+    """Bytes one process may use: a CUDA device's free memory, else its share of this machine's
+    MemAvailable (/proc/meminfo; None where there is no such file) among the processes it runs."""
+    import os
+
+    if device is not None and getattr(device, "type", device) == "cuda":
+        import torch
+
+        return torch.cuda.mem_get_info(device)[0]
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", processes))
+    total = _meminfo_available()
+    return total // local if total is not None else None
+
+
+def _meminfo_available() -> int | None:
     try:
         with open("/proc/meminfo") as f:
             for line in f:
