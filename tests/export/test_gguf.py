@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import gguf
 import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -14,6 +15,7 @@ import hone
 from hone.api import export_gguf
 from hone.errors import HoneError, ModelError
 from hone.export.gguf import write_gguf
+from hone.models.load import load_tokenizer
 
 TEXTS = ["Order a large pizza with mushrooms", "<|im_start|>user\nhi there<|im_end|>\n", "ünïcödé 12345 {\"a\": [1]}"]
 
@@ -30,7 +32,7 @@ def read_back(path: Path):
 
 
 @pytest.mark.parametrize("dtype, tolerance", [("f32", 1e-5), ("f16", 2e-3), ("q8_0", 3e-2)])
-def test_gguf_reloads_with_the_same_logits_and_tokenizer(tiny_model_dir, tmp_path, dtype, tolerance):
+def test_gguf_reloads_with_the_same_logits_and_tokenizer(tiny_model_dir, tmp_path, monkeypatch, dtype, tolerance):
     path = write_gguf(tiny_model_dir, tmp_path / f"tiny-{dtype}.gguf", dtype=dtype)
     model, tokenizer = read_back(path)
     base = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
@@ -45,8 +47,14 @@ def test_gguf_reloads_with_the_same_logits_and_tokenizer(tiny_model_dir, tmp_pat
         assert tokenizer(text).input_ids == ids
         assert tokenizer.decode(ids) == text
     assert tokenizer.chat_template == base_tokenizer.chat_template
+    fields = gguf.GGUFReader(path).fields
+    for kind, key in (("bos", "bos"), ("eos", "eos"), ("pad", "padding")):
+        field = fields[f"tokenizer.ggml.{key}_token_id"]
+        assert int(field.parts[field.data[0]][0]) == getattr(base_tokenizer, f"{kind}_token_id")
+    monkeypatch.setenv("HONE_HOME", str(tmp_path / "home"))
+    converted = load_tokenizer(str(path))  # as hone reads a .gguf model: its own special tokens
     for attr in ("bos_token_id", "eos_token_id", "pad_token_id"):
-        assert getattr(tokenizer, attr) == getattr(base_tokenizer, attr)
+        assert getattr(converted, attr) == getattr(base_tokenizer, attr)
     messages = [{"role": "user", "content": "Two pizzas please"}]
     assert (tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
             == base_tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True))

@@ -48,3 +48,20 @@ def test_not_an_adapter_directory(tmp_path):
         read_manifest(tmp_path)
     (tmp_path / "hone.json").write_text(json.dumps({"format": "hone-artifact/1"}))
     assert adapter_dir(tmp_path) == tmp_path
+
+
+def test_gguf_special_tokens_follow_the_ids_the_file_names():
+    """A GGUF tokenizer read with its eos as its bos and no pad (as some transformers releases read
+    them) is put right from the ids of the file's metadata, which the model config carries."""
+    from transformers import LlamaConfig
+
+    from hone.models.load import align_special_tokens
+    from hone.models.tiny import tiny_tokenizer
+
+    tokenizer = tiny_tokenizer()
+    tokenizer.eos_token, tokenizer.pad_token = tokenizer.bos_token, None
+    config = LlamaConfig(bos_token_id=1, eos_token_id=2, pad_token_id=2)
+    assert align_special_tokens(tokenizer, config) == ["eos", "pad"]
+    assert (tokenizer.bos_token, tokenizer.eos_token, tokenizer.pad_token) == ("<|im_start|>", "<|im_end|>", "<|im_end|>")
+    assert (tokenizer.eos_token_id, tokenizer.pad_token_id) == (2, 2)
+    assert align_special_tokens(tokenizer, config) == []

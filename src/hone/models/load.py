@@ -184,4 +184,19 @@ def _convert_gguf(gguf: Path, out: Path) -> None:
     plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     plain.load_state_dict(loaded.state_dict())
     plain.save_pretrained(out)
+    align_special_tokens(tokenizer, config)
     tokenizer.save_pretrained(out)
+
+
+def align_special_tokens(tokenizer, config) -> list[str]:
+    """Give `tokenizer` the bos/eos/pad tokens whose ids `config` holds (read from the GGUF file's
+    tokenizer.ggml.*_token_id); some transformers releases read a GGUF tokenizer's eos as its bos and
+    no pad, and a model that never sees its end-of-turn token never stops. Returns what changed."""
+    changed = []
+    for kind in ("bos", "eos", "pad"):
+        token_id = getattr(config, f"{kind}_token_id", None)
+        valid = isinstance(token_id, int) and 0 <= token_id < len(tokenizer)
+        if valid and getattr(tokenizer, f"{kind}_token_id") != token_id:
+            setattr(tokenizer, f"{kind}_token", tokenizer.convert_ids_to_tokens(token_id))
+            changed.append(kind)
+    return changed
