@@ -153,7 +153,7 @@ def analytical(config, source, workload: Workload, method_name: str, method_conf
     from hone.train.precision import prepare_for_precision, resolve_precision
 
     model, segmented = _meta_model(source, method_name, method_config or config.method)
-    precision = resolve_precision(config.train.precision)
+    precision = resolve_precision(config.train.precision, device_type(config.train))
     prepare_for_precision(model, precision)
     params = list(model.parameters())
     trainable = [p for p in params if p.requires_grad]
@@ -334,8 +334,9 @@ def estimate_run(config, *, methods: list[str] | None = None, calibration_steps:
             estimate.seconds_per_step = measured["seconds_per_step"]
             estimate.tokens_per_s = measured["tokens_per_s"]
         rows.append(estimate)
-    return Estimate(source.id, resolve_precision(config.train.precision), workload, rows,
-                    available_memory(processes=processes), processes, config.train.distributed)
+    device = device_type(config.train)
+    return Estimate(source.id, resolve_precision(config.train.precision, device), workload, rows,
+                    available_memory(device, processes), processes, config.train.distributed)
 
 
 def _run_for_method(config, method_config):
@@ -365,8 +366,8 @@ def check_fits(config, source, examples, log=print, *, processes: int = 1, devic
     available = int(limit * GIB) if limit else available_memory(device, processes)
     from hone.train.precision import resolve_precision
 
-    result = Estimate(source.id, resolve_precision(config.train.precision), workload, [row], available,
-                      processes, config.train.distributed)
+    result = Estimate(source.id, resolve_precision(config.train.precision, device_type(config.train)), workload,
+                      [row], available, processes, config.train.distributed)
     log(result.render())
     if config.train.memory_check and available is not None and row.memory > available:
         raise ResourceError(
@@ -378,12 +379,19 @@ def check_fits(config, source, examples, log=print, *, processes: int = 1, devic
     return result
 
 
+def device_type(train) -> str:
+    """`cuda` where `train.device` asks for a GPU and one is visible, else `cpu`."""
+    import torch
+
+    return "cuda" if train.device in ("cuda", "auto") and torch.cuda.is_available() else "cpu"
+
+
 def available_memory(device=None, processes: int = 1) -> int | None:
     """Bytes one process may use: a CUDA device's free memory, else its share of this machine's
     MemAvailable (/proc/meminfo; None where there is no such file) among the processes it runs."""
     import os
 
-    if device is not None and getattr(device, "type", device) == "cuda":
+    if getattr(device, "type", device) == "cuda":
         import torch
 
         return torch.cuda.mem_get_info(device)[0]
