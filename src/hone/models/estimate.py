@@ -177,12 +177,12 @@ def distribute(row: MethodEstimate, model, strategy: str, processes: int, precis
     weights are gathered whole (in bf16/fp16 under mixed precision) for its forward and backward, two
     layers at a time with prefetching, and the root's (embeddings, final norm, head) for the whole
     step; a layer's gradients are whole until they are reduce-scattered in fp32.
-    ddp (also `none` with several processes): every process holds everything, and the reducer's flat
-    buckets a second copy of the gradients.
+    ddp (also `none` with several processes): every process holds everything. The reducer's flat
+    buckets hold the gradients for the whole step; the gradients themselves come as the activations
+    go (measured by bench/distributed_memory.py), so they count once.
     """
     if strategy != "fsdp":
-        row.gradients *= 2
-        row.notes.append(f"per process of {processes} (ddp): the gradients twice (the reducer's buckets)")
+        row.notes.append(f"per process of {processes} (ddp): the whole model, gradients and optimizer states")
         return
     layers = _decoder_layers(model)
     inside = {id(p) for layer in layers for p in layer.parameters()}
