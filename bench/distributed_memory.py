@@ -25,17 +25,12 @@ import json, os, sys
 import torch, transformers, peft
 import torch.distributed.fsdp, torch.nn.parallel  # the imports a run makes count in the baseline
 from hone.api import train
+from hone.models.estimate import peak_rss, reset_peak_rss
 
-def status(key):
-    for line in open("/proc/self/status"):
-        if line.startswith(key):
-            return int(line.split()[1]) * 1024
-
-open("/proc/self/clear_refs", "w").write("5")  # VmHWM := VmRSS: the peak counts from here
-baseline = status("VmRSS")
+baseline = reset_peak_rss()
 train(None, sys.argv[1:], progress=False, log=lambda *a: None)
 with open(os.path.join(os.environ["PEAK_DIR"], f"rank{os.environ.get('RANK', 0)}.json"), "w") as f:
-    json.dump({"used": status("VmHWM") - baseline}, f)
+    json.dump({"used": peak_rss() - baseline}, f)
 """
 
 

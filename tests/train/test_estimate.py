@@ -134,16 +134,11 @@ PEAK_CHILD = textwrap.dedent("""
     import json, sys
     import torch, transformers, peft
     from hone.api import train
+    from hone.models.estimate import peak_rss, reset_peak_rss
 
-    def status(key):
-        for line in open("/proc/self/status"):
-            if line.startswith(key):
-                return int(line.split()[1]) * 1024
-
-    open("/proc/self/clear_refs", "w").write("5")  # VmHWM := VmRSS: the peak counts from here
-    baseline = status("VmRSS")
+    baseline = reset_peak_rss()
     train(None, sys.argv[1:], progress=False, log=lambda *a: None)
-    print(json.dumps({"baseline": baseline, "peak": status("VmHWM")}))
+    print(json.dumps({"baseline": baseline, "peak": peak_rss()}))
 """)
 
 

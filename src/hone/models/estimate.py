@@ -400,6 +400,23 @@ def available_memory(device=None, processes: int = 1) -> int | None:
     return total // local if total is not None else None
 
 
+def reset_peak_rss() -> int:
+    """Set this process's peak-RSS mark (VmHWM) to its current RSS, which it returns in bytes (Linux):
+    `peak_rss()` after some work, less this, is what the work added at its peak."""
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+    return _status_bytes("VmRSS")
+
+
+def peak_rss() -> int:
+    return _status_bytes("VmHWM")
+
+
+def _status_bytes(key: str) -> int:
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) * 1024 for line in f if line.startswith(key + ":"))
+
+
 def _meminfo_available() -> int | None:
     try:
         with open("/proc/meminfo") as f:
