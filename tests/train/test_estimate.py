@@ -72,8 +72,8 @@ def test_workload_without_data_and_under_bf16(tiny_model_dir):
 
 def test_memory_per_process_under_fsdp_and_ddp(tmp_path, pizza_files):
     """With 2 processes: fsdp halves the optimizer states and the weights (plus the root and two layers
-    gathered whole), ddp keeps everything, and each process's
-    activations are those of its share of the biggest micro-batch. `hone train`'s check is per process."""
+    gathered whole), ddp keeps everything, and each process's activations are those of its share of the
+    biggest micro-batch. `hone train`'s check is per process."""
     from hone.models.tiny import save_tiny_model
 
     model_dir = save_tiny_model(tmp_path / "deep", layers=8)  # FSDP saves memory only beyond a few layers

@@ -69,7 +69,8 @@ def _silent(*args, **kwargs) -> None:
 def _train(config: RunConfig, run_dir: Path, runtime: Runtime, source, objective, data, resume: bool,
            progress: bool, log) -> TrainResult:
     if runtime.main:
-        check_fits(config, source, data.train, log, processes=runtime.world, device=runtime.device)  # refuses what cannot fit
+        # prints the estimate (per process) and refuses what cannot fit
+        check_fits(config, source, data.train, log, processes=runtime.world, device=runtime.device)
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.yaml").write_text(dump_config(config))
     log(f"run: {run_dir} (resolved config in config.yaml)")
