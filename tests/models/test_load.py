@@ -65,3 +65,22 @@ def test_gguf_special_tokens_follow_the_ids_the_file_names():
     assert (tokenizer.bos_token, tokenizer.eos_token, tokenizer.pad_token) == ("<|im_start|>", "<|im_end|>", "<|im_end|>")
     assert (tokenizer.eos_token_id, tokenizer.pad_token_id) == (2, 2)
     assert align_special_tokens(tokenizer, config) == []
+
+
+def test_a_cached_gguf_conversion_with_misread_special_tokens_loads_mended(tiny_model_dir, tmp_path, monkeypatch):
+    """A model converted and cached before the fix keeps a tokenizer whose eos is its bos; hone's
+    loading gives it the file's ids again, without converting once more."""
+    from transformers import AutoTokenizer
+
+    from hone.export.gguf import write_gguf
+    from hone.models.load import load_tokenizer
+
+    monkeypatch.setenv("HONE_HOME", str(tmp_path / "home"))
+    path = write_gguf(tiny_model_dir, tmp_path / "tiny.gguf", dtype="f32")
+    cached = resolve_model(str(path)).path
+    damaged = AutoTokenizer.from_pretrained(cached)
+    damaged.eos_token = damaged.bos_token
+    damaged.save_pretrained(cached)
+    assert AutoTokenizer.from_pretrained(cached).eos_token == "<|im_start|>"
+    tokenizer = load_tokenizer(str(path))
+    assert (tokenizer.eos_token, tokenizer.eos_token_id, tokenizer.pad_token_id) == ("<|im_end|>", 2, 2)

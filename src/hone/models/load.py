@@ -66,6 +66,10 @@ def load_tokenizer(spec: str | ModelSource):
         tokenizer = AutoTokenizer.from_pretrained(source.path)
     except OSError as exc:
         raise ModelError(f"cannot load the tokenizer: {exc}", where=source.id) from exc
+    if source.kind in ("shipped", "gguf"):  # also mends a cache converted before align_special_tokens
+        from transformers import AutoConfig
+
+        align_special_tokens(tokenizer, AutoConfig.from_pretrained(source.path))
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
