@@ -56,6 +56,11 @@ def check_run(run) -> None:
                          "torchao (what auto picks under fsdp) or train.distributed=ddp")
 
 
+def is_nf4(tensor) -> bool:
+    """A torchao NF4 weight (told by its de-quantizing accessor, without importing torchao)."""
+    return hasattr(tensor, "get_original_weight")
+
+
 def quantizer(config: Config) -> str:
     """The library a method config quantizes with (`auto` outside a run: bitsandbytes)."""
     return "torchao" if config.quantizer == "torchao" else "bitsandbytes"
@@ -80,16 +85,16 @@ def quantize(model, config: Config) -> dict:
     head = model.get_output_embeddings()
     targets = [(name, module) for name, module in model.named_modules()
                if isinstance(module, torch.nn.Linear) and module is not head]
-    by_rows = quantizer(config) == "torchao"  # blocks within rows, so that FSDP2 can shard by whole rows
+    library = quantizer(config)
+    by_rows = library == "torchao"  # blocks within rows, so that FSDP2 can shard by whole rows
     for name, linear in targets:
         count = linear.in_features if by_rows else linear.weight.numel()
         if count % BLOCK:
             raise ConfigError(f"{name} has {count} weights{' per row' if by_rows else ''}, not a multiple of the "
                               f"NF4 block of {BLOCK}", where="method", hint="use lora on this model")
-    quantize_layers = _torchao_layers if quantizer(config) == "torchao" else _bitsandbytes_layers
-    quantize_layers(model, targets, config)
+    (_torchao_layers if by_rows else _bitsandbytes_layers)(model, targets, config)
     return {"before_bytes": before, "after_bytes": model_bytes(model), "quantized_layers": len(targets),
-            "quantizer": quantizer(config)}
+            "quantizer": library}
 
 
 def _torchao_layers(model, targets, config: Config) -> None:
@@ -189,12 +194,12 @@ def merge(model):
 
 def _is_4bit(module) -> bool:
     weight = getattr(module, "weight", None)
-    return weight is not None and (hasattr(weight, "quant_state") or hasattr(weight, "get_original_weight"))
+    return weight is not None and (hasattr(weight, "quant_state") or is_nf4(weight))
 
 
 def _dequantized(weight):
     """A 4-bit weight (bitsandbytes' or torchao's) as a plain fp32 tensor."""
-    if hasattr(weight, "get_original_weight"):
+    if is_nf4(weight):
         return weight.get_original_weight().float()
     from bitsandbytes.functional import dequantize_4bit
 

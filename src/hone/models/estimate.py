@@ -23,6 +23,7 @@ import time
 from dataclasses import dataclass, field
 
 from hone.errors import HoneError, ResourceError
+from hone.methods.qlora import is_nf4
 
 GIB = 1 << 30
 # Optimizer state bytes per trainable element (AdamW keeps two moments in the parameter's dtype).
@@ -214,7 +215,7 @@ def stored_bytes(tensor) -> int:
     data plus its quantization statistics (bitsandbytes' block scales and codebooks, or the inner
     tensors of torchao's NF4Tensor, which reports its de-quantized size)."""
     tensor = tensor.to_local() if hasattr(tensor, "to_local") else tensor
-    if hasattr(tensor, "get_original_weight"):
+    if is_nf4(tensor):
         return sum(stored_bytes(getattr(tensor, name)) for name in tensor.__tensor_flatten__()[0])
     total = tensor.numel() * tensor.element_size()
     state = getattr(tensor, "quant_state", None)

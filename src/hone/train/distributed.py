@@ -17,6 +17,7 @@ from dataclasses import dataclass, replace
 import torch
 
 from hone.errors import ConfigError
+from hone.methods.qlora import is_nf4
 from hone.train.precision import HALF, autocast, grad_scaler, resolve_device, resolve_precision
 
 
@@ -93,7 +94,7 @@ class Runtime:
 
         for module in model.modules():
             for name, param in list(module._parameters.items()):
-                if isinstance(param, DTensor) and not hasattr(param.to_local(), "get_original_weight"):
+                if isinstance(param, DTensor) and not is_nf4(param.to_local()):
                     full = param.full_tensor().detach()
                     if self.main:
                         module._parameters[name] = torch.nn.Parameter(full, requires_grad=param.requires_grad)
@@ -249,7 +250,7 @@ def _fully_shard(module, model, precision: str, device, world: int):
 
     for name, param in model.named_parameters():
         # 4-bit NF4 weights shard by whole rows (each rank's blocks and scales complete)
-        if hasattr(param, "get_original_weight") and param.shape[0] % world:
+        if is_nf4(param) and param.shape[0] % world:
             raise ConfigError(f"{name} has {param.shape[0]} rows, which {world} processes cannot share evenly: "
                               "FSDP2 shards 4-bit weights by whole rows", where="train.distributed",
                               hint=f"use a process count that divides {param.shape[0]}, or train.distributed=ddp")

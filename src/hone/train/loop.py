@@ -94,7 +94,7 @@ def _train(config: RunConfig, run_dir: Path, runtime: Runtime, source, objective
     log(f"model: {source.id} ({total / 1e6:.1f}M params), method {config.method.type}: "
         f"{trainable:,} trainable ({trainable / total:.2%}), precision {precision}, device {runtime.device}"
         + (f", {runtime.strategy} over {runtime.world} processes" if runtime.world > 1 else ""))
-    whole = sum(map(stored_bytes, model.parameters()))
+    whole = sum(map(stored_bytes, model.parameters())) if runtime.strategy == "fsdp" else None
     objective = runtime.wrap(model, objective, checkpointing=config.train.gradient_checkpointing,
                              compile=config.train.compile)
     if runtime.strategy == "fsdp":
