@@ -4,13 +4,19 @@
 `path/to/file.py:function`. One worker process grades a whole batch, one item at a time over a
 pipe, so the import is paid once; each item gets `timeout` seconds. A function that raises, returns
 something other than a finite number, hangs past the timeout or kills its process scores 0 with
-the reason recorded; after a hang or a crash a fresh worker takes the remaining items. Scores
-outside [0, 1] are clipped (the raw value kept in details). Prints from the function go to the
-worker's stderr, which is discarded, never into the protocol.
+the reason recorded; after a hang or a crash a fresh worker takes the remaining items (the whole
+process group is killed). Scores outside [0, 1] are clipped (the raw value kept in details). Prints
+from the function go to the worker's stderr, which is discarded, never into the protocol.
+
+By default the function runs as the user running hone, with their environment and packages: it is
+their own code on their own machine. `sandbox: true` runs it in hone's sandbox instead
+(`hone.rewards.sandbox`): only the Python standard library, no network, no file of the host, an
+empty environment and kernel limits; the file's source is sent to the sandbox over stdin, so
+`function` must then name a .py file. The fine-tuning service runs every python grader that way.
 
 The spec names a function and never carries code (OpenAI's `source` field is refused here). The
 fine-tuning service takes `source` from a project's reinforcement job, saves it in the job's run
-directory and names that file (`hone.jobs.graders`): a key of the service can run code on its workers.
+directory and names that file (`hone.jobs.graders`), with `sandbox: true`.
 """
 
 from __future__ import annotations
@@ -18,22 +24,38 @@ from __future__ import annotations
 import json
 import os
 import select
+import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from hone.rewards.grade import Grade, GraderBase, bounded, failed
+from hone.rewards.sandbox import SandboxLimits, bootstrap_settings, describe_exit, sandbox_command
 
 WORKER = r"""
 import importlib, importlib.util, json, os, sys, traceback
+settings = json.loads(sys.argv[2]) if len(sys.argv) > 2 else {}
+if settings.get("uid") is not None:  # root in the sandbox: become nobody before any grader code runs
+    os.setgroups([])
+    os.setgid(settings["uid"])
+    os.setuid(settings["uid"])
+if settings.get("processes"):  # counted in the sandbox's user namespace, or as nobody
+    import resource
+    resource.setrlimit(resource.RLIMIT_NPROC, (settings["processes"], settings["processes"]))
 out = os.fdopen(os.dup(1), "w")
 os.dup2(2, 1)  # the user's prints go to stderr, never into the protocol on fd `out`
 target, name = sys.argv[1].rsplit(":", 1)
 try:
-    if target.endswith(".py"):
+    if target == "-":  # sandboxed: the file's source is the first line on stdin
+        given = json.loads(sys.stdin.readline())
+        module = type(sys)("hone_user_grader")
+        module.__file__ = given["filename"]
+        exec(compile(given["source"], given["filename"], "exec"), module.__dict__)
+    elif target.endswith(".py"):
         spec = importlib.util.spec_from_file_location("hone_user_grader", target)
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
@@ -41,7 +63,7 @@ try:
         module = importlib.import_module(target)
     function = getattr(module, name)
 except BaseException as exc:
-    out.write(json.dumps({"fatal": f"cannot load {sys.argv[1]}: {type(exc).__name__}: {exc}"}) + "\n")
+    out.write(json.dumps({"fatal": f"cannot load it: {type(exc).__name__}: {exc}"}) + "\n")
     out.flush()
     sys.exit(0)
 out.write(json.dumps({"ready": True}) + "\n")
@@ -68,6 +90,10 @@ class Config(GraderBase):
     """`module:function` or `path/to/file.py:function`, called as function(sample, item) -> float."""
     timeout: float = Field(5.0, gt=0, le=600)
     """Seconds each item may take (also the limit for importing the module)."""
+    sandbox: bool = Field(False, description=(
+        "Run the function in hone's sandbox (bubblewrap: standard library only, no network, no host files, "
+        "an empty environment, CPU/memory/process/file-size limits); `function` must name a .py file. "
+        "The fine-tuning service always sets it."))
     source: None = Field(None, exclude=True)
     """Refused: OpenAI's inline code. Put the code in a file and name it in `function`."""
 
@@ -87,11 +113,22 @@ class Config(GraderBase):
             raise ValueError(f"{value!r} is not module:function or path/to/file.py:function")
         return value
 
+    @model_validator(mode="after")
+    def _sandbox_reads_a_file(self):
+        if self.sandbox and not self.function.rpartition(":")[0].endswith(".py"):
+            raise ValueError(f"a sandboxed grader cannot import modules of the host; name a file "
+                             f"(path/to/file.py:function), not {self.function!r}")
+        return self
+
 
 class PythonGrader:
-    def __init__(self, config: Config) -> None:
+    """Grades in a worker process; `limits` bound a sandboxed one (the operator's, never the spec's)."""
+
+    def __init__(self, config: Config, limits: SandboxLimits | None = None) -> None:
         self.config = config
         self.name = config.name or config.type
+        self.limits = limits or SandboxLimits()
+        self._exit_reason = lambda code: f"the grader process exited (code {code})"  # a sandbox's names its limits
 
     def grade(self, samples: list[dict], items: list[dict]) -> list[Grade]:
         grades: list[Grade] = []
@@ -99,7 +136,7 @@ class PythonGrader:
         try:
             for sample, item in zip(samples, items):
                 if worker is None:
-                    worker, fatal = self._start()
+                    worker, fatal = self._start(len(samples) - len(grades))
                     if fatal:
                         return grades + [failed(fatal)] * (len(samples) - len(grades))
                 grade, alive = self._grade_one(worker, sample, item)
@@ -112,10 +149,26 @@ class PythonGrader:
                 _stop(worker)
         return grades
 
-    def _start(self):
-        worker = subprocess.Popen([sys.executable, "-c", WORKER, self.config.function], stdin=subprocess.PIPE,
-                                  stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env={**os.environ})
-        reply = _read_reply(worker, self.config.timeout)
+    def _start(self, items: int):
+        """A worker process ready to grade (None and the reason when it cannot load the function)."""
+        target, name = self.config.function.rsplit(":", 1)
+        if self.config.sandbox:
+            try:
+                source = Path(target).read_text(encoding="utf-8")
+            except OSError as exc:
+                return None, f"python grader {self.config.function}: cannot read {target}: {exc.strerror}"
+            cpu = self.limits.cpu_for(self.config.timeout, items)
+            argv = sandbox_command(["-c", WORKER, f"-:{name}", json.dumps(bootstrap_settings(self.limits))],
+                                   self.limits, cpu)
+            worker = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                      env={}, start_new_session=True)
+            self._exit_reason = lambda code: describe_exit(code, self.limits, cpu)
+            _send(worker, {"source": source, "filename": Path(target).name})
+        else:
+            worker = subprocess.Popen([sys.executable, "-c", WORKER, self.config.function], stdin=subprocess.PIPE,
+                                      stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env={**os.environ},
+                                      start_new_session=True)
+        reply = _read_reply(worker, self.config.timeout, self._exit_reason)
         if isinstance(reply, str) or "fatal" in reply:
             _stop(worker)
             reason = reply if isinstance(reply, str) else reply["fatal"]
@@ -125,13 +178,12 @@ class PythonGrader:
     def _grade_one(self, worker, sample: dict, item: dict) -> tuple[Grade, bool]:
         """The grade of one item and whether the worker can take another."""
         try:
-            worker.stdin.write((json.dumps([sample, item]) + "\n").encode())
-            worker.stdin.flush()
+            _send(worker, [sample, item])
         except (BrokenPipeError, OSError):
-            return failed(f"the grader process exited (code {worker.poll()})"), False
+            return failed(self._exit_reason(worker.poll())), False
         except (TypeError, ValueError) as exc:
             return failed(f"sample or item is not JSON: {exc}"), True
-        reply = _read_reply(worker, self.config.timeout)
+        reply = _read_reply(worker, self.config.timeout, self._exit_reason)
         if isinstance(reply, str):
             return failed(reply), False
         if "error" in reply:
@@ -139,8 +191,13 @@ class PythonGrader:
         return bounded(reply["score"], f"{self.config.function} returned {reply['score']:g}"), True
 
 
-def _read_reply(worker, timeout: float) -> dict | str:
-    """The worker's next JSON line, or a string saying why there is none (timeout, exit)."""
+def _send(worker, message) -> None:
+    worker.stdin.write((json.dumps(message) + "\n").encode())
+    worker.stdin.flush()
+
+
+def _read_reply(worker, timeout: float, exit_reason) -> dict | str:
+    """The worker's next JSON line, or a string saying why there is none (timeout, `exit_reason(code)`)."""
     deadline = time.monotonic() + timeout
     buffer = b""
     fd = worker.stdout.fileno()
@@ -153,15 +210,23 @@ def _read_reply(worker, timeout: float) -> dict | str:
             try:
                 code = worker.wait(timeout=2)
             except subprocess.TimeoutExpired:
-                code = "unknown"
-            return f"the grader process exited (code {code})"
+                code = None
+            return exit_reason(code)
         buffer += chunk
-    return json.loads(buffer)
+    try:
+        reply = json.loads(buffer)
+    except ValueError:
+        return "the grader process wrote something other than its reply"
+    return reply if isinstance(reply, dict) else "the grader process wrote something other than its reply"
 
 
 def _stop(worker) -> None:
+    """Kill the worker's whole process group (a sandbox's pid namespace goes with it)."""
     if worker.poll() is None:
-        worker.kill()
+        try:
+            os.killpg(worker.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
     worker.wait()
     for stream in (worker.stdin, worker.stdout):
         try:
