@@ -68,6 +68,7 @@ except BaseException as exc:
     sys.exit(0)
 out.write(json.dumps({"ready": True}) + "\n")
 out.flush()
+worker = os.getpid()
 for line in sys.stdin:
     sample, item = json.loads(line)
     try:
@@ -79,6 +80,8 @@ for line in sys.stdin:
     except BaseException as exc:
         last = traceback.extract_tb(exc.__traceback__)[-1]
         reply = {"error": f"{type(exc).__name__}: {exc} (line {last.lineno} of {os.path.basename(last.filename)})"}
+    if os.getpid() != worker:
+        os._exit(0)  # a process the function forked came back here: only the worker replies
     out.write(json.dumps(reply) + "\n")
     out.flush()
 """
