@@ -369,6 +369,9 @@ def _service_args(parser) -> None:
     parser.add_argument("--job-threads", type=int, help="train.threads of every job (default: all cores)")
     parser.add_argument("--max-running-jobs", type=int, default=2,
                         help="jobs of one project that run at once; workers leave its others queued")
+    parser.add_argument("--allow-python-graders", action="store_true",
+                        help="accept reinforcement jobs with python graders, run in hone's sandbox (bubblewrap; "
+                             "see docs/sandbox.md)")
 
 
 def _service_settings(args):
@@ -384,7 +387,12 @@ def _service_settings(args):
     settings = ServiceSettings(data_dir=data_dir, lease_seconds=args.lease, job_overrides=overrides,
                                max_upload_bytes=int(getattr(args, "max_upload_mb", 100.0) * 2**20),
                                max_active_jobs=getattr(args, "max_active_jobs", 4),
-                               max_running_jobs=args.max_running_jobs)
+                               max_running_jobs=args.max_running_jobs,
+                               allow_python_graders=args.allow_python_graders)
+    if args.allow_python_graders:
+        from hone.rewards.sandbox import check_sandbox
+
+        check_sandbox()  # refuse to start rather than fail every python grader later
     return Store(db), settings, db
 
 
@@ -404,7 +412,8 @@ def _service(args) -> int:
 
         raise ConfigError(f"must be at least 1 (the served base), got {args.max_bases}", where="--max-bases")
     extra = ["--lease", str(args.lease), "--max-running-jobs", str(args.max_running_jobs)] + \
-        (["--job-threads", str(args.job_threads)] if args.job_threads else [])
+        (["--job-threads", str(args.job_threads)] if args.job_threads else []) + \
+        (["--allow-python-graders"] if args.allow_python_graders else [])
     serve_settings = ServeSettings(host=args.host, port=args.port,
                                    feedback_file=str(settings.data_dir / "feedback.jsonl"),
                                    max_bases=args.max_bases, **({"model": args.model} if args.model else {}))

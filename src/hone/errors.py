@@ -46,3 +46,9 @@ class ResourceError(HoneError):
     """A run needs more memory (or another resource) than the machine has."""
 
     exit_code = 6
+
+
+class GraderError(HoneError):
+    """A grader cannot grade: it fails on the training items, or on too many of the answers."""
+
+    exit_code = 7

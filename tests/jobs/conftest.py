@@ -26,6 +26,7 @@ class Service:
     store: object
     keys: dict  # project name -> API key
     workers: list = field(default_factory=list)
+    settings: object = None  # the app's ServiceSettings (a test may change them, e.g. allow_python_graders)
 
     def client(self, project: str = "alpha") -> httpx.Client:
         return httpx.Client(base_url=self.url, headers={"Authorization": f"Bearer {self.keys[project]}"},
@@ -131,7 +132,7 @@ def service(tmp_path, tiny_model_dir):
     while not server.started:
         assert time.time() < deadline, "uvicorn did not start"
         time.sleep(0.05)
-    svc = Service(f"http://127.0.0.1:{port}", db, settings.data_dir, store, keys)
+    svc = Service(f"http://127.0.0.1:{port}", db, settings.data_dir, store, keys, settings=settings)
     yield svc
     for proc in svc.workers:
         if proc.poll() is None:

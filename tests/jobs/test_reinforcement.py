@@ -16,7 +16,7 @@ ITEM = {"messages": [{"role": "user", "content": "Capital of France?"}], "refere
 
 def _scores(spec, outputs, tmp_path, item=ITEM):
     """The scores hone's grader, mapped from OpenAI's `spec`, gives each output against ITEM."""
-    hone, sources = hone_grader(spec, param="grader", run_dir=tmp_path)
+    hone, sources = hone_grader(spec, param="grader", run_dir=tmp_path, allow_python=True)
     write_sources(sources)
     return [g.score for g in grade_outputs(load_spec(hone), outputs, [item] * len(outputs))]
 
@@ -45,14 +45,17 @@ def test_text_similarity_maps_its_metrics(tmp_path):
     assert _scores(rouge, ["the capital is Paris", "Paris is the capital"], tmp_path) == pytest.approx([1.0, 0.5])
 
 
-def test_python_source_is_saved_in_the_run_and_graded_in_a_subprocess(tmp_path):
+def test_python_source_is_saved_in_the_run_and_graded_in_the_sandbox(tmp_path):
     source = ("def grade(sample, item):\n"
               "    return 1.0 if sample['output_text'].lower() == item['reference_answer'].lower() else 0.25\n")
-    hone, sources = hone_grader({"type": "python", "name": "my grader", "source": source}, param="g",
-                                run_dir=tmp_path / "run")
+    spec = {"type": "python", "name": "my grader", "source": source}
+    with pytest.raises(ApiError) as off:
+        hone_grader(spec, param="g", run_dir=tmp_path / "run")
+    assert off.value.status == 400 and "--allow-python-graders" in off.value.message and off.value.param == "g.type"
+    hone, sources = hone_grader(spec, param="g", run_dir=tmp_path / "run", allow_python=True)
     [(path, code)] = sources.items()
     assert path == tmp_path / "run" / "graders" / "my_grader_0.py" and code == source
-    assert hone == {"type": "python", "name": "my grader", "function": f"{path}:grade"}
+    assert hone == {"type": "python", "name": "my grader", "function": f"{path}:grade", "sandbox": True}
     assert not path.exists()  # written only once the whole job request is valid
     assert _scores({"type": "python", "source": source}, ["PARIS", "Lyon"], tmp_path) == [1.0, 0.25]
 
@@ -116,7 +119,7 @@ def test_multi_combines_mapped_graders(tmp_path):
 ])
 def test_a_bad_grader_is_refused_naming_the_field(spec, param, tmp_path):
     with pytest.raises(ApiError) as caught:
-        hone_grader(spec, param="g", run_dir=tmp_path)
+        hone_grader(spec, param="g", run_dir=tmp_path, allow_python=True)
     assert caught.value.status == 400 and caught.value.param == param, caught.value.message
     assert param in caught.value.message
 
@@ -132,6 +135,7 @@ def graded_prompts(tmp_path):
 
 
 def test_a_reinforcement_job_runs_to_succeeded(service, graded_prompts, tiny_model_dir):
+    service.settings.allow_python_graders = True
     client = service.client()
     file_id = upload(client, graded_prompts).json()["id"]
     grader = {"type": "multi", "graders": {
@@ -162,7 +166,7 @@ def test_a_reinforcement_job_runs_to_succeeded(service, graded_prompts, tiny_mod
     assert config["train"]["eval_every"] == 2
     source = service.data_dir / "runs" / job["id"] / "graders" / "python_0.py"
     assert objective["grader"]["graders"]["short"]["function"] == f"{source}:grade" and source.is_file()
-    service.start_worker()
+    service.start_worker("--allow-python-graders")
     done = wait_for(lambda: (j := client.get(f"/v1/fine_tuning/jobs/{job['id']}").json())["status"] in
                     ("succeeded", "failed", "cancelled") and j, what="the reinforcement job to end")
     assert done["status"] == "succeeded", (done["error"], service.worker_logs())
@@ -173,3 +177,80 @@ def test_a_reinforcement_job_runs_to_succeeded(service, graded_prompts, tiny_mod
     assert all(0.0 <= r["reward"] <= 1.0 and r["grader_errors"] == 0 for r in steps)  # both graders ran
     listed = {m["id"] for m in client.get("/v1/models").json()["data"]}
     assert done["fine_tuned_model"] in listed
+
+
+def _python_job(service, graded_prompts, tiny_model_dir, source: str, **hone) -> dict:
+    """A small reinforcement job whose grader is the python `source`, created and run to its end."""
+    client = service.client()
+    file_id = upload(client, graded_prompts).json()["id"]
+    body = {"model": str(tiny_model_dir), "training_file": file_id, "seed": 0,
+            "method": {"type": "reinforcement", "reinforcement": {
+                "grader": {"type": "python", "name": "checker", "source": source},
+                "hyperparameters": {"batch_size": 2, "compute_multiplier": 0.25}}},
+            "hone": {"train.max_steps": 3, "objective.max_new_tokens": 4, "data.validation_fraction": 0, **hone}}
+    response = client.post("/v1/fine_tuning/jobs", json=body)
+    assert response.status_code == 200, response.text
+    job = response.json()
+    service.start_worker("--allow-python-graders")
+    wait_for(lambda: client.get(f"/v1/fine_tuning/jobs/{job['id']}").json()["status"] in
+             ("succeeded", "failed", "cancelled"), what="the reinforcement job to end")
+    events = client.get(f"/v1/fine_tuning/jobs/{job['id']}/events", params={"limit": 100}).json()["data"]
+    return {**client.get(f"/v1/fine_tuning/jobs/{job['id']}").json(), "events": events}
+
+
+def test_python_graders_are_off_unless_the_operator_allows_them(service, graded_prompts, tiny_model_dir):
+    openai = service.openai()
+    file_id = openai.files.create(file=graded_prompts.open("rb"), purpose="fine-tune").id
+    grader = {"type": "python", "source": "def grade(sample, item):\n    return 1.0\n"}
+    method = {"type": "reinforcement", "reinforcement": {"grader": grader}}
+    import openai as openai_module
+
+    with pytest.raises(openai_module.BadRequestError) as refused:
+        openai.fine_tuning.jobs.create(model=str(tiny_model_dir), training_file=file_id, method=method)
+    assert "python graders are off" in refused.value.message and "--allow-python-graders" in refused.value.message
+    string_check = {"type": "string_check", "input": "{{sample.output_text}}", "reference": "x", "operation": "eq"}
+    sneaked = {"objective.grader": {"type": "python", "function": "/etc/passwd.py:grade", "sandbox": False}}
+    service.settings.allow_python_graders = True
+    with pytest.raises(openai_module.BadRequestError) as refused:  # no code on the server through `hone` keys
+        openai.fine_tuning.jobs.create(model=str(tiny_model_dir), training_file=file_id, extra_body={"hone": sneaked},
+                                       method={"type": "reinforcement", "reinforcement": {"grader": string_check}})
+    assert "cannot name code on the server" in refused.value.message
+
+    job = openai.fine_tuning.jobs.create(model=str(tiny_model_dir), training_file=file_id, method=method)
+    service.start_worker()  # a worker without --allow-python-graders refuses the job, whatever the API took
+    failed = wait_for(lambda: (j := openai.fine_tuning.jobs.retrieve(job.id)).status == "failed" and j,
+                      what="the job to fail")
+    assert failed.error.code == "python_graders_disabled" and "--allow-python-graders" in failed.error.message
+
+
+def test_a_grader_failing_on_every_item_fails_the_job_before_training(service, graded_prompts, tiny_model_dir):
+    service.settings.allow_python_graders = True
+    source = "def grade(sample, item):\n    raise RuntimeError('the grader is broken')\n"
+    job = _python_job(service, graded_prompts, tiny_model_dir, source)
+    assert job["status"] == "failed", service.worker_logs()
+    error = job["error"]
+    assert error["code"] == "grader_error" and "python grader 'checker'" in error["message"]
+    assert "RuntimeError: the grader is broken" in error["message"] and str(service.data_dir) not in error["message"]
+    grader_events = [e for e in job["events"] if e["message"].startswith("Grader error on")]
+    assert len(grader_events) == 1  # three items, one message: listed once
+    assert grader_events[0]["data"]["item"] == f"{job['training_file']}:1"
+    assert "RuntimeError: the grader is broken" in grader_events[0]["message"]
+    assert not (service.data_dir / "runs" / job["id"] / "metrics.jsonl").exists()  # no step was trained
+
+
+def test_a_grader_failing_on_a_few_answers_is_reported_and_the_job_goes_on(service, graded_prompts,
+                                                                             tiny_model_dir):
+    service.settings.allow_python_graders = True
+    source = ("def grade(sample, item):\n"
+              "    if item['messages'][0]['content'] in ('Say olives', 'Say crust'):\n"
+              "        raise KeyError('no rule for ' + item['messages'][0]['content'])\n"
+              "    return 0.5\n")
+    job = _python_job(service, graded_prompts, tiny_model_dir, source)
+    assert job["status"] == "succeeded", (job["error"], service.worker_logs())
+    grader_events = [e for e in job["events"] if e["message"].startswith("Grader error on")]
+    assert grader_events and all("KeyError: 'no rule for Say " in e["message"] for e in grader_events)
+    assert {e["data"]["item"] for e in grader_events} <= {f"{job['training_file']}:9", f"{job['training_file']}:10"}
+    metrics = [json.loads(line) for line in
+               (service.data_dir / "runs" / job["id"] / "metrics.jsonl").read_text().splitlines()]
+    assert sum(r.get("grader_errors", 0) > 0 for r in metrics) >= 1
+

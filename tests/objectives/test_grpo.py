@@ -173,8 +173,8 @@ def test_grpo_against_a_tiny_reward_model(train_objective, prompt_files, tiny_mo
     reward = ModelReward(str(reward_run.run_dir))
     messages = [{"role": "user", "content": "Say pizza"}]
     texts = ["pizza", "a much longer answer about pizza", ""]
-    scores, errors = reward(texts, [PromptUnit([], messages, {}, "p")] * 3)
-    assert errors == 0 and len(set(scores)) == 3
+    scores, failures = reward(texts, [PromptUnit([], messages, {}, "p")] * 3)
+    assert failures == [] and len(set(scores)) == 3
     records_file = tmp_path / "replies.jsonl"
     records_file.write_text("".join(json.dumps({"messages": messages + [{"role": "assistant", "content": t}]}) + "\n"
                                     for t in texts[:2]))

@@ -4,7 +4,7 @@
 |---|---|
 | `string_check` (`input`, `reference`, `operation`) | `string_check`, the same fields |
 | `text_similarity` (`evaluation_metric`, `pass_threshold`) | `text_similarity` (fuzzy_match, bleu, rouge_l) |
-| `python` (`source` defining `grade(sample, item)`) | `python`: the source saved as `<run dir>/graders/<name>.py`, run in a subprocess |
+| `python` (`source` defining `grade(sample, item)`) | `python`: the source saved as `<run dir>/graders/<name>.py`, run in hone's sandbox (only with `--allow-python-graders`) |
 | `score_model` (`model`, `input`, `range`, `sampling_params.max_completions_tokens`) | `score_model` (hone's judge) |
 | `label_model` (`model`, `input`, `labels`, `passing_labels`) | `label_model` |
 | `multi` (`graders`, `calculate_output`) | `multi`, each grader mapped the same way |
@@ -14,6 +14,11 @@ Templates keep OpenAI's names, since hone's graders read the same sample and ite
 `{{ item.answers[0] }}` becomes `{{item.answers.0}}`. A judge's `model` must be one hone can load
 (a shipped name or a model directory on the server); a field hone cannot honour is refused with a
 400 that names it, never dropped in silence.
+
+Python graders are off unless the operator starts the service (and its workers) with
+`--allow-python-graders`; then each runs in hone's sandbox (`hone.rewards.sandbox`, docs/sandbox.md).
+A job's python grader is always its own `source`: `check_python_graders` refuses one that a job's
+`hone` overrides point at a file of the server, or that would run unsandboxed.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import ast
 import re
 from pathlib import Path
 
+from hone.rewards import python_graders
 from hone.serve.errors import ApiError
 
 FIELDS = {  # the fields of each OpenAI grader that hone maps; any other field is refused by name
@@ -33,25 +39,28 @@ FIELDS = {  # the fields of each OpenAI grader that hone maps; any other field i
     "multi": {"graders", "calculate_output"},
 }
 WHY_NOT = {
-    "image_tag": "hone runs python graders on the worker itself, in no container image",
+    "image_tag": "hone runs python graders in its own sandbox on the worker, in no container image",
     "pass_threshold": "hone's judge scores are used as they are; there is no threshold",
     "sampling_params": "hone's judge decodes greedily; only max_completions_tokens is taken",
 }
+GRADER_KEYS = ("objective.grader", "eval.grader")  # where a run config holds grader specs
+ENABLE = "its operator enables them with `hone service --allow-python-graders` (they run in hone's sandbox)"
 OPENAI_RANGE = [0, 1]  # score_model's default range in OpenAI's API
 _FIELD = re.compile(r"\{\{\s*([^{}]*?)\s*\}\}")
 
 
-def hone_grader(spec, *, param: str, run_dir: Path) -> tuple[dict, dict[Path, str]]:
+def hone_grader(spec, *, param: str, run_dir: Path, allow_python: bool = False) -> tuple[dict, dict[Path, str]]:
     """OpenAI grader `spec` -> (the validated hone spec, python sources to write: path -> code).
 
-    Errors are 400s whose `param` is the offending field, e.g. `method.reinforcement.grader.operation`."""
+    Errors are 400s whose `param` is the offending field, e.g. `method.reinforcement.grader.operation`;
+    a python grader is one unless `allow_python` (the service's `--allow-python-graders`)."""
     from pydantic import ValidationError
 
     from hone.rewards import SPEC
     from hone.rewards.spec import spec_message, spec_path
 
     sources: dict[Path, str] = {}
-    hone = _map(spec, param, run_dir / "graders", sources)
+    hone = _map(spec, param, run_dir / "graders", sources, allow_python)
     try:
         SPEC.validate_python(hone)
     except ValidationError as exc:
@@ -62,7 +71,7 @@ def hone_grader(spec, *, param: str, run_dir: Path) -> tuple[dict, dict[Path, st
     return hone, sources
 
 
-def _map(spec, param: str, source_dir: Path, sources: dict) -> dict:
+def _map(spec, param: str, source_dir: Path, sources: dict, allow_python: bool) -> dict:
     if not isinstance(spec, dict):
         raise ApiError(400, f"{param} must be a grader object with a type, one of {', '.join(FIELDS)}", param=param)
     kind = spec.get("type")
@@ -75,10 +84,14 @@ def _map(spec, param: str, source_dir: Path, sources: dict) -> dict:
             raise ApiError(400, f"{param}.{name} is not supported: {why}", param=f"{param}.{name}")
     hone = {k: _template(v) if isinstance(v, str) and k != "name" else v for k, v in spec.items()}
     if kind == "python":
+        if not allow_python:
+            raise ApiError(400, f"{param}: python graders are off on this service; {ENABLE}", param=f"{param}.type",
+                           code="python_graders_disabled")
         path = source_dir / f"{_file_name(spec.get('name'), len(sources))}.py"
         sources[path] = _checked_source(spec.get("source"), f"{param}.source")
         hone.pop("source", None)
         hone["function"] = f"{path}:grade"
+        hone["sandbox"] = True
     elif kind in ("score_model", "label_model"):
         if "model" in spec:
             from hone.jobs.service import check_model
@@ -91,9 +104,24 @@ def _map(spec, param: str, source_dir: Path, sources: dict) -> dict:
             hone.pop("sampling_params", None)
             hone.update(_sampling(spec.get("sampling_params"), f"{param}.sampling_params"))
     elif kind == "multi" and isinstance(spec.get("graders"), dict):
-        hone["graders"] = {name: _map(sub, f"{param}.graders.{name}", source_dir, sources)
+        hone["graders"] = {name: _map(sub, f"{param}.graders.{name}", source_dir, sources, allow_python)
                            for name, sub in spec["graders"].items()}
     return hone
+
+
+def check_python_graders(config: dict, run_dir: Path, *, allowed: bool) -> None:
+    """A 400 unless every python grader of a job's run `config` (as data) may run on this service: allowed,
+    sandboxed, and made from the job's own source (`<run dir>/graders/`), never a file a `hone` key names."""
+    for key in GRADER_KEYS:
+        section, name = key.split(".")
+        for spec in python_graders((config.get(section) or {}).get(name)):
+            if not allowed:
+                raise ApiError(400, f"{key}: python graders are off on this service; {ENABLE}", param="hone",
+                               code="python_graders_disabled")
+            target = Path(spec.get("function", "").rpartition(":")[0])
+            if not spec.get("sandbox") or target.parent != Path(run_dir) / "graders":
+                raise ApiError(400, f"{key}: a job's python grader is the `source` of method.reinforcement.grader, "
+                               "run in hone's sandbox; `hone` keys cannot name code on the server", param="hone")
 
 
 def _template(text: str) -> str:

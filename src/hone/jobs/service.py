@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from hone.errors import HoneError
-from hone.jobs.graders import hone_grader, write_sources
+from hone.jobs.graders import check_python_graders, hone_grader, write_sources
 from hone.jobs.store import Store, new_id
 from hone.serve.errors import ApiError
 
@@ -71,6 +71,8 @@ class ServiceSettings:
     """A running job whose worker has not renewed its lease for this long is taken by another worker."""
     job_overrides: dict = field(default_factory=dict)
     """hone config keys set on every job (e.g. {"train.threads": 1}); a request's `hone` keys win."""
+    allow_python_graders: bool = False
+    """Accept reinforcement jobs whose grader runs python code (in hone's sandbox, docs/sandbox.md)."""
 
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir).expanduser().resolve()
@@ -123,7 +125,7 @@ def create_job(store: Store, settings: ServiceSettings, project_id: str, request
     job_id = new_id("ftjob")
     run_dir = settings.data_dir / "runs" / job_id
     method, overrides, sources = resolve_method(request, examples=(training["report"] or {}).get("valid", 0),
-                                                run_dir=run_dir)
+                                                run_dir=run_dir, allow_python=settings.allow_python_graders)
     config_keys = {**settings.job_overrides, **overrides, **_hone_overrides(request.get("hone")),
                    "model": model, "name": job_id, "output_dir": str(run_dir.parent),
                    "data.train": training["path"], "train.seed": seed}
@@ -135,6 +137,7 @@ def create_job(store: Store, settings: ServiceSettings, project_id: str, request
         config = load_config(None, config_keys)
     except HoneError as error:
         raise ServiceError(400, str(error), param="hone") from None
+    check_python_graders(config.model_dump(mode="json"), run_dir, allowed=settings.allow_python_graders)
     write_sources(sources)
     row = {"id": job_id, "model": model, "training_file": training["id"],
            "validation_file": validation["id"] if validation else None, "suffix": suffix, "seed": seed,
@@ -146,7 +149,8 @@ def create_job(store: Store, settings: ServiceSettings, project_id: str, request
     return transition(store, job, "queued")
 
 
-def resolve_method(request: dict, *, examples: int, run_dir: Path) -> tuple[dict, dict, dict]:
+def resolve_method(request: dict, *, examples: int, run_dir: Path,
+                   allow_python: bool = False) -> tuple[dict, dict, dict]:
     """OpenAI's `method` (or legacy top-level `hyperparameters`) -> (method with "auto" resolved,
     hone config overrides, python grader sources to write into `run_dir`: path -> code)."""
     method = request.get("method") or {"type": "supervised",
@@ -183,7 +187,7 @@ def resolve_method(request: dict, *, examples: int, run_dir: Path) -> tuple[dict
                                "\"reference\": \"{{item.reference}}\", \"operation\": \"eq\"}",
                                param=f"method.{kind}.grader")
         overrides["objective.grader"], sources = hone_grader(options["grader"], param=f"method.{kind}.grader",
-                                                             run_dir=run_dir)
+                                                             run_dir=run_dir, allow_python=allow_python)
         recorded = {"grader": options["grader"], **recorded}
     return {"type": kind, kind: recorded}, overrides, sources
 

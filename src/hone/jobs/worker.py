@@ -22,10 +22,13 @@ from pathlib import Path
 
 import yaml
 
+from hone.jobs.graders import check_python_graders
 from hone.jobs.service import ServiceError, ServiceSettings, fine_tuned_model_name, transition
 from hone.jobs.store import Store, new_id
 
-EXIT_CODES = {2: "invalid_config", 3: "invalid_training_file", 4: "invalid_model"}
+EXIT_CODES = {2: "invalid_config", 3: "invalid_training_file", 4: "invalid_model", 7: "grader_error"}
+GRADER_EVENTS = 20  # distinct grader errors a job lists as events; the metrics count every one
+MESSAGE_CHARS = 500
 
 
 class Worker:
@@ -67,6 +70,13 @@ class Worker:
     def run_job(self, job: dict) -> str:
         """Run one claimed job to its end (or until it is cancelled, paused or taken away); its final status."""
         run_dir = Path(job["run_dir"])
+        try:  # checked again here: this worker may not run python graders, whatever the API accepted
+            check_python_graders(job["config"], run_dir, allowed=self.settings.allow_python_graders)
+        except ServiceError as refused:
+            status = self._fail(job, {"code": refused.code or "invalid_grader", "message": refused.message,
+                                      "param": None})
+            self.store.update_job(job["id"], expect={"worker": self.id}, worker=None, lease_until=None)
+            return status
         run_dir.mkdir(parents=True, exist_ok=True)
         resume = (run_dir / "config.yaml").is_file()
         step = _checkpoint_step(run_dir)
@@ -103,10 +113,14 @@ class Worker:
         """The job fails with the worker's own error named (its checkpoints stay); the worker goes on."""
         traceback.print_exc(file=sys.stderr)
         message = f"the worker failed while following the job: {type(exc).__name__}: {exc}"
+        return self._fail(job, {"code": "worker_error", "message": message, "param": None})
+
+    def _fail(self, job: dict, error: dict) -> str:
+        """The claimed job fails with `error` (also its last event); its status after."""
         try:
             transition(self.store, self.store.get_job(None, job["id"]), "failed", expect={"worker": self.id},
-                       error={"code": "worker_error", "message": message, "param": None})
-            self.store.add_event(job["id"], message, level="error")
+                       error=error)
+            self.store.add_event(job["id"], error["message"], level="error")
         except ServiceError:  # cancelled meanwhile: the API's change stands
             pass
         return self.store.get_job(None, job["id"])["status"]
@@ -163,7 +177,11 @@ class Worker:
                                     type="metrics", data=scores)
                 store.add_event(job_id, f"New fine-tuned model created: {final['fine_tuned_model']}")
                 return "succeeded"
-            message = _error_message(log_path, returncode)
+            message = progress.public(_error_message(log_path, returncode))  # file ids, never server paths
+            if returncode == 7:  # GraderError: its issues are the items the grader failed on
+                for issue in message.splitlines()[1:]:
+                    if issue.startswith("  ") and not issue.startswith("  hint:"):
+                        progress.grader_failure(progress.last_step, issue.strip())
             transition(store, current, "failed", expect=mine, trained_tokens=progress.tokens,
                        error={"code": EXIT_CODES.get(returncode, "training_failed"), "message": message,
                               "param": "training_file" if returncode == 3 else None})
@@ -201,6 +219,11 @@ class Progress:
         self.records: dict[int, dict] = {}
         self.tokens = 0
         self._seen_checkpoints = {c["step"] for c in store.list_checkpoints(job["id"], limit=10**6)}
+        self.grader_messages: set[str] = set()
+        data = (job.get("config") or {}).get("data") or {}  # server paths in messages become the file ids
+        self.paths = {path: file_id for path, file_id in ((data.get("train"), job.get("training_file")),
+                                                          (data.get("validation"), job.get("validation_file")),
+                                                          (f"{run_dir}/", "")) if path and file_id is not None}
 
     def update(self) -> None:
         new = self._read()
@@ -210,11 +233,14 @@ class Progress:
             merged.update(record)
             if "loss" in record and step > self.last_step:
                 self.last_step = step
+                graded = f", grader errors={record['grader_errors']:.0%}" if record.get("grader_errors") else ""
                 self.store.add_event(self.job["id"], f"Step {step}/{record.get('total_steps', '?')}: "
-                                     f"training loss={record['loss']:.4f}", type="metrics",
+                                     f"training loss={record['loss']:.4f}{graded}", type="metrics",
                                      data={"step": step, "total_steps": record.get("total_steps"),
                                            "train_loss": record["loss"], "learning_rate": record.get("lr"),
-                                           "tokens": record.get("tokens")})
+                                           "tokens": record.get("tokens"), "grader_errors": record.get("grader_errors")})
+                for failure in record.get("grader_failures", []):
+                    self.grader_failure(step, f"{failure['where']}: {failure['message']}")
             if "val_loss" in record:
                 self.store.add_event(self.job["id"], f"Step {step}: validation loss={record['val_loss']:.4f}",
                                      type="metrics", data={"step": step, "valid_loss": record["val_loss"]})
@@ -226,6 +252,26 @@ class Progress:
                 self.store.update_job(self.job["id"], trained_tokens=self.tokens,
                                       progress={"step": last["step"], "total_steps": last.get("total_steps")})
         self._checkpoints()
+
+    def grader_failure(self, step: int, failure: str) -> None:
+        """An event for a grader error ("item: message"), once per distinct message, at most GRADER_EVENTS."""
+        failure = self.public(failure)[:MESSAGE_CHARS]
+        where, _, message = failure.partition(": ")
+        if message in self.grader_messages or len(self.grader_messages) > GRADER_EVENTS:
+            return
+        self.grader_messages.add(message)
+        if len(self.grader_messages) > GRADER_EVENTS:
+            self.store.add_event(self.job["id"], f"More than {GRADER_EVENTS} different grader errors; the rest are "
+                                 "counted in each step's grader errors, not listed", level="warn")
+            return
+        self.store.add_event(self.job["id"], f"Grader error on {failure}", level="warn",
+                             data={"step": step, "item": where, "message": message})
+
+    def public(self, text: str) -> str:
+        """`text` with the server's paths of the job's files and run replaced by file ids and run-relative paths."""
+        for path, name in self.paths.items():
+            text = text.replace(path, name)
+        return text
 
     def _read(self) -> list[dict]:
         """The lines written since the last look; all of them again when the file was rewritten: a resumed run

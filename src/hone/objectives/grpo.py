@@ -32,6 +32,10 @@ Where hone departs from the GRPO paper (DeepSeekMath, Shao et al. 2024):
   of a reward model.
 Validation generates greedily for each validation prompt and reports the mean reward (`val_reward`);
 `val_loss` is its negative, since GRPO has no held-out loss.
+
+A grader's errors are not silent: each step records the share of answers it could not grade
+(`grader_errors`) and the first few failures (`grader_failures`: where, message); the grader is
+checked on training items before training and too many errors stop the run (`grpo_rewards`).
 """
 
 from __future__ import annotations
@@ -48,6 +52,7 @@ from hone.objectives.losses import linear_token_log_probs
 from hone.rewards import GraderConfig
 
 ADVANTAGE_EPS = 1e-4
+FAILURES_PER_STEP = 5  # grader failures (where, message) a step's metrics record keeps
 
 
 class Config(Section):
@@ -69,6 +74,11 @@ class Config(Section):
     """Divide advantages by the group's reward std (the paper); false keeps r - mean (Dr. GRPO)."""
     loss_normalization: Literal["token", "sequence", "constant"] = "token"
     loss_chunk_tokens: int = Field(1024, gt=0)
+    max_grader_error_rate: float = Field(0.1, ge=0, le=1, description=(
+        "Stop the run (a GraderError naming the grader) when more than this share of the last "
+        "`grader_error_window` answers could not be graded; 1 never stops."))
+    grader_error_window: int = Field(64, ge=1, description=(
+        "How many of the latest graded answers `max_grader_error_rate` is measured over."))
 
     @model_validator(mode="after")
     def _one_reward(self):
@@ -206,6 +216,7 @@ class GRPO(NoExtras):
         from hone.objectives.grpo_rewards import load_reward
 
         self.reward = load_reward(self.config)
+        self.reward.check(data.train)  # a grader that fails on the training items fails before training
         return model
 
     def units(self, batch) -> int:
@@ -233,7 +244,7 @@ class GRPO(NoExtras):
         c, prompts = self.config, batch["prompts"]
         completions = self.sample(model, prompts, c.group_size, c.temperature)
         owners = [u for u in prompts for _ in range(c.group_size)]
-        scores, errors = self.reward(self.texts(completions), owners)
+        scores, failures = self.reward(self.texts(completions), owners)
         rewards = torch.tensor(scores, dtype=torch.float32).view(len(prompts), c.group_size)
         advantages = group_advantages(rewards, c.scale_rewards).view(-1)
 
@@ -255,15 +266,15 @@ class GRPO(NoExtras):
         return loss_sum, {"loss_sum": loss_sum.item(), "completions": len(completions), "reward_sum": sum(scores),
                           "reward_std_sum": stds.sum().item(), "groups": len(prompts),
                           "zero_std_groups": int((stds == 0).sum()), "kl_sum": kl.sum().item(),
-                          "clipped": int(clipped.sum()), "tokens": int(mask.sum()), "errors": errors}
+                          "clipped": int(clipped.sum()), "tokens": int(mask.sum()), "failures": failures}
 
     def validate(self, model, batch):
         """Greedy completions of the validation prompts and their mean reward (loss = -reward)."""
         completions = self.sample(model, batch["prompts"], 1, 0.0)
-        scores, errors = self.reward(self.texts(completions), batch["prompts"])
+        scores, failures = self.reward(self.texts(completions), batch["prompts"])
         total = sum(scores)
         return torch.tensor(-total), {"loss_sum": -total, "reward_sum": total,
-                                      "completions": len(scores), "errors": errors,
+                                      "completions": len(scores), "failures": failures,
                                       "tokens": sum(len(ids) for ids in completions)}
 
     def log_probs(self, model, prompts, completions):
@@ -275,7 +286,10 @@ class GRPO(NoExtras):
         out = {"reward": sum(p["reward_sum"] for p in parts) / completions,
                "completion_length": sum(p["tokens"] for p in parts) / completions}
         if self.config.grader is not None:
-            out["grader_errors"] = sum(p["errors"] for p in parts) / completions
+            failures = [f for p in parts for f in p["failures"]]
+            out["grader_errors"] = len(failures) / completions
+            if failures and not validation:  # the worker turns them into job events
+                out["grader_failures"] = failures[:FAILURES_PER_STEP]
         if validation:
             return out
         groups = max(sum(p["groups"] for p in parts), 1)

@@ -55,6 +55,16 @@ def build_grader(config, *, judge=None) -> Grader:
     return GRADERS[config.type].build(config)
 
 
+def python_graders(spec: dict) -> list[dict]:
+    """The python graders in a spec given as data (a `multi`'s included), e.g. to check where they run."""
+    if not isinstance(spec, dict):
+        return []
+    if spec.get("type") == "python":
+        return [spec]
+    graders = spec.get("graders") if spec.get("type") == "multi" else None
+    return [found for sub in (graders or {}).values() for found in python_graders(sub)]
+
+
 def grade_safely(grader: Grader, samples: list[dict], items: list[dict]) -> list[Grade]:
     """`grader.grade`, with an unexpected exception turned into a 0 for every sample (never a crash)."""
     from hone.errors import HoneError
@@ -86,4 +96,5 @@ def grade_outputs(grader, outputs: list[Any], items: list[dict], *, judge=None) 
     return grade_safely(grader, samples, items)
 
 
-__all__ = ["GRADERS", "Grade", "Grader", "GraderConfig", "build_grader", "grade_outputs", "grade_safely"]
+__all__ = ["GRADERS", "Grade", "Grader", "GraderConfig", "build_grader", "grade_outputs", "grade_safely",
+           "python_graders"]

@@ -29,6 +29,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import subprocess
 import sys
 import sysconfig
 from dataclasses import dataclass
@@ -76,6 +77,21 @@ def sandbox_command(python_args: list[str], limits: SandboxLimits, cpu_seconds: 
             "--proc", "/proc", "--dev", "/dev", *scratch, "--chdir", WORK_DIR,
             "--clearenv", "--setenv", "LANG", "C.UTF-8", "--setenv", "HOME", WORK_DIR, "--setenv", "TMPDIR", "/tmp",
             interpreter, "-I", "-S", "-B", *python_args]
+
+
+def check_sandbox(limits: SandboxLimits | None = None) -> None:
+    """Run a trivial program in the sandbox; ConfigError saying what failed when it does not run here."""
+    limits = limits or SandboxLimits()
+    command = sandbox_command(["-c", "print('ok')"], limits, cpu_seconds=10)
+    try:
+        done = subprocess.run(command, env={}, capture_output=True, text=True, timeout=60)
+        error = "" if done.stdout.strip() == "ok" else done.stderr.strip() or f"exit code {done.returncode}"
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        error = str(exc)
+    if error:
+        raise ConfigError(f"the python grader sandbox does not run here: {error}", where="--allow-python-graders",
+                          hint="bubblewrap needs user namespaces when hone does not run as root "
+                               "(sysctl kernel.unprivileged_userns_clone=1); see docs/sandbox.md")
 
 
 def bootstrap_settings(limits: SandboxLimits) -> dict:
