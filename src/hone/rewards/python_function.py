@@ -166,7 +166,10 @@ class PythonGrader:
             worker = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                                       env={}, start_new_session=True)
             self._exit_reason = lambda code: describe_exit(code, self.limits, cpu)
-            _send(worker, {"source": source, "filename": Path(target).name})
+            try:
+                _send(worker, {"source": source, "filename": Path(target).name})
+            except OSError:
+                pass  # the sandbox did not start: reading its reply says how it ended
         else:
             worker = subprocess.Popen([sys.executable, "-c", WORKER, self.config.function], stdin=subprocess.PIPE,
                                       stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env={**os.environ},
@@ -190,7 +193,9 @@ class PythonGrader:
         if isinstance(reply, str):
             return failed(reply), False
         if "error" in reply:
-            return failed(reply["error"]), True
+            return failed(str(reply["error"])), True
+        if not isinstance(reply.get("score"), float):
+            return failed("the grader process wrote something other than its reply"), False
         return bounded(reply["score"], f"{self.config.function} returned {reply['score']:g}"), True
 
 
