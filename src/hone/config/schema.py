@@ -212,7 +212,5 @@ class RunConfig(Section):
         from hone.objectives import OBJECTIVES
 
         for part in (method_for(self.method.type), OBJECTIVES[self.objective.type]):
-            check = getattr(part, "check_run", None)
-            if check is not None:
-                check(self)
+            part.check_run(self)
         return self
