@@ -25,7 +25,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from hone.rewards.grade import Grade, GraderBase, bounded, failed
+from hone.rewards.grade import Grade, Grader, GraderBase, bounded, failed
 
 WORKER = r"""
 import importlib, importlib.util, json, os, sys, traceback
@@ -88,7 +88,7 @@ class Config(GraderBase):
         return value
 
 
-class PythonGrader:
+class PythonGrader(Grader):
     def __init__(self, config: Config) -> None:
         self.config = config
         self.name = config.name or config.type
