@@ -7,19 +7,11 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import field_validator
-
-from hone.rewards.grade import GraderBase, MetricGrader, check_template
+from hone.rewards.grade import MetricGrader, TextAgainstReference
 
 
-class Config(GraderBase):
+class Config(TextAgainstReference):
     type: Literal["exact_match"] = "exact_match"
-    input: str = "{{sample.output_text}}"
-    """Template for the text compared."""
-    reference: str = "{{item.reference}}"
-    """Template for the reference text."""
-
-    _templates = field_validator("input", "reference")(check_template)
 
 
 def exact_match(prediction: str, reference: str) -> dict[str, float]:

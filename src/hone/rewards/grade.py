@@ -15,6 +15,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from pydantic import field_validator
+
 from hone.config.base import Section
 
 FENCE = re.compile(r"^```(?:json)?[ \t]*\n?(.*?)\n?[ \t]*```$", re.DOTALL | re.IGNORECASE)
@@ -54,6 +56,20 @@ class GraderBase(Section):
 
     name: str | None = None
     """A label for reports and `multi` formulas (default: the grader's type)."""
+
+
+class TextAgainstReference(GraderBase):
+    """Options of a metric grader: the text it scores and the reference it scores it against."""
+
+    input: str = "{{sample.output_text}}"
+    """Template for the text scored."""
+    reference: str = "{{item.reference}}"
+    """Template for the reference text."""
+
+    @field_validator("input", "reference")
+    @classmethod
+    def _templates(cls, value: str) -> str:
+        return check_template(value)
 
 
 class TemplateError(ValueError):

@@ -11,19 +11,11 @@ from __future__ import annotations
 import re
 from typing import Literal
 
-from pydantic import field_validator
-
-from hone.rewards.grade import GraderBase, MetricGrader, check_template, mean_of_keys, parse_json_output
+from hone.rewards.grade import MetricGrader, TextAgainstReference, mean_of_keys, parse_json_output
 
 
-class Config(GraderBase):
+class Config(TextAgainstReference):
     type: Literal["labels"] = "labels"
-    input: str = "{{sample.output_text}}"
-    """Template for the predicted labels."""
-    reference: str = "{{item.reference}}"
-    """Template for the reference labels."""
-
-    _templates = field_validator("input", "reference")(check_template)
 
 
 def labels(prediction: str, reference: str) -> dict[str, float]:
