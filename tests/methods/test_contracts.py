@@ -24,7 +24,7 @@ def test_every_registered_method_is_a_declared_method_under_its_own_name():
         assert method.Config().type == name  # the config the registry validates is the method's own
         assert isinstance(method.adapter, bool) and isinstance(method.needs_weights, bool)
         assert method.mergeable == (method.merge is not None)
-        assert isinstance(method.describe, type(lambda: 0)) and callable(method.check_run)
+        assert callable(method.describe) and callable(method.check_run) and callable(method.side_by_side)
     assert {n for n, m in METHODS.items() if m.adapter} == {"lora", "qlora", "prompt_tuning", "prefix_tuning", "ia3"}
     assert {n for n, m in METHODS.items() if m.mergeable} == {"lora", "qlora", "ia3", "full", "layers"}
     assert {n for n, m in METHODS.items() if m.side_by_side(m.Config())} == {"lora", "qlora"}

@@ -40,8 +40,8 @@ def merge_artifact(run, out) -> MergeReport:
     method = method_for(name)
     if not method.mergeable:
         raise ConfigError(f"method {name} cannot be merged into the base weights", where=str(directory),
-                          hint="prompt/prefix tuning and bottleneck adapters add computation the base model "
-                               "does not have; serve the artifact with its base instead (hone generate --adapter)")
+                          hint=f"method {name} adds computation the base model does not have; serve the artifact "
+                               "with its base instead (hone generate --adapter)")
     out = Path(out)
     if out.exists() and any(out.iterdir()):
         raise ConfigError(f"{out} exists and is not empty", where="--out", hint="choose a new directory")

@@ -12,7 +12,7 @@ from typing import Callable
 
 
 def accept_any_run(run) -> None:
-    """The default run check: the method works with every setting of the rest of the run."""
+    """The default run check (of a method or an objective): it works with every setting of the rest of the run."""
 
 
 def nothing_to_say(model) -> str:
