@@ -145,17 +145,12 @@ def evaluate(file: str | Path, *, adapter: str | Path | None = None, model: str 
              progress: bool = True, grader=None):
     """Score the base `model` or a tuned `adapter` on a held-out chat file; returns an EvalResult.
 
-    `grader` (a spec dict, inline JSON, a JSON/YAML file or a grader config) replaces `metric`.
+    `grader` (a spec dict, inline JSON, a JSON/YAML file or a grader config) scores instead of `metric`.
     """
-    from hone.evaluate.metrics import metric_for
     from hone.evaluate.task import evaluate_task, read_task
+    from hone.rewards.metric import eval_grader
 
-    if grader is not None:
-        from hone.rewards.spec import load_spec
-
-        grader = load_spec(grader)  # bad input fails before a model is loaded
-    else:
-        metric_for(metric)
+    grader = eval_grader(metric, grader)  # bad input fails before a model is loaded
     items = read_task(str(file))
     loaded, tokenizer = load_for_inference(adapter=adapter, model=model)
     return evaluate_task(loaded, tokenizer, items, metric, prompt=prompt, max_new_tokens=max_new_tokens,

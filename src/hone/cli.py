@@ -87,7 +87,9 @@ def _parser() -> argparse.ArgumentParser:
                              description="Score contenders on a held-out chat file (results are cached).")
     ev.add_argument("file")
     _model_args(ev)
-    ev.add_argument("--metric", default="exact_match", help="exact_match | json | labels | a registered metric")
+    ev.add_argument("--metric", default="exact_match",
+                    help="a grader type that needs no settings (exact_match | json | labels | string_check | ...) "
+                         "or a registered metric")
     ev.add_argument("--grader", metavar="SPEC", help="score with a grader spec (JSON/YAML file or inline JSON) "
                     "instead of --metric")
     ev.add_argument("--contenders", default="base,prompted,tuned",
@@ -279,9 +281,8 @@ def _eval(args) -> int:
             for i, item in enumerate(result.items):
                 predictions = {name: r["predictions"][i] for name, r in result.results.items()}
                 record = {"where": item.where, "messages": item.messages, "reference": item.reference,
-                          "predictions": predictions, "prediction": list(predictions.values())[-1]}
-                if args.grader:
-                    record["grades"] = {name: r["scores"][i] for name, r in result.results.items()}
+                          "predictions": predictions, "prediction": list(predictions.values())[-1],
+                          "grades": {name: r["scores"][i] for name, r in result.results.items()}}
                 f.write(json.dumps(record) + "\n")
     for note in result.notes:
         print(f"note: {note}")

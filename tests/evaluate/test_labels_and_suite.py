@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from hone.evaluate.forgetting import QUESTION_PARTS, check_answer, forgetting_table, load_general_text, load_questions
-from hone.evaluate.metrics import labels, register_metric, score
+from hone.rewards.labels import labels
+from hone.rewards.metric import register_metric, score
 
 
 def test_labels_micro_precision_recall_f1_by_hand():

@@ -1,7 +1,9 @@
 import pytest
 
 from hone.errors import HoneError
-from hone.evaluate.metrics import METRICS, exact_match, json_fields, score
+from hone.rewards.exact_match import exact_match
+from hone.rewards.json_match import json_fields
+from hone.rewards.metric import metric_names, score
 
 REF = '{"size": "large", "toppings": ["ham", "olives"], "delivery": true}'
 
@@ -87,7 +89,7 @@ def test_score_unknown_metric_names_the_known_ones():
     with pytest.raises(HoneError) as caught:
         score("bleu", ["a"], ["a"])
     assert "bleu" in str(caught.value)
-    for name in METRICS:
+    for name in metric_names():
         assert name in caught.value.hint
 
 

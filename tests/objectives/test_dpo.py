@@ -99,6 +99,7 @@ def test_label_smoothing_matches_conservative_dpo_formula():
 @pytest.mark.parametrize("segmented", [True, False])
 def test_packed_pair_log_probs_equal_each_sequence_alone(tiny_tokenizer, preference_files, segmented):
     from hone.config.schema import DataConfig
+    from hone.data.batching import Batching
     from hone.data.pairs import collate_pairs, prepare_pairs
     from hone.models.attention import use_segment_attention
     from hone.models.tiny import tiny_model
@@ -110,7 +111,7 @@ def test_packed_pair_log_probs_equal_each_sequence_alone(tiny_tokenizer, prefere
     if segmented:
         assert use_segment_attention(model)
     pairs = data.train[:3]
-    batch = collate_pairs(pairs, DataConfig(), tiny_tokenizer.pad_token_id, segmented)
+    batch = collate_pairs(pairs, Batching.for_run(DataConfig(), tiny_tokenizer.pad_token_id, segmented))
     rows = batch["last"][:, 0]
     assert torch.equal(rows[0::2], rows[1::2])  # both sides of a pair share a row
     assert batch["input_ids"].shape[0] == 1 if segmented else batch["input_ids"].shape[0] < 6
@@ -177,21 +178,23 @@ def _full_dpo(tiny_tokenizer, preference_files):
 def test_stored_reference_is_an_untouched_copy_of_the_start_model(tiny_tokenizer, preference_files):
     import copy
 
+    from hone.data.batching import Batching
     from hone.data.pairs import pair_batches
+    from hone.methods import method_for
     from hone.objectives.dpo import sequence_log_probs
 
     config, objective, data, model, segmented = _full_dpo(tiny_tokenizer, preference_files)
     start = copy.deepcopy(model)
-    pad = tiny_tokenizer.pad_token_id
-    objective.begin(model, data, config.data, pad, segmented)
+    batching = Batching.for_run(config.data, tiny_tokenizer.pad_token_id, segmented)
+    objective.begin(model, data, batching, method_for(config.method.type))
     optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
     for pairs in (data.train[:4], data.train[4:8]):  # training moves the policy, not the stored reference
-        loss, _ = objective.loss(model, objective.collate(pairs, config.data, pad, segmented))
+        loss, _ = objective.loss(model, objective.collate(pairs, batching))
         loss.backward()
         optimizer.step()
         optimizer.zero_grad()
     pairs = data.train + data.validation
-    batches = pair_batches(pairs, config.data, pad, segmented, per_batch=3)
+    batches = pair_batches(pairs, batching, per_batch=3)
     with torch.no_grad():
         expected = torch.cat([sequence_log_probs(start, b, 1024)[0] for b in batches])
         now = torch.cat([sequence_log_probs(model, b, 1024)[0] for b in batches])

@@ -22,7 +22,7 @@ def test_a_spec_normalises_with_defaults_and_round_trips():
 
 
 def test_every_family_has_a_minimal_valid_spec():
-    minimal = {"string_check": {}, "json": {}, "numeric": {}, "text_similarity": {},
+    minimal = {"exact_match": {}, "labels": {}, "string_check": {}, "json": {}, "numeric": {}, "text_similarity": {},
                "python": {"function": "m:f"}, "model": {"rubric": "r"}, "score_model": {
                    "input": [{"role": "user", "content": "{{sample.output_text}}"}]},
                "label_model": {"input": [{"role": "user", "content": "x"}], "labels": ["good", "bad"],

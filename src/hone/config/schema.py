@@ -128,7 +128,8 @@ class EvalConfig(Section):
     file: str | None = None
     """Held-out JSONL scored after training (the last assistant turn is the reference)."""
     metric: str = "exact_match"
-    """exact_match | json | labels, or a metric registered with `hone.evaluate.metrics.register_metric`."""
+    """Shorthand for `grader: {type: METRIC}`: exact_match | json | labels, any grader type that needs no
+    settings, or a metric registered with `hone.rewards.metric.register_metric`."""
     grader: GraderConfig | None = None
     """A grader spec (`hone.rewards`, e.g. `{type: json, json_schema: {...}}`) that scores each held-out
     item instead of `metric`; the item is `{messages, prompt, reference, where}`."""
@@ -144,10 +145,11 @@ class EvalConfig(Section):
     @field_validator("metric")
     @classmethod
     def _known_metric(cls, value: str) -> str:
-        from hone.evaluate.metrics import METRICS
+        from hone.rewards.metric import metric_problem
 
-        if value not in METRICS:
-            raise ValueError(f"unknown metric {value!r}; expected one of {', '.join(sorted(METRICS))}")
+        problem = metric_problem(value)
+        if problem is not None:
+            raise ValueError(problem)
         return value
 
 
@@ -212,7 +214,5 @@ class RunConfig(Section):
         from hone.objectives import OBJECTIVES
 
         for part in (method_for(self.method.type), OBJECTIVES[self.objective.type]):
-            check = getattr(part, "check_run", None)
-            if check is not None:
-                check(self)
+            part.check_run(self)
         return self

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from hone.data.batching import Batching
 from hone.data.formats import Example
 from hone.data.prepare import PreparedData, read_split
 from hone.data.template import IGNORE, TokenizedExample, tokenize_example
@@ -64,7 +65,7 @@ def pair_length(pair: TokenizedPair) -> int:
     return len(pair.chosen.input_ids) + len(pair.rejected.input_ids)
 
 
-def collate_pairs(pairs: list[TokenizedPair], data_config, pad_id: int, segmented: bool) -> dict:
+def collate_pairs(pairs: list[TokenizedPair], batching: Batching) -> dict:
     """Sequences [chosen 0, rejected 0, chosen 1, ...]; both sides of a pair share a row when packing.
     Pairs that carry the start model's log-probs give them as `reference` (2N,), in the same order."""
     import torch
@@ -72,14 +73,14 @@ def collate_pairs(pairs: list[TokenizedPair], data_config, pad_id: int, segmente
     from hone.objectives.heads import collate_sequences
 
     flat = [side for pair in pairs for side in (pair.chosen, pair.rejected)]
-    batch = collate_sequences(flat, [[2 * i, 2 * i + 1] for i in range(len(pairs))], data_config, pad_id, segmented)
+    batch = collate_sequences(flat, [[2 * i, 2 * i + 1] for i in range(len(pairs))], batching)
     batch["n_pairs"] = len(pairs)
     if pairs and all(pair.reference is not None for pair in pairs):
         batch["reference"] = torch.tensor([value for pair in pairs for value in pair.reference])
     return batch
 
 
-def pair_batches(pairs, data_config, pad_id: int, segmented: bool, per_batch: int = 8) -> list[dict]:
+def pair_batches(pairs, batching: Batching, per_batch: int = 8) -> list[dict]:
     """Validation pairs collated once, `per_batch` pairs at a time."""
-    return [collate_pairs(pairs[i:i + per_batch], data_config, pad_id, segmented)
+    return [collate_pairs(pairs[i:i + per_batch], batching)
             for i in range(0, len(pairs), per_batch)]

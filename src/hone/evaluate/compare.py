@@ -14,8 +14,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from hone.evaluate.cache import ResultCache, adapter_sha256, cache_key, file_sha256
-from hone.evaluate.metrics import aggregate, metric_for, score_examples
 from hone.evaluate.task import TaskItem, read_task
+from hone.rewards.batch import task_item
+from hone.rewards.metric import eval_grader, score_outputs
 
 CONTENDERS = ("base", "prompted", "tuned")
 LABELS = {"base": "base, zero-shot", "prompted": "base, best prompt", "tuned": "tuned"}
@@ -63,7 +64,7 @@ class EvalSettings:
     max_new_tokens: int = 256
     batch_size: int = 16
     perplexity: bool = True
-    grader: dict | None = None  # a normalised grader spec (hone.rewards); replaces `metric` when set
+    grader: dict | None = None  # a normalised grader spec (hone.rewards); scores instead of `metric` when set
 
 
 @dataclass
@@ -73,9 +74,10 @@ class Comparison:
     items: list[TaskItem]
     results: dict[str, dict]  # contender -> {metrics, predictions, scores, nll}
     notes: list[str] = field(default_factory=list)
+    primary: str | None = None  # the key of each item's scores that ranks wins and losses
 
     def to_dict(self) -> dict:
-        return {"file": self.file, "metric": self.metric, "notes": self.notes,
+        return {"file": self.file, "metric": self.metric, "primary": self.primary, "notes": self.notes,
                 "items": [asdict(i) for i in self.items], "results": self.results}
 
     def table(self) -> str:
@@ -100,28 +102,14 @@ def score_contender(model, tokenizer, items: list[TaskItem], settings: EvalSetti
     with tqdm(total=len(items), desc="eval", unit="ex", disable=not progress) as bar:
         predictions = generate_batch(model, tokenizer, conversations, max_new_tokens=settings.max_new_tokens,
                                      batch_size=settings.batch_size, progress=bar.update)
-    if settings.grader is not None:
-        scores, metrics = _graded(settings.grader, predictions, items)
-    else:
-        scores = score_examples(settings.metric, predictions, [item.reference for item in items])
-        metrics = aggregate(settings.metric, scores)
+    records = [task_item(item.messages, item.reference, item.where) for item in items]
+    scores, metrics, _ = score_outputs(eval_grader(settings.metric, settings.grader), predictions, records)
     nll = []
     if settings.perplexity:
         examples = [reference_example(c, item.reference, item.where) for c, item in zip(conversations, items)]
         nll = example_nll(model, tokenizer, examples, batch_size=max(1, settings.batch_size // 2))
         metrics["perplexity"] = perplexity(nll)
     return {"metrics": metrics, "predictions": predictions, "scores": scores, "nll": nll}
-
-
-def _graded(spec: dict, predictions: list[str], items: list[TaskItem]) -> tuple[list[dict], dict]:
-    """Per-item scores and their summary from a grader; each item is `{messages, prompt, reference, where}`."""
-    from hone.rewards import grade_outputs
-    from hone.rewards.batch import GradeReport, task_item
-    from hone.rewards.spec import load_spec
-
-    records = [task_item(item.messages, item.reference, item.where) for item in items]
-    report = GradeReport(grade_outputs(load_spec(spec), predictions, records), records)
-    return [{"grader_score": g.score, "reason": g.reason} for g in report.grades], report.metrics()
 
 
 def compare(file: str | Path, *, adapter: str | Path | None = None, model: str | None = None,
@@ -134,8 +122,7 @@ def compare(file: str | Path, *, adapter: str | Path | None = None, model: str |
     from hone.paths import hone_home
 
     settings = settings or EvalSettings()
-    if settings.grader is None:
-        metric_for(settings.metric)
+    grader = eval_grader(settings.metric, settings.grader)  # a bad metric or spec fails before any model loads
     items = read_task(str(file))
     notes: list[str] = []
     directory = adapter_dir(adapter) if adapter is not None else None
@@ -161,7 +148,7 @@ def compare(file: str | Path, *, adapter: str | Path | None = None, model: str |
             cache.put(keys[name], results[name])
         del loaded
     metric = "grader" if settings.grader is not None else settings.metric
-    return Comparison(str(file), metric, items, {n: results[n] for n in contenders}, notes)
+    return Comparison(str(file), metric, items, {n: results[n] for n in contenders}, notes, grader.primary)
 
 
 def _available(contenders, directory, prompt, notes: list[str]) -> tuple[str, ...]:

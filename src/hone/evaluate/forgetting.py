@@ -19,6 +19,8 @@ from importlib import resources
 
 import numpy as np
 
+from hone.rewards.grade import parse_json_output
+
 QUESTION_PARTS = ("arithmetic", "facts", "instructions")
 PARTS = ("general_text", *QUESTION_PARTS)
 SUITE_VERSION = 2
@@ -66,8 +68,6 @@ def _one_of(check: dict, answer: str) -> bool:
 
 
 def _json_keys(check: dict, answer: str) -> bool:
-    from hone.evaluate.metrics import parse_json_output
-
     value = parse_json_output(answer)
     return isinstance(value, dict) and set(value) == set(check["keys"])
 

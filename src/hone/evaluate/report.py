@@ -49,7 +49,7 @@ def run_comparison(config, directory: Path, *, progress: bool = True, log=print)
     """The three contenders on the run's eval.file with the run's eval settings."""
     from hone.api import compare
 
-    return compare(config.eval.file, adapter=directory, metric=config.eval.metric,
+    return compare(config.eval.file, adapter=directory, metric=config.eval.metric, grader=config.eval.grader,
                    instruction=config.eval.instruction, shots=config.eval.shots, train_file=config.data.train,
                    max_new_tokens=config.eval.max_new_tokens, batch_size=config.eval.batch_size,
                    perplexity=config.eval.perplexity, progress=progress, log=log)
@@ -100,16 +100,16 @@ def _contender_section(comparison: dict, out: Path) -> list[str]:
 def example_diffs(comparison: dict) -> list[dict]:
     """Per item: prompt, expected, the best base contender's output, the tuned output, both scores,
     sorted by the tuned model's gain (biggest win first)."""
-    from hone.evaluate.metrics import METRICS
-
     results = comparison["results"]
     if "tuned" not in results:
         return []
     base_name = "prompted" if "prompted" in results else "base" if "base" in results else None
     if base_name is None:
         return []
-    metric = METRICS.get(comparison["metric"])
-    key = metric.primary if metric else next(iter(results["tuned"]["scores"][0]))
+    first = results["tuned"]["scores"][0] if results["tuned"]["scores"] else {}
+    key = comparison.get("primary") if comparison.get("primary") in first else next(iter(first), None)
+    if key is None:
+        return []
     rows = []
     for i, item in enumerate(comparison["items"]):
         base_score, tuned_score = results[base_name]["scores"][i][key], results["tuned"]["scores"][i][key]

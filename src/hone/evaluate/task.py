@@ -7,8 +7,9 @@ from typing import Callable
 
 from hone.data.read import read_examples
 from hone.errors import DataError
-from hone.evaluate.metrics import metric_for, score
 from hone.infer.generate import generate_batch
+from hone.rewards.batch import task_item
+from hone.rewards.metric import eval_grader, score_outputs
 
 
 @dataclass
@@ -23,7 +24,7 @@ class EvalResult:
     metrics: dict
     predictions: list[str] = field(default_factory=list)
     items: list[TaskItem] = field(default_factory=list)
-    grades: list = field(default_factory=list)  # one hone.rewards Grade per item when a grader scored them
+    grades: list = field(default_factory=list)  # one hone.rewards Grade per item
 
 
 def read_task(path: str) -> list[TaskItem]:
@@ -38,37 +39,22 @@ def read_task(path: str) -> list[TaskItem]:
     return items
 
 
-def evaluate_task(model, tokenizer, items: list[TaskItem], metric: str, *,
+def evaluate_task(model, tokenizer, items: list[TaskItem], metric: str = "exact_match", *,
                   prompt: Callable[[list[dict]], list[dict]] | None = None,
                   max_new_tokens: int = 256, batch_size: int = 16, progress: bool = True,
                   grader=None) -> EvalResult:
     """Greedy-generate an answer per item (optionally re-prompted by `prompt`) and score it.
 
-    With `grader` (a spec: dict, JSON/YAML path or config), the grader scores each prediction against
-    the item `{messages, prompt, reference, where}` instead of `metric`.
+    `grader` (a spec: dict, JSON/YAML path, config or built grader), or else the `metric` grader, scores each
+    prediction against the item `{messages, prompt, reference, where}`.
     """
     from tqdm.auto import tqdm
 
-    if grader is not None:
-        from hone.rewards.spec import load_spec
-
-        grader = load_spec(grader)  # a bad spec fails before any generation
-    else:
-        metric_for(metric)  # an unknown metric fails before any generation
+    scorer = eval_grader(metric, grader)  # a bad metric or spec fails before any generation
     conversations = [prompt(item.messages) if prompt else item.messages for item in items]
     with tqdm(total=len(items), desc="eval", unit="ex", disable=not progress) as bar:
         predictions = generate_batch(model, tokenizer, conversations, max_new_tokens=max_new_tokens,
                                      batch_size=batch_size, progress=bar.update)
-    if grader is not None:
-        return _graded(grader, predictions, items)
-    metrics = score(metric, predictions, [item.reference for item in items])
-    return EvalResult(metrics, predictions, items)
-
-
-def _graded(grader, predictions: list[str], items: list[TaskItem]) -> EvalResult:
-    from hone.rewards import grade_outputs
-    from hone.rewards.batch import GradeReport, task_item
-
     records = [task_item(item.messages, item.reference, item.where) for item in items]
-    report = GradeReport(grade_outputs(grader, predictions, records), records)
-    return EvalResult(report.metrics(), predictions, items, report.grades)
+    _, metrics, grades = score_outputs(scorer, predictions, records)
+    return EvalResult(metrics, predictions, items, grades)

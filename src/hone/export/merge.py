@@ -32,25 +32,25 @@ class MergeReport:
 
 def merge_artifact(run, out) -> MergeReport:
     """Merge the artifact of `run` (a run directory or its adapter/) into `out`, written atomically."""
-    from hone.methods import can_merge, method_for
+    from hone.methods import method_for
     from hone.models.artifact import adapter_dir, load_tuned, read_manifest
 
     directory = adapter_dir(run)
     name = read_manifest(directory)["method"]["type"]
-    if not can_merge(name):
+    method = method_for(name)
+    if not method.mergeable:
         raise ConfigError(f"method {name} cannot be merged into the base weights", where=str(directory),
-                          hint="prompt/prefix tuning and bottleneck adapters add computation the base model "
-                               "does not have; serve the artifact with its base instead (hone generate --adapter)")
+                          hint=f"method {name} adds computation the base model does not have; serve the artifact "
+                               "with its base instead (hone generate --adapter)")
     out = Path(out)
     if out.exists() and any(out.iterdir()):
         raise ConfigError(f"{out} exists and is not empty", where="--out", hint="choose a new directory")
-    method = method_for(name)
     model, tokenizer, manifest = load_tuned(directory)
     merged = method.merge(model).float().eval()
     merged.requires_grad_(False)
     if hasattr(merged.config, "quantization_config"):
         delattr(merged.config, "quantization_config")
-    precision = getattr(method, "MERGE_PRECISION", "fp32")
+    precision = method.merge_precision
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     merged.save_pretrained(tmp)

@@ -20,8 +20,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from pydantic import ValidationError
+
 from hone.errors import HoneError, ModelError
 from hone.infer.registry import AdapterInfo, AdapterRegistry, check_name
+from hone.methods import METHODS
+from hone.methods.base import Method
 
 
 @dataclass
@@ -313,25 +317,35 @@ def _collector(results: dict, texts: dict):
 
 
 def read_adapter(name: str, path: str | Path, source) -> AdapterInfo:
-    """Validate an adapter artifact for serving on `source` (the loaded base): hone.json, LoRA, same base."""
-    import json
-
+    """Validate an adapter artifact for serving on `source` (the loaded base): hone.json, a method that
+    says it can share a batch with other adapters, the same base."""
     from hone.models.artifact import adapter_dir, read_manifest
 
     check_name(name)
     directory = adapter_dir(path)
     manifest = read_manifest(directory)
-    try:
-        peft_config = json.loads((directory / "adapter_config.json").read_text())
-    except (OSError, ValueError):
-        raise ModelError("no readable adapter_config.json: not a PEFT adapter", where=str(directory)) from None
-    if peft_config.get("peft_type") != "LORA" or peft_config.get("use_dora"):
-        raise ModelError(f"only LoRA adapters can be served side by side (this one is "
-                         f"{peft_config.get('peft_type')}{' with DoRA' if peft_config.get('use_dora') else ''})",
-                         where=str(directory), hint="merge it into the base with `hone export` and serve that")
+    method, settings = serving_method(manifest, directory)
+    if not method.side_by_side(settings):
+        raise ModelError(f"method {method.name} cannot be served side by side with other adapters (only plain "
+                         "LoRA weights share a batch)", where=str(directory), hint=method.serving_hint())
     base = manifest.get("base_model", {})
     if base.get("sha256") and source.sha256 and base["sha256"] != source.sha256:
         raise ModelError(f"adapter {name!r} was trained on {base.get('id')!r}, not on the served base {source.id!r}",
                          where=str(directory), hint="serve it with --model set to the base it was trained on")
     return AdapterInfo(name=name, path=directory, chat_template=manifest.get("chat_template"),
                        manifest=manifest, created=directory.stat().st_mtime)
+
+
+def serving_method(manifest: dict, directory: Path) -> tuple[Method, object]:
+    """The method an artifact's hone.json names (it says how the artifact is served) and its settings."""
+    name = manifest.get("method", {}).get("type")
+    if name not in METHODS:
+        raise ModelError(f"hone.json names method {name!r}, which this hone does not know", where=str(directory),
+                         hint=f"methods: {', '.join(METHODS)}; train the adapter again with this hone")
+    method = METHODS[name]
+    try:
+        return method, method.Config.model_validate(manifest["method"])
+    except ValidationError as exc:
+        problem = exc.errors()[0]
+        raise ModelError(f"hone.json: method.{'.'.join(map(str, problem['loc']))}: {problem['msg']}",
+                         where=str(directory)) from None

@@ -21,6 +21,7 @@ from pydantic import Field, field_validator
 
 from hone.config.base import Section
 from hone.errors import ConfigError, ModelError
+from hone.methods.base import Method
 
 WEIGHTS, SETTINGS = "adapters.safetensors", "adapters.json"
 PLACES = {"houlsby": ("attn", "mlp"), "pfeiffer": ("mlp",)}
@@ -139,3 +140,6 @@ def load(base, directory):
                                  if n.startswith(key + ".")})
     base.hone_adapters = settings
     return base.eval()
+
+
+METHOD = Method("adapters", Config, apply, save, load)

@@ -11,6 +11,7 @@ from typing import Literal
 
 from hone.config.base import Section
 from hone.errors import ModelError
+from hone.methods.base import Method
 from hone.methods.weights import load_into
 
 
@@ -37,3 +38,6 @@ def load(base, directory):
 def merge(model):
     """Already a plain model: nothing to fold in."""
     return model
+
+
+METHOD = Method("full", Config, apply, save, load, merge=merge)

@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import model_validator
 
 from hone.config.base import Section
+from hone.methods.base import Method
 
 
 class Config(Section):
@@ -53,3 +54,6 @@ def load(base, directory):
 def merge(model):
     """The base with each learned scale multiplied into its weight."""
     return model.merge_and_unload()
+
+
+METHOD = Method("ia3", Config, apply, save, load, adapter=True, merge=merge)

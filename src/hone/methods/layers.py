@@ -16,6 +16,7 @@ from pydantic import Field, field_validator, model_validator
 
 from hone.config.base import Section
 from hone.errors import ConfigError
+from hone.methods.base import Method
 from hone.methods.weights import load_into, save_trainable
 
 WEIGHTS = "trained.safetensors"
@@ -120,3 +121,6 @@ def load(base, directory):
 def merge(model):
     """Already a plain model with the trained tensors in place."""
     return model
+
+
+METHOD = Method("layers", Config, apply, save, load, merge=merge)

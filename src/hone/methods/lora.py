@@ -16,6 +16,7 @@ from typing import Literal
 from pydantic import Field, field_validator
 
 from hone.config.base import Section
+from hone.methods.base import Method
 
 
 class LoraOptions(Section):
@@ -154,3 +155,11 @@ def load(base, directory):
 def merge(model):
     """The base with the low-rank update (and DoRA's magnitudes) folded into its weights."""
     return model.merge_and_unload()
+
+
+def side_by_side(config: Config) -> bool:
+    """Plain LoRA shares a batch with other adapters; DoRA's magnitudes need the layer's whole weight."""
+    return not config.dora
+
+
+METHOD = Method("lora", Config, apply, save, load, adapter=True, merge=merge, side_by_side=side_by_side)

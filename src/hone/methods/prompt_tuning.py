@@ -8,9 +8,8 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from hone.config.base import Section
-from hone.methods.virtual import attach, check_unpacked, load, save  # noqa: F401 - the method's save/load
-
-check_run = check_unpacked
+from hone.methods.base import Method
+from hone.methods.virtual import attach, check_unpacked, load, save
 
 
 class Config(Section):
@@ -38,3 +37,6 @@ def apply(model, config: Config):
                   "tokenizer_name_or_path": model.name_or_path}
     peft_config = PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=config.num_virtual_tokens, **kwargs)
     return attach(get_peft_model(model, peft_config))
+
+
+METHOD = Method("prompt_tuning", Config, apply, save, load, adapter=True, check_run=check_unpacked)

@@ -20,6 +20,7 @@ from typing import Literal
 
 from pydantic import model_validator
 
+from hone.methods.base import Method
 from hone.methods.lora import LoraOptions, check_layers, peft_config
 
 BLOCK = 64  # NF4 block size: weights quantized together under one scale
@@ -206,5 +207,12 @@ def _dequantized(weight):
     return dequantize_4bit(weight.data, weight.quant_state).float()
 
 
-MERGE_PRECISION = "fp32, into the NF4-de-quantized base weights"
-needs_weights = True  # hone estimate: quantization needs the real weights, not meta tensors
+def side_by_side(config: Config) -> bool:
+    """Its files are PEFT LoRA weights: the server applies them to its own (unquantized) base."""
+    return True
+
+
+METHOD = Method("qlora", Config, apply, save, load, adapter=True, merge=merge,
+                merge_precision="fp32, into the NF4-de-quantized base weights", side_by_side=side_by_side,
+                needs_weights=True,  # hone estimate: quantization needs the real weights, not meta tensors
+                check_run=check_run, describe=describe)

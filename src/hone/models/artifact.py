@@ -108,7 +108,6 @@ def load_tuned(path: str | Path):
         tokenizer.chat_template = manifest["chat_template"]
     model = method_for(manifest["method"]["type"]).load(model, directory)
     objective = OBJECTIVES.get(manifest.get("objective", {}).get("type"))
-    restore = getattr(objective, "restore", None)  # objectives that train a head load it back
-    if restore is not None:
-        model = restore(model, directory, manifest)
+    if objective is not None:  # objectives that train a head load it back
+        model = objective.restore(model, directory, manifest)
     return model, tokenizer, manifest

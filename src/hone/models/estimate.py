@@ -22,6 +22,7 @@ import statistics
 import time
 from dataclasses import dataclass, field
 
+from hone.data.batching import Batching
 from hone.errors import HoneError, ResourceError
 from hone.methods.qlora import is_nf4
 
@@ -276,20 +277,20 @@ def calibrate(config, source, examples, method_name: str, method_config=None, *,
     from hone.train.precision import prepare_for_precision
 
     model, tokenizer, _ = load_model(source)
-    segmented = use_segment_attention(model)
+    batching = Batching.for_run(config.data, tokenizer.pad_token_id, use_segment_attention(model))
     torch.manual_seed(config.train.seed)
-    model = method_for(method_name).apply(model, method_config or config.method)
+    method = method_for(method_name)
+    model = method.apply(model, method_config or config.method)
     runtime = start_runtime(config.train)
     prepare_for_precision(model, runtime.precision)
     examples = examples or _synthetic_examples(config, tokenizer, steps + 1)
     objective = build_objective(config.objective)
-    plan = StepPlan(examples, objective, config, tokenizer.pad_token_id, segmented)
+    plan = StepPlan(examples, objective, config, batching)
     optimizer = build_optimizer(model.parameters(), config.train)
     scheduler = build_scheduler(optimizer, config.train, plan.total_steps)
     objective = runtime.wrap(model, objective)
-    if hasattr(objective, "begin"):  # as in the loop (DPO without an adapter scores its reference here)
-        with runtime.autocast():
-            objective.begin(model, PreparedData(examples, []), config.data, tokenizer.pad_token_id, segmented)
+    with runtime.autocast():  # as in the loop (DPO without an adapter scores its reference here)
+        objective.begin(model, PreparedData(examples, []), batching, method)
     model.train()
     seconds, tokens = [], []
     for step in range(steps + 1):
@@ -431,7 +432,7 @@ def _meminfo_available() -> int | None:
 
 def _meta_model(source, method_name: str | None, method_config):
     """The model with the method applied, built on the meta device (no weights read) when the method
-    allows it; a method module that sets `needs_weights = True` (e.g. one that quantizes the base),
+    allows it; a method that declares `needs_weights` (e.g. one that quantizes the base),
     or whose `apply` fails on meta tensors, gets the real model instead."""
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
@@ -440,7 +441,7 @@ def _meta_model(source, method_name: str | None, method_config):
     from hone.models.attention import use_segment_attention
 
     method = method_for(method_name) if method_name is not None else None
-    if not getattr(method, "needs_weights", False):
+    if method is None or not method.needs_weights:
         model_config = AutoConfig.from_pretrained(source.path)
         try:
             with torch.device("meta"):

@@ -1,17 +1,18 @@
-"""Training objectives: the data they take, how it batches, and the loss. Each is a module with
-`Config` and `build(config) -> Objective`.
+"""Training objectives: the data they take, how it batches, and the loss. Each is a module that
+declares `KIND`, an `ObjectiveKind` (`Config`, `build(config) -> Objective`, and the optional
+`check_run` and `restore` hooks); the built `Objective` subclasses `hone.objectives.base.Objective`.
 
 The loop is objective-agnostic; an objective owns its whole data path:
 - `prepare(data_config, tokenizer, seed)` reads the files (rejecting records of other formats with
   file:line errors) and returns a `PreparedData` of training *units* (an SFT example, a DPO pair,
   a labelled text, later a GRPO prompt);
 - `length(unit)` is what the batch planner budgets (tokens of a forward pass);
-- `collate(units, data_config, pad_id, segmented)` turns one micro-batch of units into tensors, and
+- `collate(units, batching)` (a `hone.data.batching.Batching`) turns one micro-batch of units into tensors, and
   `validation_batches(...)` collates the validation units once;
 - `attach(model, data)` adds what the objective trains beside the method's parameters (a reward or
   class head; nothing for SFT); `save(model, directory)` writes it into the artifact, and
   `manifest(data)` what hone.json must remember (class labels);
-- optional `begin(model, data, data_config, pad_id, segmented)` runs once with the start model on
+- optional `begin(model, data, batching, method)` runs once with the start model on
   its device, before a checkpoint is restored or any step taken (DPO without an adapter scores its
   reference log-probs there);
 - `loss(model, batch)` returns the batch's *summed* loss and its parts; the loop divides by
@@ -25,38 +26,11 @@ adapter method unless `beta` is 0).
 
 from __future__ import annotations
 
-from types import ModuleType
-from typing import Protocol
-
 from hone.objectives import classify, dpo, grpo, reward, sft
+from hone.objectives.base import Objective, ObjectiveKind
 
-
-class Objective(Protocol):
-    name: str
-
-    def prepare(self, data_config, tokenizer, seed: int): ...
-
-    def length(self, unit) -> int: ...
-
-    def collate(self, units: list, data_config, pad_id: int, segmented: bool) -> dict: ...
-
-    def validation_batches(self, units: list, data_config, pad_id: int, segmented: bool) -> list[dict]: ...
-
-    def attach(self, model, data): ...
-
-    def units(self, batch) -> int: ...
-
-    def loss(self, model, batch) -> tuple: ...
-
-    def report(self, parts: list[dict], *, validation: bool) -> dict: ...
-
-    def save(self, model, directory) -> None: ...
-
-    def manifest(self, data) -> dict: ...
-
-
-OBJECTIVES: dict[str, ModuleType] = {"sft": sft, "dpo": dpo, "reward": reward, "classify": classify, "grpo": grpo}
-OBJECTIVE_CONFIGS = {name: module.Config for name, module in OBJECTIVES.items()}
+OBJECTIVES: dict[str, ObjectiveKind] = {module.KIND.name: module.KIND for module in (sft, dpo, reward, classify, grpo)}
+OBJECTIVE_CONFIGS = {name: kind.Config for name, kind in OBJECTIVES.items()}
 
 
 def build_objective(config) -> Objective:

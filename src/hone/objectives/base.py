@@ -1,12 +1,69 @@
-"""Pieces objectives share: the optional hooks' defaults and the preference-pair data path."""
+"""What an objective declares: the registry's record of it, and the built objective's interface with
+the defaults of its optional hooks; plus the preference-pair data path objectives share."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Callable
+
+from hone.data.batching import Batching
 from hone.data.pairs import collate_pairs, pair_batches, pair_length, prepare_pairs
+from hone.methods.base import accept_any_run
 
 
-class NoExtras:
-    """An objective that trains nothing beside the method's parameters and adds nothing to the artifact."""
+def nothing_to_restore(model, directory, manifest):
+    """The default restore: the objective trained nothing beside the method, so the model is complete."""
+    return model
+
+
+@dataclass(frozen=True)
+class ObjectiveKind:
+    """An objective as the registry knows it before a run: `Config`, `build(config) -> Objective`, and
+    two optional hooks: `check_run(run)` rejects settings of the rest of the run (raise ValueError
+    naming the key); `restore(model, directory, manifest)` loads what the objective trained beside
+    the method (a reward or class head) onto a loaded tuned model."""
+
+    name: str
+    Config: type
+    build: Callable
+    check_run: Callable[..., None] = accept_any_run
+    restore: Callable = nothing_to_restore
+
+
+class Objective:
+    """A built objective: the data it takes, how it batches, and the loss (see `hone.objectives`).
+
+    Subclasses implement `prepare`, `length`, `collate`, `validation_batches`, `units`, `loss` and
+    `report`; the optional hooks below default to an objective that trains nothing beside the
+    method's parameters, adds nothing to the artifact and needs no look at the start model.
+    """
+
+    name: str
+
+    def prepare(self, data_config, tokenizer, seed: int):
+        raise NotImplementedError
+
+    def length(self, unit) -> int:
+        raise NotImplementedError
+
+    def collate(self, units: list, batching: Batching) -> dict:
+        raise NotImplementedError
+
+    def validation_batches(self, units: list, batching: Batching) -> list[dict]:
+        raise NotImplementedError
+
+    def units(self, batch) -> int:
+        raise NotImplementedError
+
+    def loss(self, model, batch) -> tuple:
+        raise NotImplementedError
+
+    def report(self, parts: list[dict], loss: float, *, validation: bool) -> dict:
+        raise NotImplementedError
+
+    def begin(self, model, data, batching: Batching, method) -> None:
+        """Runs once with the start model on its device, before a checkpoint is restored or any step
+        taken; `method` is the run's `hone.methods.base.Method`."""
 
     def attach(self, model, data):
         return model
@@ -29,8 +86,8 @@ class PairUnits:
     def length(self, unit) -> int:
         return pair_length(unit)
 
-    def collate(self, units, data_config, pad_id: int, segmented: bool) -> dict:
-        return collate_pairs(units, data_config, pad_id, segmented)
+    def collate(self, units, batching: Batching) -> dict:
+        return collate_pairs(units, batching)
 
-    def validation_batches(self, units, data_config, pad_id: int, segmented: bool) -> list[dict]:
-        return pair_batches(units, data_config, pad_id, segmented)
+    def validation_batches(self, units, batching: Batching) -> list[dict]:
+        return pair_batches(units, batching)

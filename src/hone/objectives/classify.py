@@ -18,10 +18,12 @@ import torch
 from pydantic import Field
 
 from hone.config.base import Section
+from hone.data.batching import Batching
 from hone.data.prepare import PreparedData, read_split
 from hone.data.read import Issue
 from hone.data.template import IGNORE, TokenizedExample, eos_id
 from hone.errors import DataError
+from hone.objectives.base import Objective, ObjectiveKind
 from hone.objectives.heads import attach_head, collate_sequences, head_outputs, load_head, save_head
 
 
@@ -98,7 +100,7 @@ def _issue(where: str, field: str, message: str) -> Issue:
     return Issue(path, int(line), field, message)
 
 
-class Classify:
+class Classify(Objective):
     """Labelled texts in, cross-entropy over the classes out; the unit is a text."""
 
     name = "classify"
@@ -138,14 +140,14 @@ class Classify:
     def length(self, unit) -> int:
         return len(unit.input_ids)
 
-    def collate(self, units, data_config, pad_id: int, segmented: bool) -> dict:
+    def collate(self, units, batching: Batching) -> dict:
         sequences = [TokenizedExample(u.input_ids, [IGNORE] * len(u.input_ids), u.where) for u in units]
-        batch = collate_sequences(sequences, [[i] for i in range(len(units))], data_config, pad_id, segmented)
+        batch = collate_sequences(sequences, [[i] for i in range(len(units))], batching)
         batch["labels"] = torch.tensor([u.label for u in units], dtype=torch.long)
         return batch
 
-    def validation_batches(self, units, data_config, pad_id: int, segmented: bool) -> list[dict]:
-        return [self.collate(units[i:i + 16], data_config, pad_id, segmented) for i in range(0, len(units), 16)]
+    def validation_batches(self, units, batching: Batching) -> list[dict]:
+        return [self.collate(units[i:i + 16], batching) for i in range(0, len(units), 16)]
 
     def attach(self, model, data):
         self.labels = data.info["labels"]
@@ -174,3 +176,6 @@ class Classify:
         metrics = classification_metrics(predicted, gold, self.labels)
         metrics.pop("labels")
         return metrics
+
+
+KIND = ObjectiveKind("classify", Config, build, restore=restore)

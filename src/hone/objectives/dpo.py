@@ -26,9 +26,10 @@ import torch.nn.functional as F
 from pydantic import Field, model_validator
 
 from hone.config.base import Section
+from hone.data.batching import Batching
 from hone.data.template import IGNORE
 from hone.methods import reference_policy
-from hone.objectives.base import NoExtras, PairUnits
+from hone.objectives.base import Objective, ObjectiveKind, PairUnits
 from hone.objectives.losses import linear_token_log_probs
 from hone.objectives.sft import hidden_states
 
@@ -109,7 +110,7 @@ def store_reference_log_probs(model, pairs, chunk_tokens: int, batches) -> None:
         pair.reference = (chosen, rejected)
 
 
-class DPO(PairUnits, NoExtras):
+class DPO(PairUnits, Objective):
     """Preference pairs in, DPO loss out; the unit is a pair."""
 
     name = "dpo"
@@ -117,12 +118,12 @@ class DPO(PairUnits, NoExtras):
     def __init__(self, config: Config) -> None:
         self.config = config
 
-    def begin(self, model, data, data_config, pad_id: int, segmented: bool) -> None:
+    def begin(self, model, data, batching: Batching, method) -> None:
         """Without an adapter, keep the start model's log-probs of every pair on the pair (see the module)."""
-        if hasattr(model, "disable_adapter"):
+        if method.adapter:
             return
         store_reference_log_probs(model, data.train + data.validation, self.config.loss_chunk_tokens,
-                                  self.validation_batches(data.train + data.validation, data_config, pad_id, segmented))
+                                  self.validation_batches(data.train + data.validation, batching))
 
     def units(self, batch) -> int:
         return int(batch["n_pairs"])
@@ -160,3 +161,6 @@ def pair_report(parts: list[dict]) -> dict:
     rejected = sum(p["rejected_reward_sum"] for p in parts) / pairs
     return {"rewards_chosen": chosen, "rewards_rejected": rejected, "reward_margin": chosen - rejected,
             "pair_accuracy": sum(p["correct"] for p in parts) / pairs}
+
+
+KIND = ObjectiveKind("dpo", Config, build)

@@ -46,8 +46,9 @@ import torch
 from pydantic import Field, model_validator
 
 from hone.config.base import Section
+from hone.data.batching import Batching
 from hone.methods import reference_policy
-from hone.objectives.base import NoExtras
+from hone.objectives.base import Objective, ObjectiveKind
 from hone.objectives.losses import linear_token_log_probs
 from hone.rewards import GraderConfig
 
@@ -92,10 +93,10 @@ def check_run(run) -> None:
     """Run-level check: the KL reference is the start policy with its adapter disabled. Methods without
     an adapter have none, and unlike DPO's the reference log-probs cannot be computed before training:
     they score completions sampled during it. `beta: 0` needs no reference."""
-    from hone.methods import METHODS, has_adapter
+    from hone.methods import METHODS
 
-    if run.objective.beta > 0 and not has_adapter(run.method.type):
-        adapters = ", ".join(name for name in METHODS if has_adapter(name))
+    if run.objective.beta > 0 and not METHODS[run.method.type].adapter:
+        adapters = ", ".join(name for name, method in METHODS.items() if method.adapter)
         raise ValueError(f"objective.beta: grpo's KL penalty needs a reference policy, the base with the adapter "
                          f"disabled, and method {run.method.type} has no adapter to disable; use an adapter method "
                          f"({adapters}) or objective.beta=0 (no KL penalty)")
@@ -184,7 +185,7 @@ def group_log_probs(model, prompts: list[list[int]], completions: list[list[int]
     return out, keep
 
 
-class GRPO(NoExtras):
+class GRPO(Objective):
     """Prompts in; sample, score, and the clipped policy-gradient loss out. The unit is a completion."""
 
     name = "grpo"
@@ -203,13 +204,13 @@ class GRPO(NoExtras):
     def length(self, unit) -> int:
         return self.config.group_size * (len(unit.ids) + self.config.max_new_tokens)
 
-    def collate(self, units, data_config, pad_id: int, segmented: bool) -> dict:
+    def collate(self, units, batching: Batching) -> dict:
         """No tensors yet: the completions are sampled in `loss`, with the model as it is at that step."""
-        return {"prompts": list(units), "pad_id": pad_id, "segmented": segmented, "validation": False,
+        return {"prompts": list(units), "pad_id": batching.pad_id, "segmented": batching.segmented, "validation": False,
                 "n_tokens": sum(len(u.ids) for u in units) * self.config.group_size}
 
-    def validation_batches(self, units, data_config, pad_id: int, segmented: bool, per_batch: int = 16) -> list[dict]:
-        return [{**self.collate(units[i:i + per_batch], data_config, pad_id, segmented), "validation": True}
+    def validation_batches(self, units, batching: Batching, per_batch: int = 16) -> list[dict]:
+        return [{**self.collate(units[i:i + per_batch], batching), "validation": True}
                 for i in range(0, len(units), per_batch)]
 
     def attach(self, model, data):
@@ -298,3 +299,6 @@ class GRPO(NoExtras):
                 "zero_std_fraction": sum(p["zero_std_groups"] for p in parts) / groups,
                 "kl": sum(p["kl_sum"] for p in parts) / tokens,
                 "clip_fraction": sum(p["clipped"] for p in parts) / tokens}
+
+
+KIND = ObjectiveKind("grpo", Config, build, check_run=check_run)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from hone.data.batching import Batching
 from hone.data.pack import collate, pack_rows
 from hone.errors import ModelError
 from hone.objectives.sft import hidden_states
@@ -61,7 +62,7 @@ def load_head(model, directory):
     return model
 
 
-def collate_sequences(examples, groups: list[list[int]], data_config, pad_id: int, segmented: bool) -> dict:
+def collate_sequences(examples, groups: list[list[int]], batching: Batching) -> dict:
     """Collate whole sequences whose last tokens a head reads; `groups` are indices that must share a
     row when packing (a preference pair: both replies in one row, so one forward pass scores both).
 
@@ -69,15 +70,15 @@ def collate_sequences(examples, groups: list[list[int]], data_config, pad_id: in
     into rows of at most `max_length` tokens per sequence in the group; without packing, one padded
     row per sequence. Adds `last` (N, 2): the (row, position) of each sequence's last token.
     """
-    if data_config.packing and segmented:
+    if batching.packing and batching.segmented:
         rows = [[i for group in groups for i in group]]
-    elif data_config.packing:
+    elif batching.packing:
         sizes = [sum(len(examples[i].input_ids) for i in group) for group in groups]
-        capacity = max(data_config.max_length * max(len(g) for g in groups), max(sizes))
+        capacity = max(batching.max_length * max(len(g) for g in groups), max(sizes))
         rows = [[i for g in row for i in groups[g]] for row in pack_rows(sizes, capacity)]
     else:
         rows = [[i] for group in groups for i in group]
-    batch = collate(examples, rows, pad_id, mask=not segmented)
+    batch = collate(examples, rows, batching.pad_id, mask=not batching.segmented)
     last = [None] * len(examples)
     for r, row in enumerate(rows):
         at = 0

@@ -14,7 +14,8 @@ import torch
 import torch.nn.functional as F
 
 from hone.config.base import Section
-from hone.objectives.base import PairUnits
+from hone.data.batching import Batching
+from hone.objectives.base import Objective, ObjectiveKind, PairUnits
 from hone.objectives.heads import attach_head, head_outputs, load_head, save_head
 
 
@@ -36,7 +37,7 @@ def restore(model, directory, manifest):
     return load_head(model, directory)
 
 
-class RewardModel(PairUnits):
+class RewardModel(PairUnits, Objective):
     """Preference pairs in, pairwise loss out; the unit is a pair."""
 
     name = "reward"
@@ -71,14 +72,16 @@ class RewardModel(PairUnits):
 @torch.no_grad()
 def score_sequences(model, examples, pad_id: int, batch_size: int = 16) -> list[list[float]]:
     """The head's outputs for tokenized sequences (one padded row each), `batch_size` at a time."""
-    from hone.config.schema import DataConfig
     from hone.objectives.heads import collate_sequences
 
-    plain = DataConfig(packing=False)
+    plain = Batching(pad_id)  # one padded row per sequence
     model.eval()
     out: list[list[float]] = []
     for start in range(0, len(examples), batch_size):
         chunk = examples[start:start + batch_size]
-        batch = collate_sequences(chunk, [[i] for i in range(len(chunk))], plain, pad_id, False)
+        batch = collate_sequences(chunk, [[i] for i in range(len(chunk))], plain)
         out += head_outputs(model, batch).tolist()
     return out
+
+
+KIND = ObjectiveKind("reward", Config, build, restore=restore)

@@ -9,8 +9,9 @@ import torch
 from pydantic import Field
 
 from hone.config.base import Section
+from hone.data.batching import Batching
 from hone.data.pack import collate, pack_rows
-from hone.objectives.base import NoExtras
+from hone.objectives.base import Objective, ObjectiveKind
 from hone.objectives.losses import linear_cross_entropy
 
 
@@ -42,23 +43,23 @@ def hidden_states(model, batch):
     return out.last_hidden_state
 
 
-def collate_packed(examples, data_config, pad_id: int, segmented: bool) -> dict:
+def collate_packed(examples, batching: Batching) -> dict:
     """One micro-batch of tokenized examples: with packing and segment attention one row holding them
     all (no padding); with packing alone rows of `max_length` under a block-diagonal mask; without
     packing one padded row per example."""
     rows = None
-    if data_config.packing:
-        capacity = None if segmented else data_config.max_length
+    if batching.packing:
+        capacity = None if batching.segmented else batching.max_length
         lengths = [len(e.input_ids) for e in examples]
         rows = pack_rows(lengths, capacity) if capacity else [list(range(len(examples)))]
-    return collate(examples, rows, pad_id, mask=not segmented)
+    return collate(examples, rows, batching.pad_id, mask=not batching.segmented)
 
 
-def validation_rows(examples, data_config, pad_id: int, segmented: bool, rows_per_batch: int = 8) -> list[dict]:
+def validation_rows(examples, batching: Batching, rows_per_batch: int = 8) -> list[dict]:
     """Collate validation examples once: rows of max_length (packed when packing is on), a few per batch."""
     if not examples:
         return []
-    capacity = data_config.max_length if data_config.packing else None
+    capacity = batching.max_length if batching.packing else None
     lengths = [len(e.input_ids) for e in examples]
     rows = pack_rows(lengths, capacity) if capacity else [[i] for i in range(len(examples))]
     batches = []
@@ -66,12 +67,12 @@ def validation_rows(examples, data_config, pad_id: int, segmented: bool, rows_pe
         chunk = rows[start:start + rows_per_batch]
         flat = [i for row in chunk for i in row]
         local = {i: n for n, i in enumerate(flat)}
-        batches.append(collate([examples[i] for i in flat], [[local[i] for i in row] for row in chunk], pad_id,
-                               mask=not segmented))
+        batches.append(collate([examples[i] for i in flat], [[local[i] for i in row] for row in chunk],
+                               batching.pad_id, mask=not batching.segmented))
     return batches
 
 
-class SFT(NoExtras):
+class SFT(Objective):
     """The default data path (chat, prompt/completion, alpaca, text records) and next-token CE."""
 
     name = "sft"
@@ -87,11 +88,11 @@ class SFT(NoExtras):
     def length(self, unit) -> int:
         return len(unit.input_ids)
 
-    def collate(self, units, data_config, pad_id: int, segmented: bool) -> dict:
-        return collate_packed(units, data_config, pad_id, segmented)
+    def collate(self, units, batching: Batching) -> dict:
+        return collate_packed(units, batching)
 
-    def validation_batches(self, units, data_config, pad_id: int, segmented: bool) -> list[dict]:
-        return validation_rows(units, data_config, pad_id, segmented)
+    def validation_batches(self, units, batching: Batching) -> list[dict]:
+        return validation_rows(units, batching)
 
     def units(self, batch) -> int:
         return int(batch["n_targets"])
@@ -109,3 +110,6 @@ class SFT(NoExtras):
 
     def report(self, parts: list[dict], loss: float, *, validation: bool) -> dict:
         return {"ppl": math.exp(min(loss, 50.0))} if validation else {}
+
+
+KIND = ObjectiveKind("sft", Config, build)

@@ -3,22 +3,26 @@
 Each grader family is a module with `Config` (a pydantic model whose `type` literal names it) and
 `build(config)`, which returns an object with `name` and `grade(samples, items) -> list[Grade]`.
 Specs follow OpenAI's grader shapes where they exist (`string_check`, `text_similarity`,
-`score_model`, `multi`); `json`, `numeric`, `python` and `model` are hone's. The same spec serves
-`hone grader`, `hone eval --grader`, `eval.grader` in a run config and, later, RL rewards.
+`score_model`, `multi`); `exact_match`, `json`, `labels`, `numeric`, `python` and `model` are hone's.
+The same spec serves `hone grader`, `hone eval --grader`, `eval.grader` in a run config and RL
+rewards; a metric (`eval.metric`, `hone eval --metric`) is a grader named by its type alone
+(`hone.rewards.metric`). The built grader (`hone.rewards.grade.Grader`) says what its grades report.
 """
 
 from __future__ import annotations
 
 from types import ModuleType
-from typing import Annotated, Any, Protocol, Union
+from typing import Annotated, Any, Union
 
 from pydantic import Field, TypeAdapter
 
-from hone.rewards import (json_match, label_model, model_judge, multi, numeric, python_function, string_check,
-                          text_similarity)
-from hone.rewards.grade import Grade, as_sample, failed
+from hone.rewards import (exact_match, json_match, label_model, labels, model_judge, multi, numeric, python_function,
+                          string_check, text_similarity)
+from hone.rewards.grade import Grade, Grader, as_sample, failed
 
 GRADERS: dict[str, ModuleType] = {
+    "exact_match": exact_match,
+    "labels": labels,
     "string_check": string_check,
     "json": json_match,
     "numeric": numeric,
@@ -34,12 +38,6 @@ GRADER_CONFIGS = list(dict.fromkeys(module.Config for module in GRADERS.values()
 GraderConfig = Annotated[Union[tuple(GRADER_CONFIGS)], Field(discriminator="type")]
 multi.Config.model_rebuild(_types_namespace={"GraderConfig": GraderConfig})
 SPEC = TypeAdapter(GraderConfig)
-
-
-class Grader(Protocol):
-    name: str
-
-    def grade(self, samples: list[dict], items: list[dict]) -> list[Grade]: ...
 
 
 def build_grader(config, *, judge=None) -> Grader:
@@ -91,7 +89,7 @@ def grade_outputs(grader, outputs: list[Any], items: list[dict], *, judge=None) 
         raise HoneError(f"{len(outputs)} outputs for {len(items)} items", where="grader",
                         hint="pass one model output per item, in the same order")
     samples = [as_sample(output) for output in outputs]
-    if not hasattr(grader, "grade"):
+    if not isinstance(grader, Grader):
         grader = build_grader(grader, judge=judge)
     return grade_safely(grader, samples, items)
 

@@ -15,8 +15,12 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from pydantic import field_validator
+
 from hone.config.base import Section
 
+FENCE = re.compile(r"^```(?:json)?[ \t]*\n?(.*?)\n?[ \t]*```$", re.DOTALL | re.IGNORECASE)
+NOT_JSON = object()
 TEMPLATE = re.compile(r"\{\{\s*([^{}]*?)\s*\}\}")
 FIELD = re.compile(r"^(sample|item)(\.[A-Za-z0-9_\-]+)*$")
 
@@ -54,6 +58,20 @@ class GraderBase(Section):
     """A label for reports and `multi` formulas (default: the grader's type)."""
 
 
+class TextAgainstReference(GraderBase):
+    """Options of a metric grader: the text it scores and the reference it scores it against."""
+
+    input: str = "{{sample.output_text}}"
+    """Template for the text scored."""
+    reference: str = "{{item.reference}}"
+    """Template for the reference text."""
+
+    @field_validator("input", "reference")
+    @classmethod
+    def _templates(cls, value: str) -> str:
+        return check_template(value)
+
+
 class TemplateError(ValueError):
     """A template names a field the sample or item does not have."""
 
@@ -72,11 +90,21 @@ def as_sample(output: Any) -> dict:
     return sample
 
 
-def parse_json_or_none(text: str) -> Any:
-    from hone.evaluate.metrics import _NOT_JSON, parse_json_output
+def parse_json_output(text: str) -> Any:
+    """The JSON value in a model's output (bare or in one ```json fence), or a sentinel if there is none."""
+    body = text.strip()
+    fenced = FENCE.match(body)
+    if fenced:
+        body = fenced.group(1).strip()
+    try:
+        return json.loads(body)
+    except (ValueError, RecursionError):
+        return NOT_JSON
 
+
+def parse_json_or_none(text: str) -> Any:
     value = parse_json_output(text)
-    return None if value is _NOT_JSON else value
+    return None if value is NOT_JSON else value
 
 
 def check_template(template: str) -> str:
@@ -124,7 +152,40 @@ def bounded(score: float, reason: str, **details) -> Grade:
                  details={**details, "raw_score": score})
 
 
-class PerItem:
+def mean_of_keys(per_example: list[dict[str, float]]) -> dict[str, float]:
+    """The mean of each key over the examples."""
+    totals: dict[str, float] = {}
+    for result in per_example:
+        for key, value in result.items():
+            totals[key] = totals.get(key, 0.0) + value
+    return {key: total / len(per_example) for key, total in totals.items()}
+
+
+class Grader:
+    """A built grader: `grade(samples, items)` gives one Grade per sample, never raising for a bad output.
+
+    What its grades report is declared here, with defaults for graders whose only number is the
+    score: `per_item(grade)` is what an evaluation keeps per item, `primary` the key of it that ranks
+    wins and losses, and `summarize(grades)` what a set of grades reports (eval tables, `eval_*`
+    run metrics). Graders that are metrics (`exact_match`, `json`, `labels`) report their own parts.
+    """
+
+    name: str
+    primary: str = "grader_score"
+
+    def grade(self, samples: list[dict], items: list[dict]) -> list[Grade]:
+        raise NotImplementedError
+
+    def per_item(self, grade: Grade) -> dict:
+        return {"grader_score": grade.score, "reason": grade.reason}
+
+    def summarize(self, grades: list[Grade]) -> dict[str, float]:
+        """The mean score and the share of samples that could not be graded."""
+        n = max(len(grades), 1)
+        return {"grader_score": sum(g.score for g in grades) / n, "grader_errors": sum(g.error for g in grades) / n}
+
+
+class PerItem(Grader):
     """A batch grader made from a function grading one (sample, item); its exceptions become Grades."""
 
     def __init__(self, name: str, grade_one: Callable[[dict, dict], Grade]) -> None:
@@ -133,6 +194,28 @@ class PerItem:
 
     def grade(self, samples: list[dict], items: list[dict]) -> list[Grade]:
         return [safe_call(self.grade_one, sample, item) for sample, item in zip(samples, items)]
+
+
+class MetricGrader(PerItem):
+    """A grader whose per-item result is a metric's named parts: `parts(text, reference) -> {key: value}`
+    of the rendered output and reference; the Grade's score is the `primary` part. Examples combine
+    by `aggregate` (default: the mean of each part)."""
+
+    def __init__(self, name: str, parts: Callable[[str, str], dict[str, float]], primary: str, *,
+                 aggregate: Callable[[list[dict[str, float]]], dict[str, float]] = mean_of_keys,
+                 input: str = "{{sample.output_text}}", reference: str = "{{item.reference}}") -> None:
+        def grade_one(sample: dict, item: dict) -> Grade:
+            values = parts(render(input, sample, item), render(reference, sample, item))
+            return Grade(values[primary], f"{primary} {values[primary]:.3g}", details=values)
+
+        super().__init__(name, grade_one)
+        self.primary, self.aggregate = primary, aggregate
+
+    def per_item(self, grade: Grade) -> dict:
+        return grade.details
+
+    def summarize(self, grades: list[Grade]) -> dict[str, float]:
+        return self.aggregate([g.details for g in grades])
 
 
 def safe_call(function: Callable[[dict, dict], Grade], sample: dict, item: dict) -> Grade:

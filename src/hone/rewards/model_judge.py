@@ -16,7 +16,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from hone.config.base import Section
-from hone.rewards.grade import Grade, GraderBase, TemplateError, check_template, failed, render
+from hone.rewards.grade import Grade, Grader, GraderBase, TemplateError, check_template, failed, render
 
 SCORE = re.compile(r"[-+]?\d+(?:\.\d+)?")
 
@@ -77,7 +77,7 @@ def rubric_messages(config: Config, sample: dict, item: dict) -> list[dict]:
     return [{"role": "system", "content": system}, {"role": "user", "content": "\n\n".join(parts)}]
 
 
-class ModelJudge:
+class ModelJudge(Grader):
     """Loads the judge on first use (or takes a loaded `(model, tokenizer)`) and grades in batches.
 
     `parse(answer) -> Grade` reads the judge's answer (a score here, a label for `label_model`).

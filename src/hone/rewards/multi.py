@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field, ValidationInfo, field_validator
 
-from hone.rewards.grade import Grade, GraderBase, bounded, failed
+from hone.rewards.grade import Grade, Grader, GraderBase, bounded, failed
 
 if TYPE_CHECKING:
     from hone.rewards import GraderConfig
@@ -122,7 +122,7 @@ def evaluate_formula(node: ast.AST, values: dict[str, float]) -> float:
     raise ValueError(f"unexpected {type(node).__name__}")  # parse_formula admits nothing else
 
 
-class MultiGrader:
+class MultiGrader(Grader):
     def __init__(self, config: Config, graders: dict) -> None:
         self.config = config
         self.name = config.name or config.type

@@ -33,7 +33,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from hone.rewards.grade import Grade, GraderBase, bounded, failed
+from hone.rewards.grade import Grade, Grader, GraderBase, bounded, failed
 from hone.rewards.sandbox import SandboxLimits, bootstrap_settings, describe_exit, sandbox_command
 
 WORKER = r"""
@@ -124,7 +124,7 @@ class Config(GraderBase):
         return self
 
 
-class PythonGrader:
+class PythonGrader(Grader):
     """Grades in a worker process; `limits` bound a sandboxed one (the operator's, never the spec's)."""
 
     def __init__(self, config: Config, limits: SandboxLimits | None = None) -> None:

@@ -13,7 +13,7 @@ from hone.errors import DataError
 def verify_run(run: str | Path, *, file: str | None = None, limit: int = 16, max_new_tokens: int = 64) -> dict:
     """Compare the three paths prompt by prompt; the report says how many agree and shows the first mismatch."""
     from hone import api
-    from hone.methods import can_merge
+    from hone.methods import method_for
     from hone.models.artifact import adapter_dir, read_manifest
 
     directory = adapter_dir(run)
@@ -23,7 +23,7 @@ def verify_run(run: str | Path, *, file: str | None = None, limit: int = 16, max
     report = {"run": str(run), "prompts": len(conversations), "max_new_tokens": max_new_tokens}
     served = _served(manifest["base_model"]["id"], directory, conversations, max_new_tokens)
     report["server"] = _compare(reference, served)
-    if can_merge(manifest["method"]["type"]):
+    if method_for(manifest["method"]["type"]).mergeable:
         report["merged"] = _compare(reference, _merged(directory, conversations, max_new_tokens))
     else:
         report["merged"] = f"not checked: method {manifest['method']['type']} cannot be merged"

@@ -13,6 +13,7 @@ import torch
 
 from hone.config.load import dump_config
 from hone.config.schema import RunConfig
+from hone.data.batching import Batching
 from hone.data.pack import plan_batches
 from hone.methods import method_for
 from hone.models.attention import use_segment_attention
@@ -78,12 +79,13 @@ def _train(config: RunConfig, run_dir: Path, runtime: Runtime, source, objective
     model, tokenizer, source = load_model(source)
 
     method = method_for(config.method.type)
-    segmented = use_segment_attention(model)
+    batching = Batching.for_run(config.data, tokenizer.pad_token_id, use_segment_attention(model))
     torch.manual_seed(config.train.seed)
     base_params = {id(p) for p in model.parameters()}
     model = objective.attach(method.apply(model, config.method), data)
-    if hasattr(method, "describe"):
-        log(method.describe(model))
+    description = method.describe(model)
+    if description:
+        log(description)
     regularizer = L2SP.from_model(model, base_params, config.train.l2sp) if config.train.l2sp else None
     if regularizer is not None and not regularizer.params:
         log(f"train.l2sp: no trainable parameter of method {config.method.type} has a base value; no penalty")
@@ -101,13 +103,12 @@ def _train(config: RunConfig, run_dir: Path, runtime: Runtime, source, objective
         log(f"fsdp: this process holds {sum(map(stored_bytes, model.parameters())) / 2**20:.2f} MiB of the "
             f"weights' {whole / 2**20:.2f} MiB")
 
-    plan = StepPlan(data.train, objective, config, tokenizer.pad_token_id, segmented, shard=runtime.shard)
+    plan = StepPlan(data.train, objective, config, batching, shard=runtime.shard)
     optimizer = build_optimizer(model.parameters(), config.train)
     scheduler = build_scheduler(optimizer, config.train, plan.total_steps)
     metrics = MetricsLog(run_dir / "metrics.jsonl", enabled=runtime.main)
-    if hasattr(objective, "begin"):  # sees the start model, on its device, before a checkpoint is restored
-        with runtime.autocast():
-            objective.begin(model, data, config.data, tokenizer.pad_token_id, segmented)
+    with runtime.autocast():  # the objective sees the start model, on its device, before a checkpoint is restored
+        objective.begin(model, data, batching, method)
     step = 0
     checkpoint = latest_checkpoint(run_dir) if resume else None
     if checkpoint is not None:
@@ -117,7 +118,7 @@ def _train(config: RunConfig, run_dir: Path, runtime: Runtime, source, objective
         log("no checkpoint found; starting from step 0")
     metrics.truncate_after(step)  # a resumed run rewrites what came after its checkpoint
 
-    validation = objective.validation_batches(data.validation, config.data, tokenizer.pad_token_id, segmented)
+    validation = objective.validation_batches(data.validation, batching)
     watch = ValidationWatch(config, run_dir, tokenizer, bool(validation), resumed_step=step, log=log)
     bar = _progress_bar(plan.total_steps, step, progress)
     model.train()
@@ -214,14 +215,12 @@ class StepPlan:
     alone rows of `max_length` under a block-diagonal mask; without packing one padded row each).
     """
 
-    def __init__(self, examples, objective, config: RunConfig, pad_id: int, segmented: bool, shard=None) -> None:
+    def __init__(self, examples, objective, config: RunConfig, batching: Batching, shard=None) -> None:
         self.examples = examples
         self.objective = objective
         self.lengths = [objective.length(e) for e in examples]
         self.train = config.train
-        self.data = config.data
-        self.pad_id = pad_id
-        self.segmented = segmented
+        self.batching = batching
         self.shard = shard or (lambda examples: examples)  # this process's share of a micro-batch
         self._epochs: dict[int, list[list[int]]] = {}
         per_epoch = len(self._epoch(0))
@@ -244,7 +243,7 @@ class StepPlan:
         for index in range(step * self.train.grad_accum, (step + 1) * self.train.grad_accum):
             epoch, offset = divmod(index, self.micro_per_epoch)
             examples = self.shard([self.examples[i] for i in self._epoch(epoch)[offset]])
-            yield self.objective.collate(examples, self.data, self.pad_id, self.segmented)
+            yield self.objective.collate(examples, self.batching)
 
 
 @torch.no_grad()

@@ -119,8 +119,9 @@ class TaskScore:
     def __init__(self, config, tokenizer) -> None:
         from hone.data.pack import split_validation
         from hone.data.read import read_examples
-        from hone.evaluate.metrics import metric_for
         from hone.evaluate.task import TaskItem
+        from hone.rewards.batch import task_item
+        from hone.rewards.metric import eval_grader, score_outputs
 
         data = config.data
         if data.validation:
@@ -131,18 +132,20 @@ class TaskScore:
         chats = [e for e in examples if e.messages and e.messages[-1]["role"] == "assistant"]
         self.items = [TaskItem([{k: m[k] for k in ("role", "content")} for m in e.messages[:-1]],
                                e.messages[-1]["content"], e.where) for e in chats][:config.train.early_stopping.max_items]
-        self.metric, self.key = config.eval.metric, config.train.early_stopping.metric
+        self.grader, self.key = eval_grader(config.eval.metric, config.eval.grader), config.train.early_stopping.metric
         self.max_new_tokens, self.tokenizer = config.eval.max_new_tokens, tokenizer
-        keys = metric_for(self.metric)(self.items[0].reference, self.items[0].reference) if self.items else {}
+        first = [task_item(self.items[0].messages, self.items[0].reference)] if self.items else []
+        keys = [k for k in score_outputs(self.grader, [i["reference"] for i in first], first)[1] if k != "n"]
         if not self.items or self.key not in keys:
+            name = "eval.grader" if config.eval.grader is not None else f"eval.metric={config.eval.metric}"
             raise ConfigError(f"cannot stop early on {self.key!r}", where="train.early_stopping.metric",
-                              hint=f"use val_loss or a key of eval.metric={self.metric}: {', '.join(keys) or 'none'}"
+                              hint=f"use val_loss or a key of {name}: {', '.join(keys) or 'none'}"
                                    + ("" if self.items else " (and give chat validation examples)"))
 
     def __call__(self, model) -> float:
         from hone.evaluate.task import evaluate_task
 
-        result = evaluate_task(model, self.tokenizer, self.items, self.metric,
+        result = evaluate_task(model, self.tokenizer, self.items, grader=self.grader,
                                max_new_tokens=self.max_new_tokens, progress=False)
         return float(result.metrics[self.key])
 
