@@ -378,6 +378,7 @@ def _service_settings(args):
     from hone.jobs.store import Store
     from hone.paths import hone_home
 
+    os.umask(0o077)  # the service's data (database, uploads, runs, logs, feedback) is private: 0700 / 0600
     data_dir = args.data_dir or str(hone_home() / "service")
     db = args.db or str(Path(data_dir) / "hone.db")
     overrides = {"train.threads": args.job_threads} if args.job_threads else {}
@@ -391,7 +392,8 @@ def _service_settings(args):
 def _service(args) -> int:
     import uvicorn
 
-    from hone.jobs.app import create_service_app, start_workers, stop_workers
+    from hone.jobs.family import WorkerFamily
+    from hone.serve.service_app import create_service_app
     from hone.serve.settings import ServeSettings
 
     store, settings, db = _service_settings(args)
@@ -408,12 +410,9 @@ def _service(args) -> int:
     serve_settings = ServeSettings(host=args.host, port=args.port,
                                    feedback_file=str(settings.data_dir / "feedback.jsonl"),
                                    max_bases=args.max_bases, **({"model": args.model} if args.model else {}))
-    app = create_service_app(store, settings, serve_settings=serve_settings)  # loads the base model
-    workers = start_workers(args.workers, db, settings.data_dir, extra)
-    try:
-        uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
-    finally:
-        stop_workers(workers)
+    workers = WorkerFamily(args.workers, db, settings.data_dir, extra)  # started and stopped by the app
+    app = create_service_app(store, settings, serve_settings=serve_settings, workers=workers)  # loads the base
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
     return 0
 
 

@@ -22,7 +22,12 @@ import ast
 import re
 from pathlib import Path
 
-from hone.serve.errors import ApiError
+from pydantic import ValidationError
+
+from hone.errors import RequestError
+from hone.jobs.request import check_model
+from hone.rewards import SPEC
+from hone.rewards.spec import spec_message, spec_path
 
 FIELDS = {  # the fields of each OpenAI grader that hone maps; any other field is refused by name
     "string_check": {"input", "reference", "operation"},
@@ -45,11 +50,6 @@ def hone_grader(spec, *, param: str, run_dir: Path) -> tuple[dict, dict[Path, st
     """OpenAI grader `spec` -> (the validated hone spec, python sources to write: path -> code).
 
     Errors are 400s whose `param` is the offending field, e.g. `method.reinforcement.grader.operation`."""
-    from pydantic import ValidationError
-
-    from hone.rewards import SPEC
-    from hone.rewards.spec import spec_message, spec_path
-
     sources: dict[Path, str] = {}
     hone = _map(spec, param, run_dir / "graders", sources)
     try:
@@ -57,22 +57,22 @@ def hone_grader(spec, *, param: str, run_dir: Path) -> tuple[dict, dict[Path, st
     except ValidationError as exc:
         error = exc.errors()[0]
         where = spec_path(error["loc"])
-        raise ApiError(400, f"{param}{'.' + where if where else ''}: {spec_message(error)}",
+        raise RequestError(f"{param}{'.' + where if where else ''}: {spec_message(error)}",
                        param=f"{param}.{where}" if where else param) from None
     return hone, sources
 
 
 def _map(spec, param: str, source_dir: Path, sources: dict) -> dict:
     if not isinstance(spec, dict):
-        raise ApiError(400, f"{param} must be a grader object with a type, one of {', '.join(FIELDS)}", param=param)
+        raise RequestError(f"{param} must be a grader object with a type, one of {', '.join(FIELDS)}", param=param)
     kind = spec.get("type")
     if kind not in FIELDS:
-        raise ApiError(400, f"{param}.type {kind!r} is not a grader hone maps; use one of {', '.join(FIELDS)}",
+        raise RequestError(f"{param}.type {kind!r} is not a grader hone maps; use one of {', '.join(FIELDS)}",
                        param=f"{param}.type")
     for name in spec:
         if name not in FIELDS[kind] | {"type", "name"}:
             why = WHY_NOT.get(name, f"{kind} takes {', '.join(sorted(FIELDS[kind] | {'name'}))}")
-            raise ApiError(400, f"{param}.{name} is not supported: {why}", param=f"{param}.{name}")
+            raise RequestError(f"{param}.{name} is not supported: {why}", param=f"{param}.{name}")
     hone = {k: _template(v) if isinstance(v, str) and k != "name" else v for k, v in spec.items()}
     if kind == "python":
         path = source_dir / f"{_file_name(spec.get('name'), len(sources))}.py"
@@ -81,8 +81,6 @@ def _map(spec, param: str, source_dir: Path, sources: dict) -> dict:
         hone["function"] = f"{path}:grade"
     elif kind in ("score_model", "label_model"):
         if "model" in spec:
-            from hone.jobs.service import check_model
-
             hone["model"] = check_model(spec["model"], param=f"{param}.model")
         if isinstance(spec.get("input"), list):
             hone["input"] = [_message(m, f"{param}.input[{i}]") for i, m in enumerate(spec["input"])]
@@ -104,16 +102,16 @@ def _template(text: str) -> str:
 def _message(message, param: str) -> dict:
     """An OpenAI input message (`content` a string or an `input_text` part) as hone's {role, content}."""
     if not isinstance(message, dict):
-        raise ApiError(400, f"{param} must be a message object with role and content", param=param)
+        raise RequestError(f"{param} must be a message object with role and content", param=param)
     unknown = sorted(set(message) - {"role", "content", "type"})
     if unknown:
-        raise ApiError(400, f"{param}.{unknown[0]} is not supported: a message has role and content",
+        raise RequestError(f"{param}.{unknown[0]} is not supported: a message has role and content",
                        param=f"{param}.{unknown[0]}")
     content = message.get("content")
     if isinstance(content, dict) and content.get("type") in ("input_text", "output_text") and "text" in content:
         content = content["text"]
     if not isinstance(content, str):
-        raise ApiError(400, f"{param}.content must be text (a string or an input_text part); hone's judges "
+        raise RequestError(f"{param}.content must be text (a string or an input_text part); hone's judges "
                        "read no images or audio", param=f"{param}.content")
     role = "system" if message.get("role") == "developer" else message.get("role")
     return {"role": role, "content": _template(content)}
@@ -123,10 +121,10 @@ def _sampling(params, param: str) -> dict:
     if params is None:
         return {}
     if not isinstance(params, dict):
-        raise ApiError(400, f"{param} must be an object", param=param)
+        raise RequestError(f"{param} must be an object", param=param)
     for name in params:
         if name != "max_completions_tokens":
-            raise ApiError(400, f"{param}.{name} is not supported: {WHY_NOT['sampling_params']}",
+            raise RequestError(f"{param}.{name} is not supported: {WHY_NOT['sampling_params']}",
                            param=f"{param}.{name}")
     return {"max_new_tokens": params["max_completions_tokens"]} if "max_completions_tokens" in params else {}
 
@@ -134,14 +132,14 @@ def _sampling(params, param: str) -> dict:
 def _checked_source(source, param: str) -> str:
     """The python grader's code, if it parses and defines `grade` at its top level."""
     if not isinstance(source, str) or not source.strip():
-        raise ApiError(400, f"{param} is required: python code that defines grade(sample, item) -> float",
+        raise RequestError(f"{param} is required: python code that defines grade(sample, item) -> float",
                        param=param)
     try:
         tree = ast.parse(source)
     except SyntaxError as exc:
-        raise ApiError(400, f"{param} is not valid python: {exc.msg} (line {exc.lineno})", param=param) from None
+        raise RequestError(f"{param} is not valid python: {exc.msg} (line {exc.lineno})", param=param) from None
     if not any(isinstance(node, ast.FunctionDef) and node.name == "grade" for node in tree.body):
-        raise ApiError(400, f"{param} must define grade(sample, item) at its top level", param=param)
+        raise RequestError(f"{param} must define grade(sample, item) at its top level", param=param)
     return source
 
 
