@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.routing import Match, Route
 
 from hone.errors import ConflictError, HoneError, NotFoundError, QuotaError, RequestError, TooLargeError
 from hone.infer.registry import UnknownModel
@@ -92,9 +92,12 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, error: StarletteHTTPException):
         status = error.status_code if 400 <= error.status_code < 600 else 400
+        allowed = documented_methods(request) if status in (404, 405) else set()
+        if status == 404 and allowed and request.method not in allowed:  # an API path, asked with another method
+            status, error.detail = 405, "Method Not Allowed"
         response = ApiError(status, str(error.detail), code=_STATUS_CODES.get(status)).response()
         if status == 405:
-            response.headers["Allow"] = ", ".join(allowed_methods(request))
+            response.headers["Allow"] = ", ".join(sorted(allowed or {"GET", "HEAD"}))  # none: the static pages
         return response
 
     @app.exception_handler(Exception)
@@ -102,13 +105,13 @@ def install_error_handlers(app: FastAPI) -> None:
         return from_exception(error).response()
 
 
-def allowed_methods(request: Request) -> list[str]:
-    """The methods the app answers on the request's path, over all its routes (one route per method)."""
+def documented_methods(request: Request) -> set[str]:
+    """The methods the OpenAPI document gives for the request's path (HEAD beside GET); none if it lists none."""
     methods: set[str] = set()
-    for route in request.app.routes:
-        if isinstance(route, Route) and route.matches(request.scope)[0] != Match.NONE:
-            methods |= route.methods or set()
-    return sorted(methods or {"GET", "HEAD"})  # no route: the static pages mounted at /
+    for template, operations in request.app.openapi().get("paths", {}).items():
+        if re.fullmatch(re.sub(r"\\\{[^/]+?\\\}", "[^/]+", re.escape(template)), request.url.path):
+            methods |= {method.upper() for method in operations}
+    return methods | {"HEAD"} if "GET" in methods else methods
 
 
 def validation_error(errors: list[dict]) -> ApiError:
