@@ -155,6 +155,9 @@ def _parser() -> argparse.ArgumentParser:
     service.add_argument("--max-active-jobs", type=int, default=4, help="jobs per project that have not ended")
     service.add_argument("--max-bases", type=int, default=2,
                          help="base models in memory at once, --model included (others load on demand, LRU)")
+    service.add_argument("--metrics-models", choices=("admin", "public", "never"), default="admin",
+                         help="who sees per-model series (fine-tuned model names) in /metrics; the service has no "
+                         "admin key, so by default nobody: counts are given for the base and adapters together")
     service.add_argument("--new-key", metavar="PROJECT", help="print a new API key for PROJECT (created if new)")
     service.set_defaults(run=_service)
 
@@ -409,7 +412,8 @@ def _service(args) -> int:
         (["--job-threads", str(args.job_threads)] if args.job_threads else [])
     serve_settings = ServeSettings(host=args.host, port=args.port,
                                    feedback_file=str(settings.data_dir / "feedback.jsonl"),
-                                   max_bases=args.max_bases, **({"model": args.model} if args.model else {}))
+                                   max_bases=args.max_bases, metrics_models=args.metrics_models,
+                                   **({"model": args.model} if args.model else {}))
     workers = WorkerFamily(args.workers, db, settings.data_dir, extra)  # started and stopped by the app
     app = create_service_app(store, settings, serve_settings=serve_settings, workers=workers)  # loads the base
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
