@@ -66,5 +66,5 @@ def test_a_bounded_fuzz_run_finds_no_5xx_and_nothing_undocumented(service_url, t
          "--phases", "examples,coverage,fuzzing", "--max-examples", "4", "--seed", "19", "--workers", "1",
          "--max-time", str(FUZZ_SECONDS), "--generation-database", "none", "--no-shrink", "--request-timeout", "20",
          "--no-color"],
-        capture_output=True, text=True, timeout=FUZZ_SECONDS + 60)
+        capture_output=True, text=True, timeout=FUZZ_SECONDS + 60, cwd=tmp_path)  # its cache stays there
     assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-2000:]

@@ -58,7 +58,7 @@ def hone_grader(spec, *, param: str, run_dir: Path) -> tuple[dict, dict[Path, st
         error = exc.errors()[0]
         where = spec_path(error["loc"])
         raise RequestError(f"{param}{'.' + where if where else ''}: {spec_message(error)}",
-                       param=f"{param}.{where}" if where else param) from None
+                           param=f"{param}.{where}" if where else param) from None
     return hone, sources
 
 
@@ -68,7 +68,7 @@ def _map(spec, param: str, source_dir: Path, sources: dict) -> dict:
     kind = spec.get("type")
     if kind not in FIELDS:
         raise RequestError(f"{param}.type {kind!r} is not a grader hone maps; use one of {', '.join(FIELDS)}",
-                       param=f"{param}.type")
+                           param=f"{param}.type")
     for name in spec:
         if name not in FIELDS[kind] | {"type", "name"}:
             why = WHY_NOT.get(name, f"{kind} takes {', '.join(sorted(FIELDS[kind] | {'name'}))}")
@@ -106,13 +106,13 @@ def _message(message, param: str) -> dict:
     unknown = sorted(set(message) - {"role", "content", "type"})
     if unknown:
         raise RequestError(f"{param}.{unknown[0]} is not supported: a message has role and content",
-                       param=f"{param}.{unknown[0]}")
+                           param=f"{param}.{unknown[0]}")
     content = message.get("content")
     if isinstance(content, dict) and content.get("type") in ("input_text", "output_text") and "text" in content:
         content = content["text"]
     if not isinstance(content, str):
         raise RequestError(f"{param}.content must be text (a string or an input_text part); hone's judges "
-                       "read no images or audio", param=f"{param}.content")
+                           "read no images or audio", param=f"{param}.content")
     role = "system" if message.get("role") == "developer" else message.get("role")
     return {"role": role, "content": _template(content)}
 
@@ -125,7 +125,7 @@ def _sampling(params, param: str) -> dict:
     for name in params:
         if name != "max_completions_tokens":
             raise RequestError(f"{param}.{name} is not supported: {WHY_NOT['sampling_params']}",
-                           param=f"{param}.{name}")
+                               param=f"{param}.{name}")
     return {"max_new_tokens": params["max_completions_tokens"]} if "max_completions_tokens" in params else {}
 
 
@@ -133,7 +133,7 @@ def _checked_source(source, param: str) -> str:
     """The python grader's code, if it parses and defines `grade` at its top level."""
     if not isinstance(source, str) or not source.strip():
         raise RequestError(f"{param} is required: python code that defines grade(sample, item) -> float",
-                       param=param)
+                           param=param)
     try:
         tree = ast.parse(source)
     except SyntaxError as exc:

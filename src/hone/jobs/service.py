@@ -44,8 +44,8 @@ BASE_LR = 2e-4  # learning_rate_multiplier 1.0 means this LoRA learning rate
 GROUP_SIZE = 8  # compute_multiplier 1.0 means this many completions sampled per prompt
 REASONING_TOKENS = {"low": 64, "medium": 128, "high": 256}  # reasoning_effort -> objective.max_new_tokens
 _COMMON = {"n_epochs": "train.epochs", "batch_size": "train.batch_size", "learning_rate_multiplier": "train.lr"}
-# OpenAI method type -> hone objective, the record formats its files may hold, the options it takes beside its hyper-parameters, and each
-# hyper-parameter's hone config key (None: recorded only, it has no setting in hone).
+# OpenAI method type -> hone objective, the record formats its files may hold, the options it takes beside
+# its hyper-parameters, and each hyper-parameter's hone config key (None: recorded only, no setting in hone).
 METHODS = {
     "supervised": {"objective": "sft", "formats": SFT_FORMATS, "options": (), "hyperparameters": _COMMON},
     "dpo": {"objective": "dpo", "formats": PAIR_FORMATS, "options": (),
@@ -85,13 +85,13 @@ def transition(store: Store, job: dict, to: str, *, expect: dict | None = None, 
     """Move `job` to status `to` if the machine allows it and nobody changed it meanwhile; the new row."""
     if to not in TRANSITIONS[job["status"]]:
         raise ConflictError(f"job {job['id']} is {job['status']}; it cannot become {to}",
-                           code="invalid_job_state")
+                            code="invalid_job_state")
     if to in ENDED:
         values.setdefault("finished_at", int(time.time()))
     if not store.update_job(job["id"], expect={"status": job["status"], **(expect or {})}, status=to, **values):
         current = store.get_job(None, job["id"])
         raise ConflictError(f"job {job['id']} changed to {current['status']} meanwhile; try again",
-                           code="invalid_job_state")
+                            code="invalid_job_state")
     store.add_event(job["id"], _STATUS_MESSAGES.get(to, f"Job is {to}"))
     return store.get_job(None, job["id"])
 
@@ -104,7 +104,7 @@ def create_job(store: Store, settings: ServiceSettings, project_id: str, request
     """Validate an OpenAI job request, resolve it into a hone RunConfig and queue it; the job row."""
     if store.count_active_jobs(project_id) >= settings.max_active_jobs:
         raise QuotaError(f"this project already has {settings.max_active_jobs} jobs that have not ended "
-                           "(the limit); wait for one to finish or cancel one", code="rate_limit_exceeded")
+                         "(the limit); wait for one to finish or cancel one", code="rate_limit_exceeded")
     model = check_model(request.get("model"))
     training = check_file(store, project_id, request.get("training_file"), "training_file")
     validation = (check_file(store, project_id, request["validation_file"], "validation_file")
@@ -242,7 +242,7 @@ def pause_job(store: Store, job: dict) -> dict:
 def resume_job(store: Store, job: dict) -> dict:
     if job["status"] != "paused":
         raise ConflictError(f"job {job['id']} is {job['status']}; only a paused job resumes",
-                           code="invalid_job_state")
+                            code="invalid_job_state")
     return transition(store, job, "queued")
 
 
