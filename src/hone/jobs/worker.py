@@ -106,6 +106,7 @@ class Worker:
         message = f"the worker failed while following the job: {type(exc).__name__}: {exc}"
         try:
             transition(self.store, self.store.get_job(None, job["id"]), "failed", expect={"worker": self.id},
+                       worker=None, lease_until=None,  # released with the status: no reader sees one without the other
                        error={"code": "worker_error", "message": message, "param": None})
             self.store.add_event(job["id"], message, level="error")
         except ConflictError:  # cancelled meanwhile: the API's change stands

@@ -53,7 +53,7 @@ def from_hone_error(error: HoneError) -> ApiError:
     if isinstance(error, UnknownModel):
         return ApiError(status, message, param="model", code="model_not_found")
     if isinstance(error, RequestError):
-        return ApiError(status, message, type=kind, param=error.param, code=error.code or _STATUS_CODES.get(status),
+        return ApiError(status, message, type=kind, param=error.param, code=error.code,
                         extra=error.extra)
     code = getattr(error, "code", None) or _KIND_CODES.get(type(error).__name__, "invalid_request")
     return ApiError(status, message, param=error.where or None, code=code)
