@@ -2,10 +2,10 @@
 
 The app is composable: pass `routers=[...]` (or call `app.include_router` afterwards) to mount
 more endpoints, e.g. the fine-tuning jobs service; they reach the shared state through
-`state_of(request)`. `auth` replaces the key file's keys (anything with `check(authorization, *,
-model, admin)` returning a key with `id` and `allows(model)`), and `catalog` adds models that are
-registered in the engine on their first request (`cards(key)`, `register(engine, name)`), as
-`hone service` does with its projects' keys and finished fine-tuning jobs.
+`state_of(request)`. `auth` replaces the key file's keys (a `hone.serve.auth.KeyChecker`, whose
+keys are `RequestKey`s: an id, a project or None, and the models they allow), and `catalog` adds
+models that are registered in the engine on their first request (`cards(key)`, `register(engine,
+name)`), as `hone service` does with its projects' keys and finished fine-tuning jobs.
 """
 
 from __future__ import annotations

@@ -15,12 +15,34 @@ import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 from hone.errors import HoneError
 from hone.keys import hash_key, new_key
 from hone.serve.errors import ApiError
 
 PREFIX = "hone-"
+
+
+class RequestKey(Protocol):
+    """The key a request was made with, as the routes see it."""
+
+    id: str
+
+    @property
+    def project(self) -> str | None:
+        """The project the key belongs to (`hone service`); None for keys that no project owns."""
+
+    def allows(self, model: str) -> bool:
+        """Whether the key may use `model`."""
+
+
+class KeyChecker(Protocol):
+    """What checks a request's `Authorization` header: `Authenticator` here, the service's project keys."""
+
+    def check(self, authorization: str | None, *, model: str | None = None,
+              admin: bool = False) -> RequestKey | None:
+        """The key, None on a server without keys, or an error (401 no/unknown key, 403 not allowed)."""
 
 
 @dataclass

@@ -10,7 +10,7 @@ from fastapi import Request
 
 from hone.infer.engine import Engine
 from hone.infer.pool import EnginePool
-from hone.serve.auth import Authenticator, KeyFile
+from hone.serve.auth import Authenticator, KeyChecker, KeyFile
 from hone.serve.errors import ApiError
 from hone.serve.feedback import FeedbackFile, ResponseMemory
 from hone.serve.metrics import RequestLog, ServeMetrics
@@ -20,7 +20,7 @@ from hone.serve.settings import ServeSettings
 class ServeState:
     """What every route shares: settings, the engine, keys, metrics, request log, feedback memory."""
 
-    def __init__(self, settings: ServeSettings, engine, *, auth=None, catalog=None) -> None:
+    def __init__(self, settings: ServeSettings, engine, *, auth: KeyChecker | None = None, catalog=None) -> None:
         self.settings = settings
         self.engine = engine
         self.base_name = engine.source.id
