@@ -157,6 +157,9 @@ def _parser() -> argparse.ArgumentParser:
     service.add_argument("--max-active-jobs", type=int, default=4, help="jobs per project that have not ended")
     service.add_argument("--max-bases", type=int, default=2,
                          help="base models in memory at once, --model included (others load on demand, LRU)")
+    service.add_argument("--metrics-models", choices=("admin", "public", "never"), default="admin",
+                         help="who sees per-model series (fine-tuned model names) in /metrics; the service has no "
+                         "admin key, so by default nobody: counts are given for the base and adapters together")
     service.add_argument("--new-key", metavar="PROJECT", help="print a new API key for PROJECT (created if new)")
     service.set_defaults(run=_service)
 
@@ -382,6 +385,7 @@ def _service_settings(args):
     from hone.jobs.store import Store
     from hone.paths import hone_home
 
+    os.umask(0o077)  # the service's data (database, uploads, runs, logs, feedback) is private: 0700 / 0600
     data_dir = args.data_dir or str(hone_home() / "service")
     db = args.db or str(Path(data_dir) / "hone.db")
     overrides = {"train.threads": args.job_threads} if args.job_threads else {}
@@ -400,7 +404,8 @@ def _service_settings(args):
 def _service(args) -> int:
     import uvicorn
 
-    from hone.jobs.app import create_service_app, start_workers, stop_workers
+    from hone.jobs.family import WorkerFamily
+    from hone.serve.service_app import create_service_app
     from hone.serve.settings import ServeSettings
 
     store, settings, db = _service_settings(args)
@@ -417,13 +422,11 @@ def _service(args) -> int:
         (["--allow-python-graders"] if args.allow_python_graders else [])
     serve_settings = ServeSettings(host=args.host, port=args.port,
                                    feedback_file=str(settings.data_dir / "feedback.jsonl"),
-                                   max_bases=args.max_bases, **({"model": args.model} if args.model else {}))
-    app = create_service_app(store, settings, serve_settings=serve_settings)  # loads the base model
-    workers = start_workers(args.workers, db, settings.data_dir, extra)
-    try:
-        uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
-    finally:
-        stop_workers(workers)
+                                   max_bases=args.max_bases, metrics_models=args.metrics_models,
+                                   **({"model": args.model} if args.model else {}))
+    workers = WorkerFamily(args.workers, db, settings.data_dir, extra)  # started and stopped by the app
+    app = create_service_app(store, settings, serve_settings=serve_settings, workers=workers)  # loads the base
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
     return 0
 
 

@@ -52,3 +52,29 @@ class GraderError(HoneError):
     """A grader cannot grade: it fails on the training items, or on too many of the answers."""
 
     exit_code = 7
+
+
+class RequestError(HoneError):
+    """A request (an API call, a job request) asks for something invalid; `param` names the field,
+    `code` is a short machine-readable reason and `extra` any structured detail (a data report)."""
+
+    def __init__(self, what: str, *, param: str | None = None, code: str | None = None, hint: str = "",
+                 extra: dict | None = None) -> None:
+        super().__init__(what, where=param or "", hint=hint)
+        self.param, self.code, self.extra = param, code, dict(extra or {})
+
+
+class NotFoundError(RequestError):
+    """The object named does not exist, or belongs to another project (the two look the same)."""
+
+
+class ConflictError(RequestError):
+    """The object's current state does not allow the change (a job that ended, a file in use)."""
+
+
+class QuotaError(RequestError):
+    """A limit on how much a project may have at once is reached."""
+
+
+class TooLargeError(RequestError):
+    """A request or an upload is larger than the limit."""

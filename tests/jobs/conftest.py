@@ -108,7 +108,7 @@ def service(tmp_path, tiny_model_dir):
     import uvicorn
 
     from hone.infer.engine import Engine
-    from hone.jobs.app import create_service_app
+    from hone.serve.service_app import create_service_app
     from hone.jobs.service import ServiceSettings
     from hone.jobs.store import Store
     from hone.serve.settings import ServeSettings

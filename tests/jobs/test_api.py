@@ -70,8 +70,11 @@ def test_limits_and_malformed_requests(service, pizza_data, tiny_model_dir, tmp_
     assert _error(client.post("/v1/files", data={"purpose": "fine-tune"}), 400)["param"] == "file"
     file_id = upload(client, pizza_data[0]).json()["id"]
     assert _error(client.post("/v1/fine_tuning/jobs", content=b"{not json"), 400)["code"] == "invalid_json"
-    dpo = job_request(tiny_model_dir, file_id, steps=2, method={"type": "dpo", "dpo": {"hyperparameters": {
-        "beta": 0.5}}})
+    pairs = tmp_path / "pairs.jsonl"  # a DPO job trains on preference pairs
+    pairs.write_text("".join(json.dumps({"prompt": f"Order {i}", "chosen": "yes", "rejected": "no"}) + "\n"
+                             for i in range(10)))
+    dpo = job_request(tiny_model_dir, upload(client, pairs).json()["id"], steps=2,
+                      method={"type": "dpo", "dpo": {"hyperparameters": {"beta": 0.5}}})
     dpo_job = client.post("/v1/fine_tuning/jobs", json=dpo).json()  # hone's DPO objective, beta recorded
     assert dpo_job["method"]["dpo"]["hyperparameters"]["beta"] == 0.5
     objective = service.store.get_job(None, dpo_job["id"])["config"]["objective"]

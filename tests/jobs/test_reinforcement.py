@@ -7,7 +7,8 @@ import pytest
 from hone.jobs.graders import hone_grader, write_sources
 from hone.rewards import grade_outputs
 from hone.rewards.spec import load_spec
-from hone.serve.errors import ApiError
+from hone.errors import RequestError
+from hone.serve.errors import from_exception
 from tests.jobs.conftest import upload, wait_for
 
 ITEM = {"messages": [{"role": "user", "content": "Capital of France?"}], "reference_answer": "Paris",
@@ -118,10 +119,11 @@ def test_multi_combines_mapped_graders(tmp_path):
       "calculate_output": "a + b"}, "g.calculate_output"),
 ])
 def test_a_bad_grader_is_refused_naming_the_field(spec, param, tmp_path):
-    with pytest.raises(ApiError) as caught:
+    with pytest.raises(RequestError) as caught:
         hone_grader(spec, param="g", run_dir=tmp_path, allow_python=True)
-    assert caught.value.status == 400 and caught.value.param == param, caught.value.message
-    assert param in caught.value.message
+    error = from_exception(caught.value)
+    assert error.status == 400 and error.param == param, error.message
+    assert param in error.message
 
 
 @pytest.fixture

@@ -6,8 +6,10 @@ import time
 
 import pytest
 
-from hone.jobs.service import ServiceError, transition
+from hone.errors import ConflictError
+from hone.jobs.service import transition
 from hone.jobs.store import Store
+from hone.serve.errors import from_exception
 from tests.jobs.conftest import running_job
 
 
@@ -95,18 +97,18 @@ def test_status_machine_refuses_illegal_transitions(db_url):
     store = Store(db_url)
     project = store.create_project("p")["id"]
     job = _job(store, project, 1)
-    with pytest.raises(ServiceError) as error:
+    with pytest.raises(ConflictError) as error:
         transition(store, job, "succeeded")
-    assert error.value.status == 409 and "queued" in error.value.what
+    assert from_exception(error.value).status == 409 and "queued" in error.value.what
     paused = transition(store, job, "paused")
     assert store.claim_job("w", 5) is None  # paused jobs are not claimed
     queued = transition(store, paused, "queued")
     assert store.claim_job("w", 5)["id"] == queued["id"]
     cancelled = transition(store, store.get_job(None, job["id"]), "cancelled")
     assert cancelled["finished_at"] is not None
-    with pytest.raises(ServiceError):
+    with pytest.raises(ConflictError):
         transition(store, cancelled, "queued")
-    with pytest.raises(ServiceError):  # a stale row (someone changed it meanwhile) is refused too
+    with pytest.raises(ConflictError):  # a stale row (someone changed it meanwhile) is refused too
         transition(store, paused, "queued")
 
 

@@ -15,7 +15,7 @@ def test_metrics_count_requests_tokens_adapters_and_cache(client, server):
     url = server[0]
     r = client.chat.completions.create(model="adapter-002", messages=[{"role": "user", "content": "1 2 3"}],
                                        max_tokens=4, temperature=0)
-    text = httpx.get(f"{url}/metrics").text
+    text = httpx.get(f"{url}/metrics", headers={"Authorization": f"Bearer {server[2]['admin']}"}).text
     for name in ("hone_requests_total", "hone_request_latency_seconds_bucket", "hone_time_to_first_token_seconds_bucket",
                  "hone_generated_tokens_total", "hone_tokens_per_second", "hone_adapters_loaded"):
         assert name in text

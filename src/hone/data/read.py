@@ -100,10 +100,12 @@ def parse_line(raw: bytes, path: str, line: int) -> Example | Issue:
         return Issue(path, line, "", f"invalid UTF-8 byte 0x{byte:02x} at byte {error.start + 1} of the line; save the file as UTF-8")
     try:
         obj = json.loads(text)
+        example = parse_record(obj)
     except json.JSONDecodeError as error:
         return Issue(path, line, "", f"invalid JSON: {error.msg} (column {error.colno})")
-    try:
-        example = parse_record(obj)
+    except RecursionError:
+        return Issue(path, line, "", "the JSON is nested too deeply to read; a record is an object of "
+                     "messages, prompt/completion or similar fields, a few levels deep")
     except RecordError as error:
         return Issue(path, line, error.field, error.message)
     example.where = f"{path}:{line}"

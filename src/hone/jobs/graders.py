@@ -27,8 +27,12 @@ import ast
 import re
 from pathlib import Path
 
-from hone.rewards import python_graders
-from hone.serve.errors import ApiError
+from pydantic import ValidationError
+
+from hone.errors import RequestError
+from hone.jobs.request import check_model
+from hone.rewards import SPEC, python_graders
+from hone.rewards.spec import spec_message, spec_path
 
 FIELDS = {  # the fields of each OpenAI grader that hone maps; any other field is refused by name
     "string_check": {"input", "reference", "operation"},
@@ -54,11 +58,6 @@ def hone_grader(spec, *, param: str, run_dir: Path, allow_python: bool = False) 
 
     Errors are 400s whose `param` is the offending field, e.g. `method.reinforcement.grader.operation`;
     a python grader is one unless `allow_python` (the service's `--allow-python-graders`)."""
-    from pydantic import ValidationError
-
-    from hone.rewards import SPEC
-    from hone.rewards.spec import spec_message, spec_path
-
     sources: dict[Path, str] = {}
     hone = _map(spec, param, run_dir / "graders", sources, allow_python)
     try:
@@ -66,27 +65,27 @@ def hone_grader(spec, *, param: str, run_dir: Path, allow_python: bool = False) 
     except ValidationError as exc:
         error = exc.errors()[0]
         where = spec_path(error["loc"])
-        raise ApiError(400, f"{param}{'.' + where if where else ''}: {spec_message(error)}",
-                       param=f"{param}.{where}" if where else param) from None
+        raise RequestError(f"{param}{'.' + where if where else ''}: {spec_message(error)}",
+                           param=f"{param}.{where}" if where else param) from None
     return hone, sources
 
 
 def _map(spec, param: str, source_dir: Path, sources: dict, allow_python: bool) -> dict:
     if not isinstance(spec, dict):
-        raise ApiError(400, f"{param} must be a grader object with a type, one of {', '.join(FIELDS)}", param=param)
+        raise RequestError(f"{param} must be a grader object with a type, one of {', '.join(FIELDS)}", param=param)
     kind = spec.get("type")
     if kind not in FIELDS:
-        raise ApiError(400, f"{param}.type {kind!r} is not a grader hone maps; use one of {', '.join(FIELDS)}",
-                       param=f"{param}.type")
+        raise RequestError(f"{param}.type {kind!r} is not a grader hone maps; use one of {', '.join(FIELDS)}",
+                           param=f"{param}.type")
     for name in spec:
         if name not in FIELDS[kind] | {"type", "name"}:
             why = WHY_NOT.get(name, f"{kind} takes {', '.join(sorted(FIELDS[kind] | {'name'}))}")
-            raise ApiError(400, f"{param}.{name} is not supported: {why}", param=f"{param}.{name}")
+            raise RequestError(f"{param}.{name} is not supported: {why}", param=f"{param}.{name}")
     hone = {k: _template(v) if isinstance(v, str) and k != "name" else v for k, v in spec.items()}
     if kind == "python":
         if not allow_python:
-            raise ApiError(400, f"{param}: python graders are off on this service; {ENABLE}", param=f"{param}.type",
-                           code="python_graders_disabled")
+            raise RequestError(f"{param}: python graders are off on this service; {ENABLE}", param=f"{param}.type",
+                               code="python_graders_disabled")
         path = source_dir / f"{_file_name(spec.get('name'), len(sources))}.py"
         sources[path] = _checked_source(spec.get("source"), f"{param}.source")
         hone.pop("source", None)
@@ -94,8 +93,6 @@ def _map(spec, param: str, source_dir: Path, sources: dict, allow_python: bool) 
         hone["sandbox"] = True
     elif kind in ("score_model", "label_model"):
         if "model" in spec:
-            from hone.jobs.service import check_model
-
             hone["model"] = check_model(spec["model"], param=f"{param}.model")
         if isinstance(spec.get("input"), list):
             hone["input"] = [_message(m, f"{param}.input[{i}]") for i, m in enumerate(spec["input"])]
@@ -116,12 +113,12 @@ def check_python_graders(config: dict, run_dir: Path, *, allowed: bool) -> None:
         section, name = key.split(".")
         for spec in python_graders((config.get(section) or {}).get(name)):
             if not allowed:
-                raise ApiError(400, f"{key}: python graders are off on this service; {ENABLE}", param="hone",
-                               code="python_graders_disabled")
+                raise RequestError(f"{key}: python graders are off on this service; {ENABLE}", param="hone",
+                                   code="python_graders_disabled")
             target = Path(spec.get("function", "").rpartition(":")[0])
             if not spec.get("sandbox") or target.parent != Path(run_dir) / "graders":
-                raise ApiError(400, f"{key}: a job's python grader is the `source` of method.reinforcement.grader, "
-                               "run in hone's sandbox; `hone` keys cannot name code on the server", param="hone")
+                raise RequestError(f"{key}: a job's python grader is the `source` of method.reinforcement.grader, "
+                                   "run in hone's sandbox; `hone` keys cannot name code on the server", param="hone")
 
 
 def _template(text: str) -> str:
@@ -132,17 +129,17 @@ def _template(text: str) -> str:
 def _message(message, param: str) -> dict:
     """An OpenAI input message (`content` a string or an `input_text` part) as hone's {role, content}."""
     if not isinstance(message, dict):
-        raise ApiError(400, f"{param} must be a message object with role and content", param=param)
+        raise RequestError(f"{param} must be a message object with role and content", param=param)
     unknown = sorted(set(message) - {"role", "content", "type"})
     if unknown:
-        raise ApiError(400, f"{param}.{unknown[0]} is not supported: a message has role and content",
-                       param=f"{param}.{unknown[0]}")
+        raise RequestError(f"{param}.{unknown[0]} is not supported: a message has role and content",
+                           param=f"{param}.{unknown[0]}")
     content = message.get("content")
     if isinstance(content, dict) and content.get("type") in ("input_text", "output_text") and "text" in content:
         content = content["text"]
     if not isinstance(content, str):
-        raise ApiError(400, f"{param}.content must be text (a string or an input_text part); hone's judges "
-                       "read no images or audio", param=f"{param}.content")
+        raise RequestError(f"{param}.content must be text (a string or an input_text part); hone's judges "
+                           "read no images or audio", param=f"{param}.content")
     role = "system" if message.get("role") == "developer" else message.get("role")
     return {"role": role, "content": _template(content)}
 
@@ -151,25 +148,25 @@ def _sampling(params, param: str) -> dict:
     if params is None:
         return {}
     if not isinstance(params, dict):
-        raise ApiError(400, f"{param} must be an object", param=param)
+        raise RequestError(f"{param} must be an object", param=param)
     for name in params:
         if name != "max_completions_tokens":
-            raise ApiError(400, f"{param}.{name} is not supported: {WHY_NOT['sampling_params']}",
-                           param=f"{param}.{name}")
+            raise RequestError(f"{param}.{name} is not supported: {WHY_NOT['sampling_params']}",
+                               param=f"{param}.{name}")
     return {"max_new_tokens": params["max_completions_tokens"]} if "max_completions_tokens" in params else {}
 
 
 def _checked_source(source, param: str) -> str:
     """The python grader's code, if it parses and defines `grade` at its top level."""
     if not isinstance(source, str) or not source.strip():
-        raise ApiError(400, f"{param} is required: python code that defines grade(sample, item) -> float",
-                       param=param)
+        raise RequestError(f"{param} is required: python code that defines grade(sample, item) -> float",
+                           param=param)
     try:
         tree = ast.parse(source)
     except SyntaxError as exc:
-        raise ApiError(400, f"{param} is not valid python: {exc.msg} (line {exc.lineno})", param=param) from None
+        raise RequestError(f"{param} is not valid python: {exc.msg} (line {exc.lineno})", param=param) from None
     if not any(isinstance(node, ast.FunctionDef) and node.name == "grade" for node in tree.body):
-        raise ApiError(400, f"{param} must define grade(sample, item) at its top level", param=param)
+        raise RequestError(f"{param} must define grade(sample, item) at its top level", param=param)
     return source
 
 

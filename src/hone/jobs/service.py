@@ -16,15 +16,19 @@ reinforcement job's OpenAI grader becomes a hone grader spec (`hone.jobs.graders
 from __future__ import annotations
 
 import random
-import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from hone.errors import HoneError
+from hone.config.load import load_config
+from hone.data.pairs import PAIR_FORMATS
+from hone.data.prepare import SFT_FORMATS
+from hone.data.prompts import PROMPT_FORMATS
+from hone.errors import ConflictError, HoneError, NotFoundError, QuotaError, RequestError
 from hone.jobs.graders import check_python_graders, hone_grader, write_sources
+from hone.jobs.request import (MIN_TRAINING_EXAMPLES, check_file, check_formats, check_hone_overrides, check_metadata,
+                               check_model, check_suffix)
 from hone.jobs.store import Store, new_id
-from hone.serve.errors import ApiError
 
 STATUSES = ("validating_files", "queued", "running", "paused", "succeeded", "failed", "cancelled")
 TRANSITIONS = {
@@ -40,21 +44,16 @@ BASE_LR = 2e-4  # learning_rate_multiplier 1.0 means this LoRA learning rate
 GROUP_SIZE = 8  # compute_multiplier 1.0 means this many completions sampled per prompt
 REASONING_TOKENS = {"low": 64, "medium": 128, "high": 256}  # reasoning_effort -> objective.max_new_tokens
 _COMMON = {"n_epochs": "train.epochs", "batch_size": "train.batch_size", "learning_rate_multiplier": "train.lr"}
-# OpenAI method type -> hone objective, the options it takes beside its hyper-parameters, and each
-# hyper-parameter's hone config key (None: recorded only, it has no setting in hone).
+# OpenAI method type -> hone objective, the record formats its files may hold, the options it takes beside
+# its hyper-parameters, and each hyper-parameter's hone config key (None: recorded only, no setting in hone).
 METHODS = {
-    "supervised": {"objective": "sft", "options": (), "hyperparameters": _COMMON},
-    "dpo": {"objective": "dpo", "options": (), "hyperparameters": {**_COMMON, "beta": "objective.beta"}},
-    "reinforcement": {"objective": "grpo", "options": ("grader",), "hyperparameters": {
+    "supervised": {"objective": "sft", "formats": SFT_FORMATS, "options": (), "hyperparameters": _COMMON},
+    "dpo": {"objective": "dpo", "formats": PAIR_FORMATS, "options": (),
+            "hyperparameters": {**_COMMON, "beta": "objective.beta"}},
+    "reinforcement": {"objective": "grpo", "formats": PROMPT_FORMATS, "options": ("grader",), "hyperparameters": {
         **_COMMON, "eval_interval": "train.eval_every", "eval_samples": None,
         "compute_multiplier": "objective.group_size", "reasoning_effort": "objective.max_new_tokens"}},
 }
-# Keys of `hone` (a request's hone-specific overrides) that the service owns.
-RESERVED_KEYS = ("model", "name", "output_dir", "data.train", "data.validation")
-
-
-# The service's errors are the server's: one OpenAI-shaped error for inference and fine-tuning alike.
-ServiceError = ApiError
 
 
 @dataclass
@@ -80,21 +79,21 @@ class ServiceSettings:
             raise HoneError(f"must be at least 1, got {self.max_running_jobs}", where="--max-running-jobs")
 
 
-def not_found(kind: str, ident: str, param: str | None = None) -> ServiceError:
-    return ServiceError(404, f"No {kind} with id {ident!r} in this project", param=param, code="not_found")
+def not_found(kind: str, ident: str, param: str | None = None) -> NotFoundError:
+    return NotFoundError(f"No {kind} with id {ident!r} in this project", param=param, code="not_found")
 
 
 def transition(store: Store, job: dict, to: str, *, expect: dict | None = None, **values) -> dict:
     """Move `job` to status `to` if the machine allows it and nobody changed it meanwhile; the new row."""
     if to not in TRANSITIONS[job["status"]]:
-        raise ServiceError(409, f"job {job['id']} is {job['status']}; it cannot become {to}",
-                           code="invalid_job_state")
+        raise ConflictError(f"job {job['id']} is {job['status']}; it cannot become {to}",
+                            code="invalid_job_state")
     if to in ENDED:
         values.setdefault("finished_at", int(time.time()))
     if not store.update_job(job["id"], expect={"status": job["status"], **(expect or {})}, status=to, **values):
         current = store.get_job(None, job["id"])
-        raise ServiceError(409, f"job {job['id']} changed to {current['status']} meanwhile; try again",
-                           code="invalid_job_state")
+        raise ConflictError(f"job {job['id']} changed to {current['status']} meanwhile; try again",
+                            code="invalid_job_state")
     store.add_event(job["id"], _STATUS_MESSAGES.get(to, f"Job is {to}"))
     return store.get_job(None, job["id"])
 
@@ -105,38 +104,39 @@ _STATUS_MESSAGES = {"queued": "Job queued", "running": "Fine-tuning job started"
 
 def create_job(store: Store, settings: ServiceSettings, project_id: str, request: dict) -> dict:
     """Validate an OpenAI job request, resolve it into a hone RunConfig and queue it; the job row."""
-    from hone.config.load import load_config
-
     if store.count_active_jobs(project_id) >= settings.max_active_jobs:
-        raise ServiceError(429, f"this project already has {settings.max_active_jobs} jobs that have not ended "
-                           "(the limit); wait for one to finish or cancel one", code="rate_limit_exceeded",
-                           type="rate_limit_error")
+        raise QuotaError(f"this project already has {settings.max_active_jobs} jobs that have not ended "
+                         "(the limit); wait for one to finish or cancel one", code="rate_limit_exceeded")
     model = check_model(request.get("model"))
-    training = _check_file(store, project_id, request.get("training_file"), "training_file")
-    validation = (_check_file(store, project_id, request["validation_file"], "validation_file")
+    training = check_file(store, project_id, request.get("training_file"), "training_file")
+    validation = (check_file(store, project_id, request["validation_file"], "validation_file")
                   if request.get("validation_file") else None)
-    suffix = _check_suffix(request.get("suffix"))
+    suffix = check_suffix(request.get("suffix"))
     seed = request.get("seed")
     if seed is None:
         seed = random.randrange(2**31)
     elif not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2**31:
-        raise ServiceError(400, "seed must be an integer in [0, 2147483647]", param="seed")
-    metadata = _check_metadata(request.get("metadata"))
+        raise RequestError("seed must be an integer in [0, 2147483647]", param="seed")
+    metadata = check_metadata(request.get("metadata"))
     job_id = new_id("ftjob")
     run_dir = settings.data_dir / "runs" / job_id
     method, overrides, sources = resolve_method(request, examples=(training["report"] or {}).get("valid", 0),
                                                 run_dir=run_dir, allow_python=settings.allow_python_graders)
-    config_keys = {**settings.job_overrides, **overrides, **_hone_overrides(request.get("hone")),
+    formats = METHODS[method["type"]]["formats"]
+    check_formats(training, formats, method["type"], "training_file", minimum=MIN_TRAINING_EXAMPLES)
+    if validation:
+        check_formats(validation, formats, method["type"], "validation_file")
+    config_keys = {**settings.job_overrides, **overrides, **check_hone_overrides(request.get("hone")),
                    "model": model, "name": job_id, "output_dir": str(run_dir.parent),
                    "data.train": training["path"], "train.seed": seed}
     if validation:
         config_keys["data.validation"] = validation["path"]
     if config_keys.get("eval.file") is not None:  # an uploaded file scored after training (hone's addition)
-        config_keys["eval.file"] = _check_file(store, project_id, config_keys["eval.file"], "hone.eval.file")["path"]
+        config_keys["eval.file"] = check_file(store, project_id, config_keys["eval.file"], "hone.eval.file")["path"]
     try:
         config = load_config(None, config_keys)
     except HoneError as error:
-        raise ServiceError(400, str(error), param="hone") from None
+        raise RequestError(str(error), param="hone") from None
     check_python_graders(config.model_dump(mode="json"), run_dir, allowed=settings.allow_python_graders)
     write_sources(sources)
     row = {"id": job_id, "model": model, "training_file": training["id"],
@@ -156,21 +156,21 @@ def resolve_method(request: dict, *, examples: int, run_dir: Path,
     method = request.get("method") or {"type": "supervised",
                                        "supervised": {"hyperparameters": request.get("hyperparameters") or {}}}
     if not isinstance(method, dict) or method.get("type") not in METHODS:
-        raise ServiceError(400, f"method.type must be one of {', '.join(METHODS)}", param="method.type")
+        raise RequestError(f"method.type must be one of {', '.join(METHODS)}", param="method.type")
     kind = method["type"]
     entry = METHODS[kind]
     options = method.get(kind) or {}
     given = options.get("hyperparameters") or {} if isinstance(options, dict) else None
     if not isinstance(given, dict):
-        raise ServiceError(400, f"method.{kind} must be an object like {{\"hyperparameters\": {{\"n_epochs\": 3}}}}",
+        raise RequestError(f"method.{kind} must be an object like {{\"hyperparameters\": {{\"n_epochs\": 3}}}}",
                            param=f"method.{kind}")
     extra = sorted(set(options) - {"hyperparameters", *entry["options"]})
     if extra:
-        raise ServiceError(400, f"method.{kind}.{extra[0]} is not supported; method.{kind} takes "
+        raise RequestError(f"method.{kind}.{extra[0]} is not supported; method.{kind} takes "
                            f"{', '.join(['hyperparameters', *entry['options']])}", param=f"method.{kind}.{extra[0]}")
     unknown = sorted(set(given) - set(entry["hyperparameters"]))
     if unknown:
-        raise ServiceError(400, f"unknown hyper-parameter {unknown[0]!r} for {kind}; expected one of "
+        raise RequestError(f"unknown hyper-parameter {unknown[0]!r} for {kind}; expected one of "
                            f"{', '.join(entry['hyperparameters'])}",
                            param=f"method.{kind}.hyperparameters.{unknown[0]}")
     resolved = {name: _resolve(name, given.get(name, "auto"), examples, kind) for name in entry["hyperparameters"]
@@ -182,7 +182,7 @@ def resolve_method(request: dict, *, examples: int, run_dir: Path,
     recorded, sources = {"hyperparameters": resolved}, {}
     if "grader" in entry["options"]:
         if "grader" not in options:
-            raise ServiceError(400, f"method.{kind}.grader is required: the grader that scores each sampled answer, "
+            raise RequestError(f"method.{kind}.grader is required: the grader that scores each sampled answer, "
                                "e.g. {\"type\": \"string_check\", \"input\": \"{{sample.output_text}}\", "
                                "\"reference\": \"{{item.reference}}\", \"operation\": \"eq\"}",
                                param=f"method.{kind}.grader")
@@ -219,78 +219,20 @@ def _resolve(name: str, value, examples: int, kind: str):
         if value in ("auto", "default"):
             value = AUTO[name](examples)
         if value not in REASONING_TOKENS:
-            raise ServiceError(400, f"{name} must be \"default\" or one of {', '.join(REASONING_TOKENS)} (answers of "
+            raise RequestError(f"{name} must be \"default\" or one of {', '.join(REASONING_TOKENS)} (answers of "
                                f"{', '.join(map(str, REASONING_TOKENS.values()))} tokens at most), got {value!r}",
                                param=param)
         return value
     if value == "auto":
         if name not in AUTO:
-            raise ServiceError(400, f"{name} has no automatic value; give a number", param=param)
+            raise RequestError(f"{name} has no automatic value; give a number", param=param)
         return AUTO[name](examples)
     kind_of, low, high = _LIMITS[name]
     ok = isinstance(value, (int, float)) and not isinstance(value, bool) and (kind_of is float or value == int(value))
     if not ok or not low <= value <= high:
-        raise ServiceError(400, f"{name} must be \"auto\" or a{'n integer' if kind_of is int else ' number'} "
+        raise RequestError(f"{name} must be \"auto\" or a{'n integer' if kind_of is int else ' number'} "
                            f"in [{low}, {high}], got {value!r}{_WHY.get(name, '')}", param=param)
     return kind_of(value)
-
-
-def check_model(model, param: str = "model") -> str:
-    """`model` if hone can load it on this server (a shipped name, a model directory or a .gguf file)."""
-    from hone.models.registry import SHIPPED_MODELS
-
-    if not isinstance(model, str) or not model:
-        raise ServiceError(400, f"{param} is required: a shipped model name or a model directory on the server",
-                           param=param)
-    path = Path(model).expanduser()
-    if model in SHIPPED_MODELS or (path.is_dir() and (path / "config.json").is_file()) or \
-            (path.suffix == ".gguf" and path.is_file()):
-        return model
-    raise ServiceError(400, f"unknown {param} {model!r}; use one of {', '.join(SHIPPED_MODELS)}, a model directory "
-                       "or a .gguf file on the server", param=param, code="model_not_available")
-
-
-def _check_file(store: Store, project_id: str, file_id, param: str) -> dict:
-    if not isinstance(file_id, str) or not file_id:
-        raise ServiceError(400, f"{param} is required: the id of an uploaded file", param=param)
-    row = store.get_file(project_id, file_id)
-    if row is None:
-        raise ServiceError(400, f"{param}: no file with id {file_id!r} in this project", param=param,
-                           code="invalid_file")
-    if row["purpose"] != "fine-tune":
-        raise ServiceError(400, f"{param}: file {file_id} has purpose {row['purpose']!r}, not 'fine-tune'",
-                           param=param, code="invalid_file")
-    return row
-
-
-def _check_suffix(suffix) -> str | None:
-    if suffix is None:
-        return None
-    if not isinstance(suffix, str) or not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", suffix):
-        raise ServiceError(400, "suffix must be 1 to 64 letters, digits, '-' or '_'", param="suffix")
-    return suffix
-
-
-def _check_metadata(metadata) -> dict | None:
-    if metadata is None:
-        return None
-    if not isinstance(metadata, dict) or len(metadata) > 16 or not all(
-            isinstance(k, str) and len(k) <= 64 and isinstance(v, str) and len(v) <= 512 for k, v in metadata.items()):
-        raise ServiceError(400, "metadata must map at most 16 keys (<= 64 chars) to strings (<= 512 chars)",
-                           param="metadata")
-    return metadata
-
-
-def _hone_overrides(hone) -> dict:
-    if hone is None:
-        return {}
-    if not isinstance(hone, dict):
-        raise ServiceError(400, "hone must map hone config keys to values, e.g. {\"train.max_steps\": 100}",
-                           param="hone")
-    for key in hone:
-        if key in RESERVED_KEYS or any(key.startswith(r + ".") for r in RESERVED_KEYS):
-            raise ServiceError(400, f"hone.{key} is set by the service from the request", param=f"hone.{key}")
-    return dict(hone)
 
 
 def cancel_job(store: Store, job: dict) -> dict:
@@ -303,8 +245,8 @@ def pause_job(store: Store, job: dict) -> dict:
 
 def resume_job(store: Store, job: dict) -> dict:
     if job["status"] != "paused":
-        raise ServiceError(409, f"job {job['id']} is {job['status']}; only a paused job resumes",
-                           code="invalid_job_state")
+        raise ConflictError(f"job {job['id']} is {job['status']}; only a paused job resumes",
+                            code="invalid_job_state")
     return transition(store, job, "queued")
 
 
@@ -313,3 +255,9 @@ def fine_tuned_model_name(job: dict) -> str:
     base = Path(job["model"]).name.replace(":", "-")
     return f"ft:{base}:{job['project_id']}:{job['suffix'] or ''}:{job['id'].removeprefix('ftjob-')[:8]}"
 
+
+
+def report_page(job: dict) -> Path | None:
+    """The run's `hone report` page (RUN/report/index.html), if it was written."""
+    page = Path(job["run_dir"]) / "report" / "index.html" if job.get("run_dir") else None
+    return page if page is not None and page.is_file() else None

@@ -15,13 +15,14 @@ one project are serialised and the second one's count sees the first.
 
 from __future__ import annotations
 
+import os
 import secrets
 import time
 from pathlib import Path
 
 import sqlalchemy as sa
 
-from hone.serve.auth import hash_key
+from hone.keys import hash_key, new_key
 
 metadata = sa.MetaData()
 
@@ -119,8 +120,11 @@ class Store:
     def __init__(self, url: str | Path) -> None:
         url = str(url)
         if "://" not in url:
-            Path(url).expanduser().parent.mkdir(parents=True, exist_ok=True)
-            url = f"sqlite:///{Path(url).expanduser()}"
+            path = Path(url).expanduser()
+            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))  # SQLite's -wal and -shm files take its mode
+            os.chmod(path, 0o600)
+            url = f"sqlite:///{path}"
         self.url = url
         args = {"timeout": 30, "check_same_thread": False} if url.startswith("sqlite") else {}
         self.engine = sa.create_engine(url, connect_args=args, future=True)
@@ -141,7 +145,7 @@ class Store:
 
     def create_key(self, project_id: str) -> str:
         """A new API key for the project; only its SHA-256 is stored, so show it to the user now."""
-        key = "sk-hone-" + secrets.token_urlsafe(32)
+        key = new_key("sk-hone-")
         with self.engine.begin() as db:
             db.execute(api_keys.insert().values(id=new_id("key"), project_id=project_id, key_sha256=hash_key(key),
                                                 hint=key[-4:], created_at=int(time.time())))

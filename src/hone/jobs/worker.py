@@ -10,6 +10,7 @@ next worker takes the job over and resumes it from its last checkpoint with `hon
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import signal
@@ -21,9 +22,11 @@ import traceback
 from pathlib import Path
 
 import yaml
+from sqlalchemy.exc import OperationalError
 
+from hone.errors import ConflictError, RequestError
 from hone.jobs.graders import check_python_graders
-from hone.jobs.service import ServiceError, ServiceSettings, fine_tuned_model_name, transition
+from hone.jobs.service import ServiceSettings, fine_tuned_model_name, transition
 from hone.jobs.store import Store, new_id
 
 EXIT_CODES = {2: "invalid_config", 3: "invalid_training_file", 4: "invalid_model", 7: "grader_error"}
@@ -45,8 +48,6 @@ class Worker:
         done = 0
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self._request_stop)
-        from sqlalchemy.exc import OperationalError
-
         while not self._stop and (max_jobs is None or done < max_jobs):
             try:
                 job = self.store.claim_job(self.id, self.settings.lease_seconds, self.settings.max_running_jobs)
@@ -72,11 +73,8 @@ class Worker:
         run_dir = Path(job["run_dir"])
         try:  # checked again here: this worker may not run python graders, whatever the API accepted
             check_python_graders(job["config"], run_dir, allowed=self.settings.allow_python_graders)
-        except ServiceError as refused:
-            status = self._fail(job, {"code": refused.code or "invalid_grader", "message": refused.message,
-                                      "param": None})
-            self.store.update_job(job["id"], expect={"worker": self.id}, worker=None, lease_until=None)
-            return status
+        except RequestError as refused:
+            return self._fail(job, {"code": refused.code or "invalid_grader", "message": refused.what, "param": None})
         run_dir.mkdir(parents=True, exist_ok=True)
         resume = (run_dir / "config.yaml").is_file()
         step = _checkpoint_step(run_dir)
@@ -96,7 +94,7 @@ class Worker:
         with open(log_path, "ab") as log:
             proc = subprocess.Popen([sys.executable, "-m", "hone", *command, "--no-progress"], stdout=log,
                                     stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
-                                    preexec_fn=_die_with_parent)
+                                    preexec_fn=die_with_parent())
         progress = Progress(self.store, job, run_dir)
         try:
             try:
@@ -119,9 +117,10 @@ class Worker:
         """The claimed job fails with `error` (also its last event); its status after."""
         try:
             transition(self.store, self.store.get_job(None, job["id"]), "failed", expect={"worker": self.id},
+                       worker=None, lease_until=None,  # released with the status: no reader sees one without the other
                        error=error)
             self.store.add_event(job["id"], error["message"], level="error")
-        except ServiceError:  # cancelled meanwhile: the API's change stands
+        except ConflictError:  # cancelled meanwhile: the API's change stands
             pass
         return self.store.get_job(None, job["id"])["status"]
 
@@ -154,7 +153,7 @@ class Worker:
                 at = _checkpoint_step(Path(job["run_dir"])) or 0
                 store.add_event(job_id, f"Worker {self.id} stopped at step {at}; the job waits for the next worker")
                 return "queued"
-            except ServiceError:
+            except ConflictError:
                 return store.get_job(None, job_id)["status"]
         if outcome == "paused":
             store.add_event(job_id, f"Paused at step {_checkpoint_step(Path(job['run_dir'])) or 0}; "
@@ -177,7 +176,7 @@ class Worker:
                                     type="metrics", data=scores)
                 store.add_event(job_id, f"New fine-tuned model created: {final['fine_tuned_model']}")
                 return "succeeded"
-            message = progress.public(_error_message(log_path, returncode))  # file ids, never server paths
+            message = job_error_message(log_path, returncode, current, self.settings.data_dir)
             if returncode == 7:  # GraderError: its issues are the items the grader failed on
                 for issue in message.splitlines()[1:]:
                     if issue.startswith("  ") and not issue.startswith("  hint:"):
@@ -187,7 +186,7 @@ class Worker:
                               "param": "training_file" if returncode == 3 else None})
             store.add_event(job_id, message, level="error")
             return "failed"
-        except ServiceError:  # cancelled or paused between the exit and now: the API's change stands
+        except ConflictError:  # cancelled or paused between the exit and now: the API's change stands
             return store.get_job(None, job_id)["status"]
 
 
@@ -345,21 +344,31 @@ def _stop(proc: subprocess.Popen, sig: int, grace: float = 60.0) -> None:
         proc.wait()
 
 
-def _error_message(log_path: Path, returncode: int) -> str:
-    """The `error: ...` the hone CLI printed (its last lines), or the exit code."""
+def job_error_message(log_path: Path, returncode: int, job: dict, data_dir: Path) -> str:
+    """The `error: ...` the hone CLI printed (its last lines), or the exit code; the job's files named by
+    their ids, and no path on the server shown."""
     lines = log_path.read_text(encoding="utf-8", errors="replace").splitlines()
-    for i in range(len(lines) - 1, -1, -1):
-        if lines[i].startswith(("error:", "internal error:")):
-            return "\n".join(lines[i:i + 20])
-    tail = "\n".join(lines[-5:])
-    return f"training exited with code {returncode}" + (f":\n{tail}" if tail else "")
+    message = next(("\n".join(lines[i:i + 20]) for i in range(len(lines) - 1, -1, -1)
+                    if lines[i].startswith(("error:", "internal error:"))), None)
+    if message is None:
+        tail = "\n".join(lines[-5:])
+        message = f"training exited with code {returncode}" + (f":\n{tail}" if tail else "")
+    data = (job.get("config") or {}).get("data") or {}
+    for path, file_id in ((data.get("train"), job["training_file"]), (data.get("validation"), job["validation_file"])):
+        if path and file_id:
+            message = message.replace(str(path), file_id)
+    message = message.replace(job["run_dir"], f"<{job['id']}>")
+    return message.replace(str(data_dir), "<service data>")
 
 
-def _die_with_parent() -> None:
-    """In the child: ask Linux to SIGKILL it when the worker dies, so a killed worker leaves no trainer."""
-    try:
-        import ctypes
+def die_with_parent(sig: int = signal.SIGKILL):
+    """A `preexec_fn`: in the child, ask Linux to send it `sig` when its parent dies, so a killed worker
+    leaves no trainer and a killed service no worker; what the child writes is private (umask 077)."""
+    def arm() -> None:
+        os.umask(0o077)
+        try:
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, sig)  # PR_SET_PDEATHSIG
+        except OSError:
+            pass
 
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
+    return arm

@@ -7,7 +7,6 @@ it changes, so `hone keys create/revoke` take effect on a running server.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import json
 import os
@@ -16,11 +15,34 @@ import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 from hone.errors import HoneError
+from hone.keys import hash_key, new_key
 from hone.serve.errors import ApiError
 
 PREFIX = "hone-"
+
+
+class RequestKey(Protocol):
+    """The key a request was made with, as the routes see it."""
+
+    id: str
+
+    @property
+    def project(self) -> str | None:
+        """The project the key belongs to (`hone service`); None for keys that no project owns."""
+
+    def allows(self, model: str) -> bool:
+        """Whether the key may use `model`."""
+
+
+class KeyChecker(Protocol):
+    """What checks a request's `Authorization` header: `Authenticator` here, the service's project keys."""
+
+    def check(self, authorization: str | None, *, model: str | None = None,
+              admin: bool = False) -> RequestKey | None:
+        """The key, None on a server without keys, or an error (401 no/unknown key, 403 not allowed)."""
 
 
 @dataclass
@@ -33,13 +55,13 @@ class ApiKey:
     created: str = ""
     revoked: bool = False
 
+    @property
+    def project(self) -> None:
+        """The key's project: none for `hone serve`'s keys, which the models they may use scope instead."""
+        return None
+
     def allows(self, model: str) -> bool:
         return "*" in self.models or model in self.models
-
-
-def hash_key(plain: str) -> str:
-    """The stored form of an API key (the server's key file and the service's store alike)."""
-    return hashlib.sha256(plain.encode()).hexdigest()
 
 
 def bearer_token(authorization: str | None, hint: str = "") -> str:
@@ -67,7 +89,7 @@ class KeyFile:
         return [ApiKey(**k) for k in data.get("keys", [])]
 
     def create(self, name: str, models: list[str] | None = None, admin: bool = False) -> tuple[ApiKey, str]:
-        plain = PREFIX + secrets.token_urlsafe(32)
+        plain = new_key(PREFIX)
         key = ApiKey(id="key-" + secrets.token_hex(4), name=name, sha256=hash_key(plain),
                      models=list(models or ["*"]), admin=admin,
                      created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))

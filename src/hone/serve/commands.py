@@ -44,6 +44,7 @@ def add_commands(commands) -> None:
     export.add_argument("--file", help="the feedback file (default: HONE_HOME/feedback.jsonl)")
     export.add_argument("--min-rating", type=int, default=4, help="keep uncorrected answers rated at least this")
     export.add_argument("--model", help="only exchanges with this model (adapter name)")
+    export.add_argument("--project", help="only this project's exchanges (`hone service`: a job's organization_id)")
     export.set_defaults(run=_feedback_export)
 
     verify = commands.add_parser("verify", help="check that the server's greedy outputs equal `hone generate`'s")
@@ -153,7 +154,8 @@ def _feedback_export(args) -> int:
     from hone.serve.settings import ServeSettings
 
     path = ServeSettings(feedback_file=args.file).feedback_path()
-    counts = export_feedback(path, args.output, min_rating=args.min_rating, model=args.model)
+    counts = export_feedback(path, args.output, min_rating=args.min_rating, model=args.model,
+                             project=args.project)
     print(f"wrote {counts['corrected'] + counts['well_rated']} examples to {args.output} "
           f"({counts['corrected']} corrected, {counts['well_rated']} rated >= {args.min_rating}, "
           f"{counts['skipped']} skipped, from {counts['read']} responses with feedback)")

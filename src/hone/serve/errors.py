@@ -6,14 +6,16 @@ requests are 4xx; an unexpected exception is a 500 in the same shape, without a 
 
 from __future__ import annotations
 
+import json
 import logging
+import re
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from hone.errors import HoneError
+from hone.errors import ConflictError, HoneError, NotFoundError, QuotaError, RequestError, TooLargeError
 from hone.infer.registry import UnknownModel
 
 log = logging.getLogger("hone.serve")
@@ -37,13 +39,24 @@ class ApiError(HoneError):
         return JSONResponse(self.body(), status_code=self.status, headers=headers)
 
 
+# hone's error kinds -> (HTTP status, OpenAI error type); the first kind the error is wins
+STATUSES = ((UnknownModel, 404, "invalid_request_error"), (NotFoundError, 404, "invalid_request_error"),
+            (ConflictError, 409, "invalid_request_error"), (QuotaError, 429, "rate_limit_error"),
+            (TooLargeError, 413, "invalid_request_error"))
+
+
 def from_hone_error(error: HoneError) -> ApiError:
-    """hone's error kinds → HTTP: an unknown model is 404, anything else the caller got wrong is 400."""
+    """hone's error kinds → HTTP: an unknown model or object is 404, a state conflict 409, a quota 429, a
+    size limit 413; anything else the caller got wrong is 400."""
     message = f"{error.what}" + (f" (hint: {error.hint})" if error.hint else "")
+    status, kind = next(((s, k) for cls, s, k in STATUSES if isinstance(error, cls)), (400, "invalid_request_error"))
     if isinstance(error, UnknownModel):
-        return ApiError(404, message, param="model", code="model_not_found")
+        return ApiError(status, message, param="model", code="model_not_found")
+    if isinstance(error, RequestError):
+        return ApiError(status, message, type=kind, param=error.param, code=error.code,
+                        extra=error.extra)
     code = getattr(error, "code", None) or _KIND_CODES.get(type(error).__name__, "invalid_request")
-    return ApiError(getattr(error, "status", 400), message, param=error.where or None, code=code)
+    return ApiError(status, message, param=error.where or None, code=code)
 
 
 _KIND_CODES = {"ModelError": "invalid_model", "ConfigError": "invalid_config", "DataError": "invalid_data"}
@@ -79,11 +92,26 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, error: StarletteHTTPException):
         status = error.status_code if 400 <= error.status_code < 600 else 400
-        return ApiError(status, str(error.detail), code=_STATUS_CODES.get(status)).response()
+        allowed = documented_methods(request) if status in (404, 405) else set()
+        if status == 404 and allowed and request.method not in allowed:  # an API path, asked with another method
+            status, error.detail = 405, "Method Not Allowed"
+        response = ApiError(status, str(error.detail), code=_STATUS_CODES.get(status)).response()
+        if status == 405:
+            response.headers["Allow"] = ", ".join(sorted(allowed or {"GET", "HEAD"}))  # none: the static pages
+        return response
 
     @app.exception_handler(Exception)
     async def _anything(request: Request, error: Exception):
         return from_exception(error).response()
+
+
+def documented_methods(request: Request) -> set[str]:
+    """The methods the OpenAPI document gives for the request's path (HEAD beside GET); none if it lists none."""
+    methods: set[str] = set()
+    for template, operations in request.app.openapi().get("paths", {}).items():
+        if re.fullmatch(re.sub(r"\\\{[^/]+?\\\}", "[^/]+", re.escape(template)), request.url.path):
+            methods |= {method.upper() for method in operations}
+    return methods | {"HEAD"} if "GET" in methods else methods
 
 
 def validation_error(errors: list[dict]) -> ApiError:
@@ -91,6 +119,14 @@ def validation_error(errors: list[dict]) -> ApiError:
     first = errors[0] if errors else {"msg": "invalid request", "loc": ()}
     if first.get("type") == "json_invalid":
         return ApiError(400, f"the request body is not valid JSON: {first.get('ctx', {}).get('error', first['msg'])}",
+                        code="invalid_json")
+    sent = first.get("input")
+    if tuple(first.get("loc", ())) == ("body",) and isinstance(sent, (bytes, str)):  # sent without a JSON type
+        try:
+            json.loads(sent)
+        except ValueError as exc:
+            return ApiError(400, f"the request body is not valid JSON: {exc}", code="invalid_json")
+        return ApiError(400, "send the request body as JSON, with 'Content-Type: application/json'",
                         code="invalid_json")
     loc = [str(p) for p in first.get("loc", ()) if p not in ("body", "query", "path", "header")]
     param = ".".join(loc) or None

@@ -16,6 +16,7 @@ from collections import OrderedDict
 from pathlib import Path
 
 from hone.errors import DataError
+from hone.paths import private_file
 
 
 class ResponseMemory:
@@ -47,13 +48,15 @@ class FeedbackFile:
     def append(self, record: dict) -> None:
         with self._lock:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            with open(self.path, "a", encoding="utf-8") as f:
+            with private_file(self.path, "a") as f:
                 f.write(json.dumps({"time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **record}) + "\n")
 
 
-def export_feedback(path: str | Path, out: str | Path, *, min_rating: int = 4, model: str | None = None) -> dict:
+def export_feedback(path: str | Path, out: str | Path, *, min_rating: int = 4, model: str | None = None,
+                    project: str | None = None) -> dict:
     """Write training records from feedback: the corrected answer when given, else the answer
-    itself when rated >= `min_rating`. Returns counts {read, corrected, well_rated, skipped}."""
+    itself when rated >= `min_rating`; only `model`'s and `project`'s when given. Returns counts
+    {read, corrected, well_rated, skipped}."""
     latest: dict[str, dict] = {}
     path = Path(path)
     if not path.is_file():
@@ -70,7 +73,8 @@ def export_feedback(path: str | Path, out: str | Path, *, min_rating: int = 4, m
     counts = {"read": len(latest), "corrected": 0, "well_rated": 0, "skipped": 0}
     with open(out, "w", encoding="utf-8") as f:
         for record in latest.values():
-            if model is not None and record.get("model") != model:
+            if (model is not None and record.get("model") != model) or \
+                    (project is not None and record.get("project") != project):
                 counts["skipped"] += 1
                 continue
             if record.get("corrected"):

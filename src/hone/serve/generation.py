@@ -37,6 +37,7 @@ class Exchange:
     body: protocol._Request
     route: str = ""
     engine: object = None  # the engine of the model's base, which runs the request
+    project: str | None = None  # the project of the request's key (`hone service`); feedback stays in it
     started: float = field(default_factory=time.monotonic)
     first_token: float | None = None
     texts: dict[int, str] = field(default_factory=dict)
@@ -70,7 +71,8 @@ def prepare(state, request: Request, body: protocol._Request, kind: str, prompts
         if not ids:
             raise ApiError(400, "the prompt is empty", param="prompt", code="invalid_value")
     rid = protocol.new_id("chatcmpl" if kind == "chat" else "cmpl")
-    return Exchange(kind, rid, body.model, adapter, prompts, body, route=request.url.path, engine=engine)
+    return Exchange(kind, rid, body.model, adapter, prompts, body, route=request.url.path, engine=engine,
+                    project=request.state.project)
 
 
 def default_max_tokens(settings) -> int:
@@ -93,7 +95,7 @@ async def respond(state, request: Request, ex: Exchange, messages: list[dict] | 
                         ignore_eos=body.ignore_eos))
     for job in jobs:
         ex.engine.submit(job)
-    state.metrics.model_requests.labels(ex.model).inc()
+    state.metrics.on_request(ex.model, ex.adapter)
     state.metrics.prompt_tokens.inc(sum(len(p) for p in ex.prompts) * body.n)
     request.state.exchange = ex
     remember = lambda: state.remember(ex, messages, texts)  # noqa: E731

@@ -30,8 +30,12 @@ class ServeMetrics:
         self.tokens_per_second = Gauge("hone_tokens_per_second", "Generated tokens/s of the last batch", registry=r)
         self.batch_rows = Histogram("hone_batch_rows", "Rows decoded together per batch",
                                     buckets=(1, 2, 4, 8, 16, 32, 64), registry=r)
+        self.kind_requests = Counter("hone_model_kind_requests", "Generation requests on the base and on adapters",
+                                     ["kind"], registry=r)
+        self.per_model = CollectorRegistry()
+        """Series that name models (a project's fine-tuned model names): shown only as `metrics_models` allows."""
         self.model_requests = Counter("hone_model_requests", "Generation requests per model (base or adapter)",
-                                      ["model"], registry=r)
+                                      ["model"], registry=self.per_model)
         self.cache = Counter("hone_adapter_cache_events", "Adapter cache hits, misses and evictions",
                              ["event"], registry=r)
         self.adapters_loaded = Gauge("hone_adapters_loaded", "Adapters whose weights are in memory", registry=r)
@@ -45,10 +49,15 @@ class ServeMetrics:
     def on_cache_event(self, event: str, name: str) -> None:
         self.cache.labels(event).inc()
 
-    def render(self) -> bytes:
+    def on_request(self, model: str, adapter: str | None) -> None:
+        self.kind_requests.labels("base" if adapter is None else "adapter").inc()
+        self.model_requests.labels(model).inc()
+
+    def render(self, *, per_model: bool = False) -> bytes:
+        """The Prometheus text; the series that name models only with `per_model`."""
         from prometheus_client import generate_latest
 
-        return generate_latest(self.registry)
+        return generate_latest(self.registry) + (generate_latest(self.per_model) if per_model else b"")
 
 
 class RequestLog:

@@ -1,7 +1,8 @@
 """OpenAI's request and response shapes (the subset hone serves), as pydantic models.
 
-Requests ignore fields hone does not implement (the official client sends some by default);
-fields hone implements are validated and a bad value is a 400 naming the field.
+Requests ignore fields that do not change the answer (`user`, penalties the client sends by default);
+fields hone implements are validated, and one that would change the answer but that hone cannot honour
+(tools, log-probabilities, JSON modes, echo, best_of) is refused with a 400 naming it.
 """
 
 from __future__ import annotations
@@ -61,9 +62,33 @@ class ChatMessage(BaseModel):
         return self.content if isinstance(self.content, str) else "".join(p.text for p in self.content)
 
 
+def _refuse(name: str, why: str, off: tuple = (None,)):
+    """A validator that refuses any value of `name` but those in `off` (each a value that asks for nothing)."""
+    def check(cls, value):
+        if any(type(value) is type(allowed) and value == allowed for allowed in off):
+            return value
+        raise ValueError(f"{name} is not supported: {why}")
+
+    return field_validator(name)(classmethod(check))
+
+
 class ChatCompletionRequest(_Request):
     messages: list[ChatMessage] = Field(min_length=1)
     max_completion_tokens: int | None = Field(None, gt=0)
+    # refused with a 400 that names them, never ignored: hone cannot honour them
+    tools: list[dict] | None = None
+    tool_choice: str | dict | None = None
+    logprobs: bool | None = None
+    top_logprobs: int | None = None
+    response_format: dict | None = None
+
+    _tools = _refuse("tools", "hone's server does not call tools; describe the task in the messages",
+                     (None, []))
+    _tool_choice = _refuse("tool_choice", "hone's server does not call tools", (None, "none"))
+    _logprobs = _refuse("logprobs", "hone's server returns no log-probabilities", (None, False))
+    _top_logprobs = _refuse("top_logprobs", "hone's server returns no log-probabilities")
+    _format = _refuse("response_format", "hone does not constrain decoding to JSON; only {\"type\": \"text\"}",
+                      (None, {"type": "text"}))
 
     def plain_messages(self) -> list[dict]:
         """role/content dicts for the chat template ('developer' is OpenAI's newer name for 'system')."""
@@ -75,6 +100,15 @@ class ChatCompletionRequest(_Request):
 
 class CompletionRequest(_Request):
     prompt: str | list[str]
+    echo: bool | None = None
+    best_of: int | None = None
+    logprobs: int | None = None
+    suffix: str | None = None
+
+    _echo = _refuse("echo", "hone's server returns only the completion", (None, False))
+    _best_of = _refuse("best_of", "hone's server samples n completions and returns them all; ask for n", (None, 1))
+    _logprobs = _refuse("logprobs", "hone's server returns no log-probabilities")
+    _suffix = _refuse("suffix", "hone's server does not insert text between a prompt and a suffix")
 
     @field_validator("prompt")
     @classmethod
@@ -179,3 +213,217 @@ def completion_chunk(rid: str, model: str, created: int, index: int, *, text: st
 
 def usage_chunk(rid: str, model: str, created: int, obj: str, usage_: dict) -> dict:
     return {"id": rid, "object": obj, "created": created, "model": model, "choices": [], "usage": usage_}
+
+
+# -- errors ---------------------------------------------------------------------------------------
+class ErrorDetail(BaseModel):
+    model_config = ConfigDict(extra="allow")  # hone adds fields, e.g. an uploaded file's `report`
+    message: str
+    type: str
+    param: str | None = None
+    code: str | None = None
+
+
+class ErrorResponse(BaseModel):
+    """Every error: OpenAI's `{"error": {message, type, param, code}}`."""
+
+    error: ErrorDetail
+
+
+# -- files and fine-tuning jobs -------------------------------------------------------------------
+class FileReportSummary(BaseModel):
+    """hone's addition to a file: the counts of its `hone data check` report (full: GET .../report)."""
+
+    lines: int | None = None
+    valid: int | None = None
+    formats: dict[str, int] | None = None
+    duplicates: list[list[int]] | None = None
+    ok: bool | None = None
+
+
+class FileObject(BaseModel):
+    id: str
+    object: Literal["file"] = "file"
+    bytes: int
+    created_at: int
+    filename: str
+    purpose: str
+    status: Literal["processed"] = "processed"
+    status_details: str | None = None
+    expires_at: int | None = None
+    report: FileReportSummary
+
+    @classmethod
+    def from_row(cls, row: dict) -> "FileObject":
+        report = row.get("report") or {}
+        return cls(id=row["id"], bytes=row["bytes"], created_at=row["created_at"], filename=row["filename"],
+                   purpose=row["purpose"], report=FileReportSummary(**{k: report.get(k) for k in
+                                                                      FileReportSummary.model_fields}))
+
+
+class FileDeleted(BaseModel):
+    id: str
+    object: Literal["file"] = "file"
+    deleted: bool
+
+
+class JobError(BaseModel):
+    code: str
+    message: str
+    param: str | None = None
+
+
+class JobProgress(BaseModel):
+    step: int
+    total_steps: int | None = None
+
+
+class JobObject(BaseModel):
+    id: str
+    object: Literal["fine_tuning.job"] = "fine_tuning.job"
+    created_at: int
+    error: JobError | None = None
+    fine_tuned_model: str | None = None
+    finished_at: int | None = None
+    hyperparameters: dict[str, int | float | str]
+    model: str
+    organization_id: str
+    result_files: list[str]
+    seed: int
+    status: Literal["validating_files", "queued", "running", "paused", "succeeded", "failed", "cancelled"]
+    trained_tokens: int | None = None
+    training_file: str
+    validation_file: str | None = None
+    estimated_finish: int | None = None
+    integrations: list[dict] = []
+    metadata: dict[str, str] | None = None
+    method: dict
+    user_provided_suffix: str | None = None
+    progress: JobProgress | None = None
+    """hone's addition: the step reached and the steps in all."""
+    results: dict | None = None
+    """hone's addition: the tuned model's final metrics (train/valid loss, eval_* scores)."""
+    report: str | None = None
+    """hone's addition: the URL of the run's `hone report` page, when there is one."""
+
+    @classmethod
+    def from_row(cls, row: dict, *, has_report: bool) -> "JobObject":
+        method = row["method"]
+        hyper = method.get(method["type"], {}).get("hyperparameters", {})
+        return cls(
+            id=row["id"], created_at=row["created_at"], error=row["error"], fine_tuned_model=row["fine_tuned_model"],
+            finished_at=row["finished_at"], model=row["model"], organization_id=row["project_id"],
+            hyperparameters={k: hyper[k] for k in ("n_epochs", "batch_size", "learning_rate_multiplier") if k in hyper},
+            result_files=row["result_files"] or [], seed=row["seed"], status=row["status"],
+            trained_tokens=row["trained_tokens"], training_file=row["training_file"],
+            validation_file=row["validation_file"], metadata=row["metadata"], method=method,
+            user_provided_suffix=row["suffix"], progress=row["progress"], results=row["results"],
+            report=f"/v1/fine_tuning/jobs/{row['id']}/report" if has_report else None)
+
+
+class JobEvent(BaseModel):
+    id: str
+    object: Literal["fine_tuning.job.event"] = "fine_tuning.job.event"
+    created_at: int
+    level: Literal["info", "warn", "error"]
+    message: str
+    data: dict
+    type: Literal["message", "metrics"]
+
+    @classmethod
+    def from_row(cls, row: dict) -> "JobEvent":
+        return cls(id=f"ftevent-{row['seq']}", created_at=row["created_at"], level=row["level"],
+                   message=row["message"], data=row["data"] or {}, type=row["type"])
+
+    @staticmethod
+    def seq(event_id: str | None) -> int | None:
+        """The store's sequence number in an event id (`ftevent-42` -> 42); None for None, -1 when malformed."""
+        if event_id is None:
+            return None
+        number = event_id.removeprefix("ftevent-")
+        return int(number) if number.isdigit() else -1
+
+
+class JobCheckpoint(BaseModel):
+    id: str
+    object: Literal["fine_tuning.job.checkpoint"] = "fine_tuning.job.checkpoint"
+    created_at: int
+    fine_tuned_model_checkpoint: str
+    fine_tuning_job_id: str
+    metrics: dict
+    step_number: int
+
+    @classmethod
+    def from_row(cls, row: dict) -> "JobCheckpoint":
+        return cls(id=row["id"], created_at=row["created_at"], fine_tuning_job_id=row["job_id"],
+                   fine_tuned_model_checkpoint=row["fine_tuned_model_checkpoint"], metrics=row["metrics"] or {},
+                   step_number=row["step"])
+
+
+class _Page(BaseModel):
+    object: Literal["list"] = "list"
+    has_more: bool
+    first_id: str | None = None
+    last_id: str | None = None
+
+
+class FileList(_Page):
+    data: list[FileObject]
+
+
+class JobList(_Page):
+    data: list[JobObject]
+
+
+class JobEventList(_Page):
+    data: list[JobEvent]
+
+
+class JobCheckpointList(_Page):
+    data: list[JobCheckpoint]
+
+
+def page(kind: type[_Page], items: list, has_more: bool) -> _Page:
+    """A list page in OpenAI's shape: the items, whether more follow, and the first and last ids."""
+    return kind(data=items, has_more=has_more, first_id=items[0].id if items else None,
+                last_id=items[-1].id if items else None)
+
+
+class JobRequest(BaseModel):
+    """`POST /v1/fine_tuning/jobs`. The service checks each value (`hone.jobs.service.create_job`); a
+    field hone does not know is refused by name. `hone` is hone's addition: config keys for the run."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    model: str
+    training_file: str
+    validation_file: str | None = None
+    suffix: str | None = None
+    seed: int | None = None
+    metadata: dict[str, str] | None = None
+    method: dict | None = None
+    hyperparameters: dict | None = None
+    """The legacy form of `method.supervised.hyperparameters`."""
+    integrations: list[dict] | None = None
+    """Accepted only empty: hone sends no job's progress to other services."""
+    hone: dict | None = None
+
+    @field_validator("integrations")
+    @classmethod
+    def _no_integrations(cls, value):
+        if value:
+            raise ValueError("hone has no integrations: a job's progress is read from its events, checkpoints "
+                             "and result file (and the dashboard)")
+        return value
+
+
+class WorkerCount(BaseModel):
+    configured: int
+    """Worker processes `hone service` keeps running beside its API (0: workers run elsewhere)."""
+    alive: int
+    respawned: int
+    """Workers that died and were started again since the service started."""
+
+
+class ServiceStatus(BaseModel):
+    object: Literal["service.status"] = "service.status"
+    workers: WorkerCount

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 
@@ -50,6 +51,10 @@ class ServeSettings(Section):
     """Where the JSON request log goes: a file path, '-' for stderr, or None for no log."""
     log_content: bool = False
     """Also log prompts and outputs in the request log (off by default: they may be private)."""
+    metrics_models: Literal["admin", "public", "never"] = Field("admin", description=(
+        "Who sees per-model series (model names, a project's fine-tuned models among them) in /metrics: "
+        "'admin' a request with an admin API key, 'public' anyone, 'never' nobody; others see counts "
+        "for the base and for adapters together."))
     feedback_file: str | None = None
     """Feedback JSONL (POST /v1/feedback); default HONE_HOME/feedback.jsonl."""
     feedback_window: int = Field(10_000, gt=0)

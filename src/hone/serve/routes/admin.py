@@ -7,7 +7,7 @@ import asyncio
 from fastapi import APIRouter, Request
 
 from hone.serve import protocol
-from hone.serve.app import state_of
+from hone.serve.state import state_of
 
 router = APIRouter()
 

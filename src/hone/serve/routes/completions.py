@@ -6,7 +6,7 @@ from fastapi import APIRouter, Request
 
 from hone.data.template import prompt_ids
 from hone.serve import protocol
-from hone.serve.app import state_of
+from hone.serve.state import state_of
 from hone.serve.generation import prepare, respond
 
 router = APIRouter()

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Request
+from fastapi.responses import PlainTextResponse
 
 from hone.infer.registry import unknown_model
 from hone.serve import protocol
-from hone.serve.app import state_of
+from hone.serve.state import state_of
 
 router = APIRouter()
 
@@ -40,6 +41,18 @@ def _cards(state, key) -> list:
     return cards
 
 
-@router.get("/metrics")
+@router.get("/metrics", response_class=PlainTextResponse)
 async def metrics(request: Request):
-    return Response(state_of(request).metrics.render(), media_type="text/plain; version=0.0.4")
+    """Prometheus text. Series that name models appear only as `metrics_models` allows (an admin key by
+    default); without them the counts of the base and of the adapters are given together."""
+    state = state_of(request)
+    return PlainTextResponse(state.metrics.render(per_model=_per_model(state, request)),
+                             media_type="text/plain; version=0.0.4")
+
+
+def _per_model(state, request: Request) -> bool:
+    mode = state.settings.metrics_models
+    if mode != "admin" or request.headers.get("authorization") is None:
+        return mode == "public"
+    state.authorize(request, admin=True)  # a key given must be an admin key: 401 or 403 otherwise
+    return True

@@ -14,8 +14,10 @@ from dataclasses import dataclass, field
 from hone.errors import ModelError
 from hone.infer.registry import unknown_model
 from hone.jobs.store import Store
+from hone.models.artifact import read_manifest
 from hone.serve.auth import bearer_token
 from hone.serve.errors import ApiError
+from hone.serve.protocol import ModelCard
 
 NEW_KEY_HINT = "create one with `hone service --new-key PROJECT`"
 
@@ -75,8 +77,6 @@ class FineTunedCatalog:
         self.store = store
 
     def cards(self, key: ProjectKey | None) -> list:
-        from hone.serve.protocol import ModelCard
-
         rows = list(key.models().values()) if key is not None else self.store.fine_tuned_models()
         cards = [ModelCard(id=r["fine_tuned_model"], created=r["finished_at"] or 0, owned_by=r["project_id"],
                            parent=r["model"], root=r["model"]) for r in rows]
@@ -86,8 +86,6 @@ class FineTunedCatalog:
     def locate(self, name: str, served) -> tuple[str, str | None]:
         """(the base spec, the adapter name or None) for a finished model or a base one was tuned from;
         a model tuned from the served base under another name (same weights' hash) runs on `served`."""
-        from hone.models.artifact import read_manifest
-
         rows = self.store.fine_tuned_models()
         row = next((r for r in rows if r["fine_tuned_model"] == name), None)
         if row is None:

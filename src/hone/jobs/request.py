@@ -1,0 +1,87 @@
+"""The checks of a fine-tuning job request's fields: each returns the value the service keeps, or
+raises a `RequestError` whose `param` names the field."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from hone.errors import RequestError
+from hone.jobs.store import Store
+from hone.models.registry import SHIPPED_MODELS
+
+MIN_TRAINING_EXAMPLES = 10  # as OpenAI's fine-tuning API asks
+FORMAT_NAMES = {"chat": "chat (ending with an assistant reply)", "graded_prompt": "prompts only (no reply)",
+                "prompt_completion": "prompt/completion", "preference": "preference pairs"}
+# Keys of `hone` (a request's hone-specific overrides) that the service owns.
+RESERVED_KEYS = ("model", "name", "output_dir", "data.train", "data.validation")
+
+
+def check_model(model, param: str = "model") -> str:
+    """`model` if hone can load it on this server (a shipped name, a model directory or a .gguf file)."""
+    if not isinstance(model, str) or not model:
+        raise RequestError(f"{param} is required: a shipped model name or a model directory on the server",
+                           param=param)
+    path = Path(model).expanduser()
+    if model in SHIPPED_MODELS or (path.is_dir() and (path / "config.json").is_file()) or \
+            (path.suffix == ".gguf" and path.is_file()):
+        return model
+    raise RequestError(f"unknown {param} {model!r}; use one of {', '.join(SHIPPED_MODELS)}, a model directory "
+                       "or a .gguf file on the server", param=param, code="model_not_available")
+
+
+def check_file(store: Store, project_id: str, file_id, param: str) -> dict:
+    if not isinstance(file_id, str) or not file_id:
+        raise RequestError(f"{param} is required: the id of an uploaded file", param=param)
+    row = store.get_file(project_id, file_id)
+    if row is None:
+        raise RequestError(f"{param}: no file with id {file_id!r} in this project", param=param,
+                           code="invalid_file")
+    if row["purpose"] != "fine-tune":
+        raise RequestError(f"{param}: file {file_id} has purpose {row['purpose']!r}, not 'fine-tune'",
+                           param=param, code="invalid_file")
+    return row
+
+
+def check_formats(row: dict, formats: tuple[str, ...], method: str, param: str, *, minimum: int = 1) -> None:
+    """The uploaded file's records fit the job's method (`formats`), and there are at least `minimum`."""
+    report = row["report"] or {}
+    wrong = sorted(set(report.get("formats") or {}) - set(formats))
+    if wrong:
+        found = ", ".join(f"{report['formats'][f]} {FORMAT_NAMES.get(f, f)}" for f in wrong)
+        raise RequestError(f"{param}: file {row['id']} has {found} records; a {method} job trains on "
+                           f"{' or '.join(FORMAT_NAMES.get(f, f) for f in formats)} records", param=param,
+                           code=f"invalid_{param}")
+    if report.get("valid", 0) < minimum:
+        raise RequestError(f"{param}: file {row['id']} has {report.get('valid', 0)} examples; a job needs at least "
+                           f"{minimum}", param=param, code=f"invalid_{param}")
+
+
+def check_suffix(suffix) -> str | None:
+    if suffix is None:
+        return None
+    if not isinstance(suffix, str) or not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", suffix):
+        raise RequestError("suffix must be 1 to 64 letters, digits, '-' or '_'", param="suffix")
+    return suffix
+
+
+def check_metadata(metadata) -> dict | None:
+    if metadata is None:
+        return None
+    if not isinstance(metadata, dict) or len(metadata) > 16 or not all(
+            isinstance(k, str) and len(k) <= 64 and isinstance(v, str) and len(v) <= 512 for k, v in metadata.items()):
+        raise RequestError("metadata must map at most 16 keys (<= 64 chars) to strings (<= 512 chars)",
+                           param="metadata")
+    return metadata
+
+
+def check_hone_overrides(hone) -> dict:
+    if hone is None:
+        return {}
+    if not isinstance(hone, dict):
+        raise RequestError("hone must map hone config keys to values, e.g. {\"train.max_steps\": 100}",
+                           param="hone")
+    for key in hone:
+        if key in RESERVED_KEYS or any(key.startswith(r + ".") for r in RESERVED_KEYS):
+            raise RequestError(f"hone.{key} is set by the service from the request", param=f"hone.{key}")
+    return dict(hone)
