@@ -50,9 +50,10 @@ def test_python_source_is_saved_in_the_run_and_graded_in_the_sandbox(tmp_path):
     source = ("def grade(sample, item):\n"
               "    return 1.0 if sample['output_text'].lower() == item['reference_answer'].lower() else 0.25\n")
     spec = {"type": "python", "name": "my grader", "source": source}
-    with pytest.raises(ApiError) as off:
+    with pytest.raises(RequestError) as off:
         hone_grader(spec, param="g", run_dir=tmp_path / "run")
-    assert off.value.status == 400 and "--allow-python-graders" in off.value.message and off.value.param == "g.type"
+    error = from_exception(off.value)
+    assert error.status == 400 and "--allow-python-graders" in error.message and error.param == "g.type"
     hone, sources = hone_grader(spec, param="g", run_dir=tmp_path / "run", allow_python=True)
     [(path, code)] = sources.items()
     assert path == tmp_path / "run" / "graders" / "my_grader_0.py" and code == source
