@@ -5,8 +5,9 @@ import math
 import numpy as np
 import pytest
 
-from hone.evaluate.forgetting import QUESTION_PARTS, check_answer, forgetting_table, load_general_text, load_questions
-from hone.evaluate.metrics import labels, register_metric, score
+from hone.data.shipped import QUESTION_PARTS, load_general_text, load_questions
+from hone.evaluate.forgetting import check_answer, forgetting_table
+from hone.rewards.metrics import labels, register_metric, score
 
 
 def test_labels_micro_precision_recall_f1_by_hand():

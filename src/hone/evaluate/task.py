@@ -5,10 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable
 
+from hone.data.prompts import task_item
 from hone.data.read import read_examples
 from hone.errors import DataError
-from hone.evaluate.metrics import metric_for, score
-from hone.infer.generate import generate_batch
+from hone.models.generate import generate_batch
+from hone.rewards import grade_outputs
+from hone.rewards.batch import GradeReport
+from hone.rewards.metrics import metric_for, score
+from hone.rewards.spec import load_spec
 
 
 @dataclass
@@ -50,8 +54,6 @@ def evaluate_task(model, tokenizer, items: list[TaskItem], metric: str, *,
     from tqdm.auto import tqdm
 
     if grader is not None:
-        from hone.rewards.spec import load_spec
-
         grader = load_spec(grader)  # a bad spec fails before any generation
     else:
         metric_for(metric)  # an unknown metric fails before any generation
@@ -66,9 +68,6 @@ def evaluate_task(model, tokenizer, items: list[TaskItem], metric: str, *,
 
 
 def _graded(grader, predictions: list[str], items: list[TaskItem]) -> EvalResult:
-    from hone.rewards import grade_outputs
-    from hone.rewards.batch import GradeReport, task_item
-
     records = [task_item(item.messages, item.reference, item.where) for item in items]
     report = GradeReport(grade_outputs(grader, predictions, records), records)
     return EvalResult(report.metrics(), predictions, items, report.grades)

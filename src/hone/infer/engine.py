@@ -21,7 +21,11 @@ from pathlib import Path
 from typing import Callable
 
 from hone.errors import HoneError, ModelError
+from hone.infer.multilora import MultiLora
 from hone.infer.registry import AdapterInfo, AdapterRegistry, check_name
+from hone.models.artifact import adapter_dir, read_manifest
+from hone.models.generate import decode, expand_cache, pick_next, prefill, shared_prefix_length, stop_token_ids
+from hone.models.load import load_model
 
 
 @dataclass
@@ -59,8 +63,6 @@ class Engine:
 
     def __init__(self, model, tokenizer, source, *, max_batch_rows: int = 16, batch_wait_s: float = 0.005,
                  max_loaded: int = 16, max_bytes: int = 1 << 30, on_cache_event=None, on_batch=None) -> None:
-        from hone.infer.multilora import MultiLora
-
         self.base = model
         self.lora = MultiLora(model)
         self.tokenizer = tokenizer
@@ -77,8 +79,6 @@ class Engine:
 
     @classmethod
     def from_spec(cls, spec: str, **options) -> "Engine":
-        from hone.models.load import load_model
-
         model, tokenizer, source = load_model(spec)
         return cls(model, tokenizer, source, **options)
 
@@ -199,8 +199,6 @@ class Engine:
                     job.emit({"type": "error", "error": error})
 
     def _decode(self, jobs: list[Job]) -> None:
-        from hone.infer.generate import decode, expand_cache, prefill, shared_prefix_length, stop_token_ids
-
         rows = [(job, i) for job in jobs for i in range(job.n)]
         prompts = [job.prompt for job, _ in rows]
         model = self.base
@@ -282,8 +280,6 @@ def _sampler(jobs: list[Job]):
     """pick(logits) for a batch whose jobs each have their own temperature, top_p and seed."""
     import torch
 
-    from hone.infer.generate import pick_next
-
     spans, start = [], 0
     for job in jobs:
         generator = torch.Generator().manual_seed(job.seed) if job.seed is not None else None
@@ -315,8 +311,6 @@ def _collector(results: dict, texts: dict):
 def read_adapter(name: str, path: str | Path, source) -> AdapterInfo:
     """Validate an adapter artifact for serving on `source` (the loaded base): hone.json, LoRA, same base."""
     import json
-
-    from hone.models.artifact import adapter_dir, read_manifest
 
     check_name(name)
     directory = adapter_dir(path)

@@ -6,7 +6,13 @@ of completions a grader could not grade (they score 0 with the reason recorded, 
 
 from __future__ import annotations
 
+from hone.data.formats import Example, assistant
 from hone.errors import ConfigError
+from hone.methods.tuned import load_tuned
+from hone.models.artifact import adapter_dir, read_manifest
+from hone.objectives.score import score_examples
+from hone.rewards import build_grader, grade_outputs
+from hone.rewards.spec import load_spec
 
 
 def load_reward(config):
@@ -20,14 +26,9 @@ class GraderReward:
     """Scores in [0, 1] from a grader spec; each item is the prompt's (`hone.data.prompts`)."""
 
     def __init__(self, spec) -> None:
-        from hone.rewards import build_grader
-        from hone.rewards.spec import load_spec
-
         self.grader = build_grader(load_spec(spec, where="objective.grader"))
 
     def __call__(self, texts: list[str], prompts: list) -> tuple[list[float], int]:
-        from hone.rewards import grade_outputs
-
         grades = grade_outputs(self.grader, texts, [p.item for p in prompts])
         return [g.score for g in grades], sum(g.error for g in grades)
 
@@ -36,8 +37,6 @@ class ModelReward:
     """Scores from a reward run's head on (prompt messages + the completion as the assistant reply)."""
 
     def __init__(self, run: str) -> None:
-        from hone.models.artifact import adapter_dir, load_tuned, read_manifest
-
         kind = read_manifest(adapter_dir(run)).get("objective", {}).get("type")
         if kind != "reward":
             raise ConfigError(f"{run} was trained with objective {kind!r}; a reward model is a run trained with "
@@ -46,9 +45,6 @@ class ModelReward:
         self.model.requires_grad_(False)
 
     def __call__(self, texts: list[str], prompts: list) -> tuple[list[float], int]:
-        from hone.data.formats import Example, assistant
-        from hone.infer.score import score_examples
-
         examples = [Example(format="chat", messages=[*p.messages, assistant(text)], where=p.where)
                     for text, p in zip(texts, prompts)]
         return [r["score"] for r in score_examples(self.model, self.tokenizer, self.manifest, examples)], 0

@@ -10,13 +10,14 @@ Specs follow OpenAI's grader shapes where they exist (`string_check`, `text_simi
 from __future__ import annotations
 
 from types import ModuleType
-from typing import Annotated, Any, Protocol, Union
+from typing import Annotated, Any, Union
 
 from pydantic import Field, TypeAdapter
 
+from hone.errors import HoneError
 from hone.rewards import (json_match, label_model, model_judge, multi, numeric, python_function, string_check,
                           text_similarity)
-from hone.rewards.grade import Grade, as_sample, failed
+from hone.rewards.grade import Grade, Grader, as_sample, grade_safely
 
 GRADERS: dict[str, ModuleType] = {
     "string_check": string_check,
@@ -36,12 +37,6 @@ multi.Config.model_rebuild(_types_namespace={"GraderConfig": GraderConfig})
 SPEC = TypeAdapter(GraderConfig)
 
 
-class Grader(Protocol):
-    name: str
-
-    def grade(self, samples: list[dict], items: list[dict]) -> list[Grade]: ...
-
-
 def build_grader(config, *, judge=None) -> Grader:
     """A grader for a validated spec (see `hone.rewards.spec.load_spec` for raw dicts/files).
 
@@ -51,21 +46,8 @@ def build_grader(config, *, judge=None) -> Grader:
     if config.type in JUDGED:
         return GRADERS[config.type].build(config, judge=judge)
     if config.type == "multi":
-        return multi.build(config, judge=judge)
+        return multi.build(config, lambda spec: build_grader(spec, judge=judge))
     return GRADERS[config.type].build(config)
-
-
-def grade_safely(grader: Grader, samples: list[dict], items: list[dict]) -> list[Grade]:
-    """`grader.grade`, with an unexpected exception turned into a 0 for every sample (never a crash)."""
-    from hone.errors import HoneError
-
-    try:
-        grades = grader.grade(samples, items)
-    except HoneError:
-        raise  # a configuration problem (e.g. a judge model that does not exist) is the user's to fix
-    except Exception as exc:  # noqa: BLE001
-        return [failed(f"{grader.name} failed: {type(exc).__name__}: {exc}") for _ in samples]
-    return grades
 
 
 def grade_outputs(grader, outputs: list[Any], items: list[dict], *, judge=None) -> list[Grade]:
@@ -75,8 +57,6 @@ def grade_outputs(grader, outputs: list[Any], items: list[dict], *, judge=None) 
     or an already built Grader: callers that grade many batches (an RL loop) build once with
     `build_grader` so a judge model is loaded once.
     """
-    from hone.errors import HoneError
-
     if len(outputs) != len(items):
         raise HoneError(f"{len(outputs)} outputs for {len(items)} items", where="grader",
                         hint="pass one model output per item, in the same order")

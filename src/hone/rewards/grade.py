@@ -2,7 +2,7 @@
 
 A *sample* is one model output: `{"output_text": str, "output_json": parsed JSON or None}`.
 An *item* is the record the output answers (any JSON object); for held-out chat files hone makes it
-`{"messages", "prompt", "reference", "where"}` (see `hone.rewards.batch.task_item`).
+`{"messages", "prompt", "reference", "where"}` (see `hone.data.prompts.task_item`).
 Templates name fields as `{{sample.output_text}}` or `{{item.reference}}`, with dots into nested
 objects and list indices (`{{item.answers.0}}`); non-string values render as JSON.
 """
@@ -13,9 +13,11 @@ import json
 import math
 import re
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Protocol
 
 from hone.config.base import Section
+from hone.errors import HoneError
+from hone.rewards.metrics import _NOT_JSON, parse_json_output
 
 TEMPLATE = re.compile(r"\{\{\s*([^{}]*?)\s*\}\}")
 FIELD = re.compile(r"^(sample|item)(\.[A-Za-z0-9_\-]+)*$")
@@ -73,8 +75,6 @@ def as_sample(output: Any) -> dict:
 
 
 def parse_json_or_none(text: str) -> Any:
-    from hone.evaluate.metrics import _NOT_JSON, parse_json_output
-
     value = parse_json_output(text)
     return None if value is _NOT_JSON else value
 
@@ -142,3 +142,20 @@ def safe_call(function: Callable[[dict, dict], Grade], sample: dict, item: dict)
         return failed(str(exc))
     except Exception as exc:  # noqa: BLE001 - a grader never crashes a batch
         return failed(f"{type(exc).__name__}: {exc}")
+
+
+class Grader(Protocol):
+    name: str
+
+    def grade(self, samples: list[dict], items: list[dict]) -> list[Grade]: ...
+
+
+def grade_safely(grader: Grader, samples: list[dict], items: list[dict]) -> list[Grade]:
+    """`grader.grade`, with an unexpected exception turned into a 0 for every sample (never a crash)."""
+    try:
+        grades = grader.grade(samples, items)
+    except HoneError:
+        raise  # a configuration problem (e.g. a judge model that does not exist) is the user's to fix
+    except Exception as exc:  # noqa: BLE001
+        return [failed(f"{grader.name} failed: {type(exc).__name__}: {exc}") for _ in samples]
+    return grades

@@ -9,14 +9,13 @@ import time
 from contextlib import contextmanager
 
 from hone.errors import HoneError
+from hone.models.load import set_threads
+from hone.serve.app import create_app
 
 
 def serve_forever(settings, log=print) -> None:
     """`hone serve`: load the base, register adapters, answer on settings.host:settings.port until Ctrl-C."""
     import uvicorn
-
-    from hone.serve.app import create_app
-    from hone.train.loop import set_threads
 
     set_threads(settings.threads)
     app = create_app(settings)
