@@ -20,7 +20,7 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 # layer and the layers below it, never one above. docs/architecture.md says what each layer holds.
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("base", ("hone.errors", "hone.paths", "hone.version", "hone.config.base")),
-    ("ground", ("hone.data", "hone.models")),
+    ("ground", ("hone.data", "hone.models", "hone.evaluate.metrics")),  # metrics: pure text scores, torch-free
     ("plug-ins", ("hone.methods", "hone.objectives", "hone.rewards")),
     ("run config", ("hone.config",)),
     ("work", ("hone.train", "hone.evaluate", "hone.infer", "hone.export")),

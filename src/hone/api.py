@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -10,6 +11,7 @@ from hone.config.schema import RunConfig
 from hone.errors import ConfigError, HoneError
 from hone.evaluate.compare import compare_contenders as compare
 from hone.evaluate.forgetting import check_forgetting, render_table
+from hone.evaluate.metrics import metric_for
 from hone.evaluate.task import EvalResult, evaluate_task, read_task
 from hone.export.gguf import write_gguf
 from hone.methods import METHODS
@@ -19,7 +21,6 @@ from hone.models.generate import generate_batch
 from hone.models.load import load_tokenizer, resolve_model, set_threads
 from hone.objectives import build_objective
 from hone.objectives.score import read_for_scoring, score_examples
-from hone.rewards.metrics import metric_for
 from hone.rewards.spec import load_spec
 from hone.train.estimate import estimate_run
 from hone.train.loop import run_training
@@ -68,8 +69,6 @@ def train(config: RunConfig | str | Path | dict | None = None, overrides: list[s
 
 def forgetting_gate(result, options, *, threads: int | None = None, log=print) -> str:
     """Run the forgetting suite on a finished run, write forgetting.json, and say the run's status."""
-    import json
-
     found = check_forgetting(result.adapter_dir, max_drop=options.max_drop, max_new_tokens=options.max_new_tokens,
                              batch_size=options.batch_size, threads=threads, progress_log=log)
     table = found["table"]

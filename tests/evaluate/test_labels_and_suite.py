@@ -7,7 +7,7 @@ import pytest
 
 from hone.data.shipped import QUESTION_PARTS, load_general_text, load_questions
 from hone.evaluate.forgetting import check_answer, forgetting_table
-from hone.rewards.metrics import labels, register_metric, score
+from hone.evaluate.metrics import labels, register_metric, score
 
 
 def test_labels_micro_precision_recall_f1_by_hand():

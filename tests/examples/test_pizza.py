@@ -5,6 +5,7 @@ import sys
 
 import pytest
 
+from hone.evaluate.metrics import json_fields
 from hone.examples.pizza import (
     SYSTEM_PROMPT,
     TOPPINGS,
@@ -14,7 +15,6 @@ from hone.examples.pizza import (
     to_chat,
     write_dataset,
 )
-from hone.rewards.metrics import json_fields
 
 # Written independently of the generator's tables: what a reader would accept as saying each value.
 SIZE_WORDS = {
@@ -155,5 +155,5 @@ def test_prompted_messages_explain_schema_then_two_examples_then_the_order(items
 
 
 def test_module_imports_without_torch():
-    code = "import sys, hone.examples.pizza, hone.rewards.metrics; assert 'torch' not in sys.modules"
+    code = "import sys, hone.examples.pizza, hone.evaluate.metrics; assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -15,11 +15,11 @@ from pydantic import Field, field_validator, model_validator
 from hone.config.base import Section
 from hone.data.config import DataConfig
 from hone.data.shipped import PARTS
+from hone.evaluate.metrics import METRICS
 from hone.methods import METHOD_CONFIGS, method_for
 from hone.models.registry import DEFAULT_MODEL
 from hone.objectives import OBJECTIVE_CONFIGS, OBJECTIVES
 from hone.rewards import GraderConfig
-from hone.rewards.metrics import METRICS
 
 MethodConfig = Annotated[Union[tuple(METHOD_CONFIGS.values())], Field(discriminator="type")]
 ObjectiveConfig = Annotated[Union[tuple(OBJECTIVE_CONFIGS.values())], Field(discriminator="type")]
@@ -117,7 +117,7 @@ class EvalConfig(Section):
     file: str | None = None
     """Held-out JSONL scored after training (the last assistant turn is the reference)."""
     metric: str = "exact_match"
-    """exact_match | json | labels, or a metric registered with `hone.rewards.metrics.register_metric`."""
+    """exact_match | json | labels, or a metric registered with `hone.evaluate.metrics.register_metric`."""
     grader: GraderConfig | None = None
     """A grader spec (`hone.rewards`, e.g. `{type: json, json_schema: {...}}`) that scores each held-out
     item instead of `metric`; the item is `{messages, prompt, reference, where}`."""

@@ -16,6 +16,7 @@ from pathlib import Path
 from hone.data.prompts import task_item
 from hone.errors import ConfigError, HoneError
 from hone.evaluate.cache import ResultCache, adapter_sha256, cache_key, file_sha256
+from hone.evaluate.metrics import aggregate, metric_for, score_examples
 from hone.evaluate.perplexity import example_nll, perplexity, reference_example
 from hone.evaluate.task import TaskItem, read_task
 from hone.methods.tuned import load_for_inference
@@ -26,7 +27,6 @@ from hone.models.registry import DEFAULT_MODEL
 from hone.paths import hone_home
 from hone.rewards import grade_outputs
 from hone.rewards.batch import GradeReport
-from hone.rewards.metrics import aggregate, metric_for, score_examples
 from hone.rewards.spec import dump_spec, load_spec
 
 CONTENDERS = ("base", "prompted", "tuned")

@@ -20,13 +20,13 @@ import numpy as np
 from hone.data.formats import Example
 from hone.data.shipped import QUESTION_PARTS, load_general_text, load_questions
 from hone.evaluate.cache import ResultCache, adapter_sha256, cache_key
+from hone.evaluate.metrics import parse_json_output
 from hone.evaluate.perplexity import example_nll
 from hone.methods.tuned import load_for_inference
 from hone.models.artifact import adapter_dir, read_manifest
 from hone.models.generate import generate_batch
 from hone.models.load import resolve_model
 from hone.paths import hone_home
-from hone.rewards.metrics import parse_json_output
 
 SUITE_VERSION = 2
 

@@ -15,8 +15,8 @@ from pathlib import Path
 from hone.config.load import load_config
 from hone.evaluate import plots
 from hone.evaluate.compare import LABELS, Comparison, compare_contenders
+from hone.evaluate.metrics import METRICS
 from hone.models.artifact import adapter_dir, read_manifest
-from hone.rewards.metrics import METRICS
 from hone.train.metrics import MetricsLog
 
 DIFF_ROWS = 10

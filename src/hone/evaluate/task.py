@@ -8,10 +8,10 @@ from typing import Callable
 from hone.data.prompts import task_item
 from hone.data.read import read_examples
 from hone.errors import DataError
+from hone.evaluate.metrics import metric_for, score
 from hone.models.generate import generate_batch
 from hone.rewards import grade_outputs
 from hone.rewards.batch import GradeReport
-from hone.rewards.metrics import metric_for, score
 from hone.rewards.spec import load_spec
 
 

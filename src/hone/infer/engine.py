@@ -13,6 +13,7 @@ A batch runs to completion before the next starts (no joining mid-decode).
 
 from __future__ import annotations
 
+import json
 import queue
 import threading
 import time
@@ -310,8 +311,6 @@ def _collector(results: dict, texts: dict):
 
 def read_adapter(name: str, path: str | Path, source) -> AdapterInfo:
     """Validate an adapter artifact for serving on `source` (the loaded base): hone.json, LoRA, same base."""
-    import json
-
     check_name(name)
     directory = adapter_dir(path)
     manifest = read_manifest(directory)

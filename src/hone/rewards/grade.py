@@ -17,7 +17,7 @@ from typing import Any, Callable, Protocol
 
 from hone.config.base import Section
 from hone.errors import HoneError
-from hone.rewards.metrics import _NOT_JSON, parse_json_output
+from hone.evaluate.metrics import _NOT_JSON, parse_json_output
 
 TEMPLATE = re.compile(r"\{\{\s*([^{}]*?)\s*\}\}")
 FIELD = re.compile(r"^(sample|item)(\.[A-Za-z0-9_\-]+)*$")

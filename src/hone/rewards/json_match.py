@@ -1,6 +1,6 @@
 """`json`: the output is valid JSON, optionally fits a schema, and matches a reference field by field.
 
-Parsing and matching are `hone.rewards.metrics`'s (`json_fields`): whitespace and one ```json fence
+Parsing and matching are `hone.evaluate.metrics`'s (`json_fields`): whitespace and one ```json fence
 may surround the JSON; fields are the reference's leaves (nested objects flattened to paths), scalar
 lists compare as multisets, 1 == 1.0, true != 1. `score: fields` (default) gives partial credit, the
 fraction of reference fields right; `exact` gives 1 only when the parsed values are equal; `valid`
@@ -14,9 +14,9 @@ from typing import Any, Literal
 
 from pydantic import field_validator
 
+from hone.evaluate.metrics import _NOT_JSON, field_accuracy, json_values_equal, parse_json_output
 from hone.rewards.grade import Grade, GraderBase, PerItem, check_template, failed, render
 from hone.rewards.json_schema import check_schema, schema_errors
-from hone.rewards.metrics import _NOT_JSON, field_accuracy, json_values_equal, parse_json_output
 
 
 class Config(GraderBase):

@@ -18,6 +18,8 @@ RSS from the second step on can then reach about twice the activations. With
 
 from __future__ import annotations
 
+import os
+import random
 import statistics
 import time
 from dataclasses import dataclass, field
@@ -364,8 +366,6 @@ def device_type(train) -> str:
 def available_memory(device=None, processes: int = 1) -> int | None:
     """Bytes one process may use: a CUDA device's free memory, else its share of this machine's
     MemAvailable (/proc/meminfo; None where there is no such file) among the processes it runs."""
-    import os
-
     if getattr(device, "type", device) == "cuda":
         import torch
 
@@ -463,8 +463,6 @@ def _output_head(model):
 
 def _synthetic_examples(config, tokenizer, steps: int):
     """Random full-length examples for a calibration without a data file."""
-    import random
-
     rng = random.Random(config.train.seed)
     length = config.data.max_length
     per_step = config.train.grad_accum * (config.train.batch_size or max(1, config.train.batch_tokens // length))

@@ -4,13 +4,15 @@ evaluation so far (its weights become the artifact), and a warning when the trai
 from __future__ import annotations
 
 import json
+import os
+import shutil
 from pathlib import Path
 
 from hone.data.pack import split_validation
 from hone.data.read import read_examples
 from hone.errors import ConfigError
+from hone.evaluate.metrics import metric_for
 from hone.evaluate.task import TaskItem, evaluate_task
-from hone.rewards.metrics import metric_for
 from hone.train.distributed import barrier, full_trainable_state, is_main
 
 
@@ -86,9 +88,6 @@ def save_best(run_dir: Path, step: int, model, stopper: EarlyStopping) -> None:
 
 
 def _write_best(run_dir: Path, step: int, weights: dict, stopper: EarlyStopping) -> None:
-    import os
-    import shutil
-
     from safetensors.torch import save_file
 
     final = best_dir(run_dir)

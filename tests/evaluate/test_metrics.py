@@ -1,7 +1,7 @@
 import pytest
 
 from hone.errors import HoneError
-from hone.rewards.metrics import METRICS, exact_match, json_fields, score
+from hone.evaluate.metrics import METRICS, exact_match, json_fields, score
 
 REF = '{"size": "large", "toppings": ["ham", "olives"], "delivery": true}'
 
