@@ -25,7 +25,7 @@ import json, os, sys
 import torch, transformers, peft
 import torch.distributed.fsdp, torch.nn.parallel  # the imports a run makes count in the baseline
 from hone.api import train
-from hone.models.estimate import peak_rss, reset_peak_rss
+from hone.train.estimate import peak_rss, reset_peak_rss
 
 baseline = reset_peak_rss()
 train(None, sys.argv[1:], progress=False, log=lambda *a: None)

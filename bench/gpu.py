@@ -166,7 +166,7 @@ def measure(method: str, shape: dict, args, device, peak_tflops: float) -> dict:
     from hone.models.attention import use_segment_attention
     from hone.objectives.sft import SFT
     from hone.train.distributed import Runtime
-    from hone.train.loop import optimizer_step
+    from hone.train.step import optimizer_step
     from hone.train.optim import build_optimizer, build_scheduler
     from hone.train.precision import prepare_for_precision
 

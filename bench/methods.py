@@ -28,7 +28,7 @@ def run_one(args) -> None:
     from hone.api import train
     from hone.config.load import load_config
     from hone.errors import ConfigError
-    from hone.models.estimate import analytical, workload_for
+    from hone.train.estimate import analytical, workload_for
     from hone.models.load import resolve_model
 
     started = time.perf_counter()
@@ -80,7 +80,7 @@ def render(rows: list[dict], args, seconds: float) -> str:
             f"{r['peak_rss_gib']:.2f} | {r['tokens_per_s']:.0f} | {r['wall_s']:.0f} | {r['train_loss']:.3f} | "
             f"{r.get('eval_json_valid', 0):.1%} | {r.get('eval_field_accuracy', 0):.1%} | {r.get('eval_exact_match', 0):.1%} |")
     lines += ["", "Peak RSS covers the whole process (model load, training, evaluation); the estimate is "
-              "`hone estimate`'s analytical total for the training step (see hone.models.estimate)."]
+              "`hone estimate`'s analytical total for the training step (see hone.train.estimate)."]
     return "\n".join(lines) + "\n"
 
 

@@ -60,7 +60,7 @@ def run_all(args, counts: list[int], requests: int, max_tokens: int) -> list[dic
     from hone.serve.app import create_app
     from hone.serve.run import running_server
     from hone.serve.settings import ServeSettings
-    from hone.train.loop import set_threads
+    from hone.models.load import set_threads
 
     set_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:

@@ -67,7 +67,7 @@ def matmul_gflops(dtype_name: str, size: int = 2048, repeats: int = 5) -> float:
 
     import torch
 
-    from hone.train.loop import set_threads
+    from hone.models.load import set_threads
 
     set_threads(None)
     dtype = getattr(torch, dtype_name)

@@ -7,7 +7,8 @@
     hone.generate("Two large pepperoni pizzas, delivered", adapter=result.run_dir)
 """
 
-__version__ = "0.1.0"
+from hone.version import __version__
+
 __all__ = ["train", "estimate", "evaluate", "compare", "generate", "load_config"]
 
 

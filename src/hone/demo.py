@@ -13,7 +13,10 @@ import shutil
 import time
 from pathlib import Path
 
+from hone.api import train
 from hone.config.load import load_config
+from hone.evaluate.compare import EvalSettings, FewShotPrompt, compare
+from hone.evaluate.report import write_report
 from hone.examples import pizza
 
 COLUMNS = ("json_valid", "field_accuracy", "exact_match")
@@ -21,10 +24,6 @@ ROW_NAMES = {"base": "base, task prompt only", "prompted": "base, best prompt + 
 
 
 def run_demo(output_dir: str = "runs", overrides: list[str] | None = None, *, progress: bool = True) -> dict:
-    from hone.api import train
-    from hone.evaluate.compare import EvalSettings, compare
-    from hone.evaluate.report import write_report
-
     started = time.perf_counter()
     config = load_config(None, [f"output_dir={output_dir}", *(overrides or [])], preset="demo")
     run_dir = Path(config.output_dir) / config.name
@@ -61,8 +60,6 @@ def run_demo(output_dir: str = "runs", overrides: list[str] | None = None, *, pr
 
 def pizza_prompt():
     """pizza.prompted_messages as a FewShotPrompt: its instruction and its two hand-written examples."""
-    from hone.evaluate.compare import FewShotPrompt
-
     messages = pizza.prompted_messages("")
     shots = [([messages[i]], messages[i + 1]["content"]) for i in range(1, len(messages) - 1, 2)]
     return FewShotPrompt(messages[0]["content"], shots)

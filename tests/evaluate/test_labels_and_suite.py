@@ -5,7 +5,8 @@ import math
 import numpy as np
 import pytest
 
-from hone.evaluate.forgetting import QUESTION_PARTS, check_answer, forgetting_table, load_general_text, load_questions
+from hone.data.shipped import QUESTION_PARTS, load_general_text, load_questions
+from hone.evaluate.forgetting import check_answer, forgetting_table
 from hone.rewards.labels import labels
 from hone.rewards.metric import register_metric, score
 

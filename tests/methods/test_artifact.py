@@ -7,10 +7,11 @@ import pytest
 import torch
 
 from hone.export.merge import merge_artifact
-from hone.infer.generate import generate_batch
 from hone.methods import method_for
-from hone.models.artifact import load_tuned, write_artifact
+from hone.methods.tuned import load_tuned
+from hone.models.artifact import write_artifact
 from hone.models.attention import use_segment_attention
+from hone.models.generate import generate_batch
 from tests.methods.conftest import CASES, LR, MERGEABLE, head_logits, train_steps
 
 FILES = {

@@ -6,7 +6,7 @@ import hashlib
 import pytest
 import torch
 
-from hone.infer.generate import generate_batch
+from hone.models.generate import generate_batch
 from tests.methods.conftest import CASES, LR, train_steps
 
 
@@ -71,7 +71,7 @@ def test_virtual_token_generation_equals_a_plain_greedy_loop_through_peft(tuned,
     """hone's batched, cached decoding from the learned prefix (with a shared system prompt prefilled
     on top of it) picks what PEFT's own forward picks, token by token, for every prompt."""
     from hone.data.template import prompt_ids
-    from hone.infer.generate import stop_token_ids
+    from hone.models.generate import stop_token_ids
 
     t = tuned(case)
     train_steps(t, 2, 0.1)

@@ -98,8 +98,8 @@ def test_label_smoothing_matches_conservative_dpo_formula():
 
 @pytest.mark.parametrize("segmented", [True, False])
 def test_packed_pair_log_probs_equal_each_sequence_alone(tiny_tokenizer, preference_files, segmented):
-    from hone.config.schema import DataConfig
     from hone.data.batching import Batching
+    from hone.data.config import DataConfig
     from hone.data.pairs import collate_pairs, prepare_pairs
     from hone.models.attention import use_segment_attention
     from hone.models.tiny import tiny_model

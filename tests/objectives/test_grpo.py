@@ -233,7 +233,7 @@ def test_grpo_refuses_a_reward_run_that_is_not_one(train_objective, prompt_files
 
 
 def test_prompt_data_lines_and_items(tmp_path, tiny_tokenizer):
-    from hone.config.schema import DataConfig
+    from hone.data.config import DataConfig
     from hone.data.prompts import prepare_prompts
     from hone.errors import DataError
 
@@ -278,7 +278,7 @@ def test_grpo_continues_an_sft_adapter_against_it_as_reference(train_objective, 
     which the base with the adapter disabled would not give); the artifact holds one adapter."""
     from safetensors.torch import load_file
 
-    from hone.models.artifact import load_tuned
+    from hone.methods.tuned import load_tuned
 
     sft = train_objective(*pizza_files, "train.max_steps=2", "method.rank=4", name="sft-start")
     result = train_objective(*prompt_files, "objective=grpo", f"method.init_from={sft.run_dir}",
@@ -303,7 +303,7 @@ def test_reference_policy_without_a_start_adapter_is_the_base(train_objective, p
     import torch as _torch
 
     from hone.methods import reference_policy
-    from hone.models.artifact import load_tuned
+    from hone.methods.tuned import load_tuned
 
     sft = train_objective(*pizza_files, "train.max_steps=2", "method.rank=4", name="sft-control")
     model, tokenizer, _ = load_tuned(sft.run_dir)

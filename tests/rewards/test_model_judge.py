@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from hone.errors import HoneError
-from hone.infer.generate import generate_batch
+from hone.models.generate import generate_batch
 from hone.models.tiny import tiny_model
 from hone.rewards import grade_outputs
 from hone.rewards.label_model import parse_label

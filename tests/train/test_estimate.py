@@ -15,9 +15,9 @@ import hone
 from hone.config.load import load_config
 from hone.errors import ResourceError
 from hone.methods import METHODS, method_for
-from hone.models.estimate import GIB, analytical, check_fits, workload_for
 from hone.models.load import load_model, load_tokenizer, resolve_model
 from hone.objectives import build_objective
+from hone.train.estimate import GIB, analytical, check_fits, workload_for
 
 
 def test_estimate_counts_bytes_and_times_real_steps(tiny_model_dir, pizza_files):
@@ -134,7 +134,7 @@ PEAK_CHILD = textwrap.dedent("""
     import json, sys
     import torch, transformers, peft
     from hone.api import train
-    from hone.models.estimate import peak_rss, reset_peak_rss
+    from hone.train.estimate import peak_rss, reset_peak_rss
 
     baseline = reset_peak_rss()
     train(None, sys.argv[1:], progress=False, log=lambda *a: None)
@@ -145,7 +145,7 @@ PEAK_CHILD = textwrap.dedent("""
 def test_measured_peak_memory_of_a_short_run_is_within_25_percent(tmp_path):
     """A real 2-step run (4 layers, hidden 256, 8 x 512 tokens) in its own process: its peak RSS above
     the imports' baseline is within 25 % of the estimate. glibc's mmap threshold is fixed so RSS
-    follows what is allocated rather than what the heap keeps cached (see hone.models.estimate)."""
+    follows what is allocated rather than what the heap keeps cached (see hone.train.estimate)."""
     from pydoc_data.topics import topics
 
     from hone.models.tiny import save_tiny_model

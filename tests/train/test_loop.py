@@ -6,7 +6,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from hone.api import generate, load_for_inference
+from hone.api import generate
+from hone.methods.tuned import load_for_inference
 from hone.models.artifact import read_manifest
 from hone.models.load import load_model
 

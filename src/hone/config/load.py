@@ -10,6 +10,7 @@ from pydantic import ValidationError
 
 from hone.config.schema import RunConfig
 from hone.errors import ConfigError
+from hone.rewards.spec import spec_path
 
 PRESETS_DIR = Path(__file__).parent / "presets"
 
@@ -118,8 +119,6 @@ def _deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
 
 def _loc(loc: tuple) -> str:
     if loc[:2] == ("eval", "grader") and len(loc) > 2:
-        from hone.rewards.spec import spec_path
-
         return ".".join(filter(None, ("eval.grader", spec_path(loc[2:]))))
     parts: list[str] = []
     for i, item in enumerate(loc):

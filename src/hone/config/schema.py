@@ -1,44 +1,35 @@
 """`RunConfig`: one validated object per run, the same from the CLI, the Python API or HTTP.
 
-Each field is documented once, here. Methods and objectives are chosen by `type` from the
-registries in `hone.methods` and `hone.objectives`; their options live beside their code.
+Each field is documented once, here or beside its code: methods and objectives are chosen by `type`
+from the registries in `hone.methods` and `hone.objectives`, whose options live with them, and the
+`data` section lives in `hone.data.config`, below the code that reads it.
 """
 
 from __future__ import annotations
 
+import importlib.util
 from typing import Annotated, Literal, Union
 
 from pydantic import Field, field_validator, model_validator
 
 from hone.config.base import Section
-from hone.methods import METHOD_CONFIGS
+from hone.data.config import DataConfig
+from hone.data.shipped import PARTS
+from hone.methods import METHOD_CONFIGS, method_for
 from hone.models.registry import DEFAULT_MODEL
-from hone.objectives import OBJECTIVE_CONFIGS
+from hone.objectives import OBJECTIVE_CONFIGS, OBJECTIVES
 from hone.rewards import GraderConfig
+from hone.rewards.metric import metric_problem
 
 MethodConfig = Annotated[Union[tuple(METHOD_CONFIGS.values())], Field(discriminator="type")]
 ObjectiveConfig = Annotated[Union[tuple(OBJECTIVE_CONFIGS.values())], Field(discriminator="type")]
 
 
-class DataConfig(Section):
-    train: str | None = None
-    """Training JSONL: chat `messages`, `prompt`/`completion`, alpaca or raw `text` records (sft);
-    preference pairs (dpo, reward); labelled `{"text", "label"}` records (classify); prompts (grpo:
-    conversations ending with a user turn plus grader fields, or chat records)."""
-    validation: str | None = None
-    """Validation JSONL; when absent, `validation_fraction` of `train` is held out deterministically."""
-    validation_fraction: float = Field(0.1, ge=0.0, lt=1.0)
-    max_length: int = Field(512, gt=1)
-    """Examples longer than this many tokens are truncated (and counted in the data report)."""
-    loss_on: Literal["assistant", "all"] = "assistant"
-    """Which chat tokens carry loss; raw `text` records always train on every token."""
-    packing: bool = True
-    """Pack several examples per row (no attention across examples, positions restart)."""
-    strict: bool = True
-    """Refuse a file with any invalid line (True) or skip invalid lines and say how many (False)."""
-    replay: float = Field(0.0, ge=0.0, lt=1.0)
-    """Fraction of the training examples that are general text replayed against forgetting (shipped
-    paragraphs of Python's docs, disjoint from the forgetting probe); 0.2 adds 1 replay per 4 task examples."""
+def optimizer_problem(name: str) -> str | None:
+    """Why optimizer `name` cannot run here, or None (checked by the config validator, before any model loads)."""
+    if name == "adamw_8bit" and importlib.util.find_spec("bitsandbytes") is None:
+        return "adamw_8bit needs bitsandbytes (pip install bitsandbytes); use adamw here"
+    return None
 
 
 class EarlyStoppingConfig(Section):
@@ -106,8 +97,6 @@ class TrainConfig(Section):
     @field_validator("optimizer")
     @classmethod
     def _optimizer_available(cls, value):
-        from hone.train.optim import optimizer_problem
-
         problem = optimizer_problem(value)
         if problem:
             raise ValueError(problem)
@@ -145,8 +134,6 @@ class EvalConfig(Section):
     @field_validator("metric")
     @classmethod
     def _known_metric(cls, value: str) -> str:
-        from hone.rewards.metric import metric_problem
-
         problem = metric_problem(value)
         if problem is not None:
             raise ValueError(problem)
@@ -165,8 +152,6 @@ class ForgettingConfig(Section):
     @field_validator("max_drop")
     @classmethod
     def _known_parts(cls, value):
-        from hone.evaluate.forgetting import PARTS
-
         if isinstance(value, dict):
             unknown = sorted(set(value) - set(PARTS))
             if unknown:
@@ -210,9 +195,6 @@ class RunConfig(Section):
     def _parts_fit_run(self):
         """The method or the objective may refuse other settings of the run (packing for virtual-token
         methods; a method without an adapter for GRPO's KL reference)."""
-        from hone.methods import method_for
-        from hone.objectives import OBJECTIVES
-
         for part in (method_for(self.method.type), OBJECTIVES[self.objective.type]):
             part.check_run(self)
         return self

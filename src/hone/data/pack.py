@@ -15,6 +15,7 @@ from typing import Sequence
 from hone.data.formats import Example, example_key
 from hone.data.template import IGNORE, TokenizedExample
 from hone.errors import HoneError
+from hone.models.attention import segment_bounds
 
 
 def plan_batches(
@@ -88,8 +89,6 @@ def collate(examples: list[TokenizedExample], rows: list[list[int]] | None, pad_
     n_targets.
     """
     import torch
-
-    from hone.models.attention import segment_bounds
 
     if rows is None:
         rows = [[i] for i in range(len(examples))]

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from hone.data.batching import Batching
+from hone.data.collate import collate_sequences
 from hone.data.formats import Example
 from hone.data.prepare import PreparedData, read_split
 from hone.data.template import IGNORE, TokenizedExample, tokenize_example
@@ -69,8 +70,6 @@ def collate_pairs(pairs: list[TokenizedPair], batching: Batching) -> dict:
     """Sequences [chosen 0, rejected 0, chosen 1, ...]; both sides of a pair share a row when packing.
     Pairs that carry the start model's log-probs give them as `reference` (2N,), in the same order."""
     import torch
-
-    from hone.objectives.heads import collate_sequences
 
     flat = [side for pair in pairs for side in (pair.chosen, pair.rejected)]
     batch = collate_sequences(flat, [[2 * i, 2 * i + 1] for i in range(len(pairs))], batching)

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from hone.data.formats import FORMAT_SHAPES, Example
 from hone.data.pack import split_validation
 from hone.data.read import Issue, read_examples
+from hone.data.replay import replay_examples
 from hone.data.template import tokenize_example
 from hone.errors import DataError
 
@@ -62,8 +63,6 @@ def prepare_data(data_config, tokenizer, *, seed: int) -> PreparedData:
     notes: list[str] = []
     train, validation = read_split(data_config, seed=seed, formats=SFT_FORMATS, objective="sft", notes=notes)
     if data_config.replay:
-        from hone.data.replay import replay_examples
-
         replay = replay_examples(len(train), data_config.replay, seed)
         train = train + replay
         notes.append(f"replay: {len(replay)} general-text examples mixed in (data.replay={data_config.replay})")

@@ -29,10 +29,18 @@ class PromptUnit:
     where: str
 
 
+def task_item(messages: list[dict], reference: str, where: str = "") -> dict:
+    """The item a held-out chat example becomes: `{messages, prompt, reference, where}`.
+
+    `messages` is the conversation before the reference turn, `prompt` its last user message,
+    `reference` the held-out assistant answer; templates read them as `{{item.reference}}` etc.
+    """
+    prompt = next((m["content"] for m in reversed(messages) if m.get("role") == "user"), "")
+    return {"messages": messages, "prompt": prompt, "reference": reference, "where": where}
+
+
 def prompt_unit(example, tokenizer) -> PromptUnit:
     """A graded prompt as it is; a supervised record with its last assistant turn as the reference."""
-    from hone.rewards.batch import task_item
-
     messages = [{"role": m["role"], "content": m["content"]} for m in example.messages]
     if example.format == "graded_prompt":
         item = {**task_item(messages, "", example.where), **(example.item or {})}

@@ -7,8 +7,9 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 
 from hone.data.formats import example_key
+from hone.data.pairs import tokenize_pair
 from hone.data.read import Issue, iter_records
-from hone.data.template import IGNORE, tokenize_example
+from hone.data.template import IGNORE, TokenizedExample, prompt_ids, tokenize_example
 from hone.errors import DataError, HoneError
 
 
@@ -125,13 +126,9 @@ def tokenize_for_report(example, tokenizer, loss_on: str):
     """The example as training sees it; a preference pair by its longer side (prompt + reply), a graded
     prompt as the tokens generation starts from (no targets: GRPO samples its replies)."""
     if example.format == "graded_prompt":
-        from hone.data.template import TokenizedExample, prompt_ids
-
         ids = prompt_ids(example.messages, tokenizer)
         return TokenizedExample(ids, [IGNORE] * len(ids), example.where)
     if example.format == "preference":
-        from hone.data.pairs import tokenize_pair
-
         pair = tokenize_pair(example, tokenizer, max_length=None)
         return max(pair.chosen, pair.rejected, key=lambda side: len(side.input_ids))
     return tokenize_example(example, tokenizer, loss_on=loss_on)

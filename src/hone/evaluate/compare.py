@@ -13,10 +13,19 @@ import random
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from hone.data.prompts import task_item
+from hone.errors import ConfigError, HoneError
 from hone.evaluate.cache import ResultCache, adapter_sha256, cache_key, file_sha256
+from hone.evaluate.perplexity import example_nll, perplexity, reference_example
 from hone.evaluate.task import TaskItem, read_task
-from hone.rewards.batch import task_item
+from hone.methods.tuned import load_for_inference
+from hone.models.artifact import adapter_dir, read_manifest
+from hone.models.generate import generate_batch
+from hone.models.load import resolve_model
+from hone.models.registry import DEFAULT_MODEL
+from hone.paths import hone_home
 from hone.rewards.metric import eval_grader, score_outputs
+from hone.rewards.spec import dump_spec, load_spec
 
 CONTENDERS = ("base", "prompted", "tuned")
 LABELS = {"base": "base, zero-shot", "prompted": "base, best prompt", "tuned": "tuned"}
@@ -95,9 +104,6 @@ def score_contender(model, tokenizer, items: list[TaskItem], settings: EvalSetti
     """Generate (batched, greedy), score each item, and measure the reference's perplexity under the prompt."""
     from tqdm.auto import tqdm
 
-    from hone.evaluate.perplexity import example_nll, perplexity, reference_example
-    from hone.infer.generate import generate_batch
-
     conversations = [prompt(item.messages) if prompt else item.messages for item in items]
     with tqdm(total=len(items), desc="eval", unit="ex", disable=not progress) as bar:
         predictions = generate_batch(model, tokenizer, conversations, max_new_tokens=settings.max_new_tokens,
@@ -117,10 +123,6 @@ def compare(file: str | Path, *, adapter: str | Path | None = None, model: str |
             settings: EvalSettings | None = None, cache_root: str | Path | None = None,
             threads: int | None = None, progress: bool = True, log=print) -> Comparison:
     """Score each contender on `file`; base contenders use the adapter's base model (or `model`)."""
-    from hone.models.artifact import adapter_dir, read_manifest
-    from hone.models.load import resolve_model
-    from hone.paths import hone_home
-
     settings = settings or EvalSettings()
     grader = eval_grader(settings.metric, settings.grader)  # a bad metric or spec fails before any model loads
     items = read_task(str(file))
@@ -151,11 +153,32 @@ def compare(file: str | Path, *, adapter: str | Path | None = None, model: str |
     return Comparison(str(file), metric, items, {n: results[n] for n in contenders}, notes, grader.primary)
 
 
+def compare_contenders(file, *, adapter=None, model: str | None = None, metric: str = "exact_match",
+                        contenders=("base", "prompted", "tuned"), instruction: str | None = None, shots: int = 0,
+                        train_file: str | None = None, max_new_tokens: int = 256, batch_size: int = 16,
+                        perplexity: bool = True, grader=None, threads: int | None = None, progress: bool = True,
+                        log=print):
+    """Score base zero-shot, base with the best prompt and the tuned adapter on `file` (cached).
+
+    The prompt's worked examples come from `train_file` (default: the adapter's training file).
+    `grader` (a spec dict, inline JSON, a JSON/YAML file or a grader config) replaces `metric`.
+    """
+    if adapter is not None and model is not None:
+        raise HoneError("give an adapter or a model, not both", where="--model",
+                        hint="an adapter already names its base model in hone.json")
+    if train_file is None and adapter is not None and shots:
+        train_file = (read_manifest(adapter_dir(adapter)).get("data") or {}).get("train")
+    prompt = few_shot_prompt(train_file, shots, instruction)
+    if grader is not None:
+        grader = dump_spec(load_spec(grader))  # a bad spec fails before any model loads
+    settings = EvalSettings(metric, max_new_tokens, batch_size, perplexity, grader)
+    return compare(file, adapter=adapter, model=model, contenders=tuple(contenders), prompt=prompt,
+                   settings=settings, threads=threads, progress=progress, log=log)
+
+
 def _available(contenders, directory, prompt, notes: list[str]) -> tuple[str, ...]:
     unknown = [c for c in contenders if c not in CONTENDERS]
     if unknown:
-        from hone.errors import ConfigError
-
         raise ConfigError(f"unknown contender {unknown[0]!r}", where="contenders", hint=f"one of {', '.join(CONTENDERS)}")
     kept = []
     for name in contenders:
@@ -170,16 +193,12 @@ def _available(contenders, directory, prompt, notes: list[str]) -> tuple[str, ..
 
 
 def _load(source, directory, threads):
-    from hone.api import load_for_inference
-
     if directory is not None:
         return load_for_inference(adapter=directory, threads=threads)
     return load_for_inference(model=source.id, threads=threads)
 
 
 def _default_model() -> str:
-    from hone.models.registry import DEFAULT_MODEL
-
     return DEFAULT_MODEL
 
 

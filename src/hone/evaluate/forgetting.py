@@ -12,28 +12,23 @@ Drops are measured in each part's own unit: for question parts, accuracy points 
 
 from __future__ import annotations
 
-import json
 import math
 import re
-from importlib import resources
 
 import numpy as np
 
+from hone.data.formats import Example
+from hone.data.shipped import QUESTION_PARTS, load_general_text, load_questions
+from hone.evaluate.cache import ResultCache, adapter_sha256, cache_key
+from hone.evaluate.perplexity import example_nll
+from hone.methods.tuned import load_for_inference
+from hone.models.artifact import adapter_dir, read_manifest
+from hone.models.generate import generate_batch
+from hone.models.load import resolve_model
+from hone.paths import hone_home
 from hone.rewards.grade import parse_json_output
 
-QUESTION_PARTS = ("arithmetic", "facts", "instructions")
-PARTS = ("general_text", *QUESTION_PARTS)
 SUITE_VERSION = 2
-
-
-def load_questions() -> list[dict]:
-    text = resources.files("hone.evaluate").joinpath("general/questions.jsonl").read_text(encoding="utf-8")
-    return [json.loads(line) for line in text.splitlines() if line.strip()]
-
-
-def load_general_text(name: str = "general_text.jsonl") -> list[str]:
-    text = resources.files("hone.evaluate").joinpath(f"general/{name}").read_text(encoding="utf-8")
-    return [json.loads(line)["text"] for line in text.splitlines() if line.strip()]
 
 
 # ---- graders: pure functions of the check and the model's answer -------------------------------
@@ -97,10 +92,6 @@ CHECKS = {
 
 def score_model(model, tokenizer, *, max_new_tokens: int = 48, batch_size: int = 16) -> dict:
     """One model's raw results: per-question pass/fail and answer, per-paragraph (NLL, tokens)."""
-    from hone.data.formats import Example
-    from hone.evaluate.perplexity import example_nll
-    from hone.infer.generate import generate_batch
-
     questions = load_questions()
     answers = generate_batch(model, tokenizer, [[{"role": "user", "content": q["prompt"]}] for q in questions],
                              max_new_tokens=max_new_tokens, batch_size=batch_size)
@@ -183,12 +174,6 @@ def check_forgetting(adapter, *, max_drop: float | dict | None = None, max_new_t
     The base's results are cached under HONE_HOME (shared by every run on that base), the tuned
     model's in the run directory. Returns {"table", "base", "tuned"}.
     """
-    from hone.api import load_for_inference
-    from hone.evaluate.cache import ResultCache, adapter_sha256, cache_key
-    from hone.models.artifact import adapter_dir, read_manifest
-    from hone.models.load import resolve_model
-    from hone.paths import hone_home
-
     directory = adapter_dir(adapter)
     source = resolve_model(read_manifest(directory)["base_model"]["id"])
     common = {"kind": "forgetting", "suite": SUITE_VERSION, "model": source.sha256 or source.id,

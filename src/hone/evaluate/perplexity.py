@@ -10,7 +10,9 @@ from __future__ import annotations
 import math
 
 from hone.data.formats import Example
+from hone.data.pack import collate
 from hone.data.template import tokenize_example
+from hone.objectives.sft import hidden_states
 
 
 def reference_example(messages: list[dict], reference: str, where: str = "") -> Example:
@@ -25,9 +27,6 @@ def example_nll(model, tokenizer, examples: list[Example], *, max_length: int = 
                 batch_size: int = 8, chunk_tokens: int = 1024) -> list[tuple[float, int]]:
     """(summed NLL in nats, target tokens) for each example, in order; truncated to `max_length` tokens."""
     import torch
-
-    from hone.data.pack import collate
-    from hone.objectives.sft import hidden_states
 
     tokenized = [tokenize_example(e, tokenizer, max_length=max_length) for e in examples]
     head = model.get_output_embeddings().weight

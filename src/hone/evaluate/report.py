@@ -12,7 +12,11 @@ import html
 import json
 from pathlib import Path
 
-from hone.evaluate.compare import LABELS, Comparison
+from hone.config.load import load_config
+from hone.evaluate import plots
+from hone.evaluate.compare import LABELS, Comparison, compare_contenders
+from hone.models.artifact import adapter_dir, read_manifest
+from hone.train.metrics import MetricsLog
 
 DIFF_ROWS = 10
 
@@ -20,10 +24,6 @@ DIFF_ROWS = 10
 def write_report(run: str | Path, *, out_dir: str | Path | None = None, comparison: Comparison | dict | None = None,
                  progress: bool = True, log=print) -> Path:
     """Write RUN/report/index.html (+ PNGs); scores the contenders on eval.file first if needed (cached)."""
-    from hone.config.load import load_config
-    from hone.models.artifact import adapter_dir, read_manifest
-    from hone.train.metrics import MetricsLog
-
     run_dir = Path(run)
     directory = adapter_dir(run_dir)
     run_dir = directory.parent
@@ -47,18 +47,15 @@ def write_report(run: str | Path, *, out_dir: str | Path | None = None, comparis
 
 def run_comparison(config, directory: Path, *, progress: bool = True, log=print) -> Comparison:
     """The three contenders on the run's eval.file with the run's eval settings."""
-    from hone.api import compare
-
-    return compare(config.eval.file, adapter=directory, metric=config.eval.metric, grader=config.eval.grader,
-                   instruction=config.eval.instruction, shots=config.eval.shots, train_file=config.data.train,
-                   max_new_tokens=config.eval.max_new_tokens, batch_size=config.eval.batch_size,
-                   perplexity=config.eval.perplexity, progress=progress, log=log)
+    return compare_contenders(config.eval.file, adapter=directory, metric=config.eval.metric,
+                              grader=config.eval.grader, instruction=config.eval.instruction,
+                              shots=config.eval.shots, train_file=config.data.train,
+                              max_new_tokens=config.eval.max_new_tokens, batch_size=config.eval.batch_size,
+                              perplexity=config.eval.perplexity, progress=progress, log=log)
 
 
 def render_page(name: str, manifest: dict, records: list[dict], comparison: dict | None,
                 forgetting: dict | None, out: Path) -> str:
-    from hone.evaluate import plots
-
     status = manifest.get("status", "succeeded")
     parts = [f"<h1>hone run <code>{_e(name)}</code></h1>",
              f'<p id="status" class="{"bad" if "failed" in status else "good"}">status: <b>{_e(status)}</b> · '
@@ -81,8 +78,6 @@ def render_page(name: str, manifest: dict, records: list[dict], comparison: dict
 
 
 def _contender_section(comparison: dict, out: Path) -> list[str]:
-    from hone.evaluate import plots
-
     results = comparison["results"]
     keys = [k for k in next(iter(results.values()))["metrics"] if k != "n"] if results else []
     rows = "".join(f"<tr><th>{_e(LABELS.get(n, n))}</th>" + "".join(f"<td>{_fmt(k, r['metrics'].get(k))}</td>" for k in keys)

@@ -5,6 +5,11 @@ from __future__ import annotations
 import html
 from pathlib import Path
 
+from hone.config.load import load_config
+from hone.evaluate import plots
+from hone.models.artifact import adapter_dir, read_manifest
+from hone.train.metrics import MetricsLog
+
 SETTINGS = (("method", lambda c: c.method.type), ("objective", lambda c: c.objective.type),
             ("lr", lambda c: c.train.lr), ("epochs", lambda c: c.train.epochs))
 SCALARS = ("steps", "train_loss", "val_loss", "best_step", "status")
@@ -12,9 +17,6 @@ SCALARS = ("steps", "train_loss", "val_loss", "best_step", "status")
 
 def run_rows(run_dirs: list[str | Path]) -> list[dict]:
     """One dict per run: its name, key settings, final losses, eval_* metrics and forgetting deltas."""
-    from hone.config.load import load_config
-    from hone.models.artifact import adapter_dir, read_manifest
-
     rows = []
     for run in run_dirs:
         directory = adapter_dir(run)
@@ -37,10 +39,6 @@ def markdown_table(rows: list[dict]) -> str:
 def write_comparison(run_dirs: list[str | Path], out: str | Path) -> tuple[str, Path]:
     """Print-ready Markdown and an HTML page (table + loss and metric plots, embedded) at `out`."""
     import base64
-
-    from hone.evaluate import plots
-    from hone.models.artifact import adapter_dir
-    from hone.train.metrics import MetricsLog
 
     rows = run_rows(run_dirs)
     curves = {row["run"]: MetricsLog(adapter_dir(run).parent / "metrics.jsonl").records()

@@ -5,10 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable
 
+from hone.data.prompts import task_item
 from hone.data.read import read_examples
 from hone.errors import DataError
-from hone.infer.generate import generate_batch
-from hone.rewards.batch import task_item
+from hone.models.generate import generate_batch
 from hone.rewards.metric import eval_grader, score_outputs
 
 

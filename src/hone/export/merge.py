@@ -14,6 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hone.errors import ConfigError
+from hone.methods import method_for
+from hone.methods.tuned import load_tuned
+from hone.models.artifact import adapter_dir, read_manifest
 
 MERGE_NOTE = "hone-merge.json"
 
@@ -32,9 +35,6 @@ class MergeReport:
 
 def merge_artifact(run, out) -> MergeReport:
     """Merge the artifact of `run` (a run directory or its adapter/) into `out`, written atomically."""
-    from hone.methods import method_for
-    from hone.models.artifact import adapter_dir, load_tuned, read_manifest
-
     directory = adapter_dir(run)
     name = read_manifest(directory)["method"]["type"]
     method = method_for(name)

@@ -23,9 +23,13 @@ from typing import Callable
 from pydantic import ValidationError
 
 from hone.errors import HoneError, ModelError
+from hone.infer.multilora import MultiLora
 from hone.infer.registry import AdapterInfo, AdapterRegistry, check_name
 from hone.methods import METHODS
 from hone.methods.base import Method
+from hone.models.artifact import adapter_dir, read_manifest
+from hone.models.generate import decode, expand_cache, pick_next, prefill, shared_prefix_length, stop_token_ids
+from hone.models.load import load_model
 
 
 @dataclass
@@ -63,8 +67,6 @@ class Engine:
 
     def __init__(self, model, tokenizer, source, *, max_batch_rows: int = 16, batch_wait_s: float = 0.005,
                  max_loaded: int = 16, max_bytes: int = 1 << 30, on_cache_event=None, on_batch=None) -> None:
-        from hone.infer.multilora import MultiLora
-
         self.base = model
         self.lora = MultiLora(model)
         self.tokenizer = tokenizer
@@ -81,8 +83,6 @@ class Engine:
 
     @classmethod
     def from_spec(cls, spec: str, **options) -> "Engine":
-        from hone.models.load import load_model
-
         model, tokenizer, source = load_model(spec)
         return cls(model, tokenizer, source, **options)
 
@@ -203,8 +203,6 @@ class Engine:
                     job.emit({"type": "error", "error": error})
 
     def _decode(self, jobs: list[Job]) -> None:
-        from hone.infer.generate import decode, expand_cache, prefill, shared_prefix_length, stop_token_ids
-
         rows = [(job, i) for job in jobs for i in range(job.n)]
         prompts = [job.prompt for job, _ in rows]
         model = self.base
@@ -286,8 +284,6 @@ def _sampler(jobs: list[Job]):
     """pick(logits) for a batch whose jobs each have their own temperature, top_p and seed."""
     import torch
 
-    from hone.infer.generate import pick_next
-
     spans, start = [], 0
     for job in jobs:
         generator = torch.Generator().manual_seed(job.seed) if job.seed is not None else None
@@ -319,8 +315,6 @@ def _collector(results: dict, texts: dict):
 def read_adapter(name: str, path: str | Path, source) -> AdapterInfo:
     """Validate an adapter artifact for serving on `source` (the loaded base): hone.json, a method that
     says it can share a batch with other adapters, the same base."""
-    from hone.models.artifact import adapter_dir, read_manifest
-
     check_name(name)
     directory = adapter_dir(path)
     manifest = read_manifest(directory)

@@ -11,14 +11,14 @@ import json
 import time
 from pathlib import Path
 
+from hone.models.load import load_model
+
 
 def save_random_adapters(base_spec: str, directory: str | Path, count: int, *, rank: int = 8,
                          scale: float = 0.5, seed: int = 0, target_modules="all-linear") -> list[Path]:
     """Write `count` random LoRA adapters for `base_spec` into `directory/adapter-000`, ...; returns their paths."""
     import torch
     from peft import LoraConfig, get_peft_model
-
-    from hone.models.load import load_model
 
     model, tokenizer, source = load_model(base_spec)
     config = LoraConfig(r=rank, lora_alpha=2 * rank, target_modules=target_modules, task_type="CAUSAL_LM")

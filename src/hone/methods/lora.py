@@ -16,7 +16,9 @@ from typing import Literal
 from pydantic import Field, field_validator
 
 from hone.config.base import Section
+from hone.errors import ConfigError
 from hone.methods.base import Method
+from hone.models.artifact import adapter_dir, read_manifest
 
 
 class LoraOptions(Section):
@@ -97,8 +99,6 @@ def peft_config(model, config: LoraOptions, *, dora: bool = False):
 
 def check_layers(model, config: LoraOptions) -> None:
     """Block indices beyond the model's depth are an error, not a silently empty adapter."""
-    from hone.errors import ConfigError
-
     depth = model.config.num_hidden_layers
     if config.layers_to_transform and max(config.layers_to_transform) >= depth:
         raise ConfigError(f"block index {max(config.layers_to_transform)} does not exist; the model has {depth} "
@@ -108,7 +108,7 @@ def check_layers(model, config: LoraOptions) -> None:
 def apply(model, config: Config):
     from peft import get_peft_model
 
-    from hone.methods.fused_lora import fuse
+    from hone.methods.fused_lora import fuse  # it subclasses peft's LoRA layer: importing it imports peft
 
     if config.init_from:
         model = continue_from(model, config.init_from)
@@ -122,9 +122,6 @@ def apply(model, config: Config):
 def continue_from(model, run):
     """The adapter of `run` made trainable on `model`, plus a frozen copy of it as `hone_start`."""
     from peft import PeftModel
-
-    from hone.errors import ConfigError
-    from hone.models.artifact import adapter_dir, read_manifest
 
     directory = adapter_dir(run)
     method = read_manifest(directory).get("method", {}).get("type")

@@ -20,8 +20,10 @@ from typing import Literal
 
 from pydantic import model_validator
 
+from hone.errors import ConfigError
 from hone.methods.base import Method
 from hone.methods.lora import LoraOptions, check_layers, peft_config
+from hone.models.storage import is_nf4, stored_bytes
 
 BLOCK = 64  # NF4 block size: weights quantized together under one scale
 
@@ -57,11 +59,6 @@ def check_run(run) -> None:
                          "torchao (what auto picks under fsdp) or train.distributed=ddp")
 
 
-def is_nf4(tensor) -> bool:
-    """A torchao NF4 weight (told by its de-quantizing accessor, without importing torchao)."""
-    return hasattr(tensor, "get_original_weight")
-
-
 def quantizer(config: Config) -> str:
     """The library a method config quantizes with (`auto` outside a run: bitsandbytes)."""
     return "torchao" if config.quantizer == "torchao" else "bitsandbytes"
@@ -69,8 +66,6 @@ def quantizer(config: Config) -> str:
 
 def model_bytes(model) -> int:
     """Parameter bytes, 4-bit weights counted by what they hold (packed data and statistics)."""
-    from hone.models.estimate import stored_bytes
-
     return sum(map(stored_bytes, model.parameters()))
 
 
@@ -79,8 +74,6 @@ def quantize(model, config: Config) -> dict:
     torchao's `NF4Tensor` as the weight of the same nn.Linear); returns the model's parameter bytes
     before and after."""
     import torch
-
-    from hone.errors import ConfigError
 
     before = model_bytes(model)
     head = model.get_output_embeddings()
@@ -100,7 +93,6 @@ def quantize(model, config: Config) -> dict:
 
 def _torchao_layers(model, targets, config: Config) -> None:
     import torch
-
     from torchao.quantization import to_nf4
 
     compute = getattr(torch, config.compute_dtype)

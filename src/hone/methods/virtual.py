@@ -9,7 +9,7 @@ PEFT's concatenation). Real tokens sit at positions V.., as in PEFT. So both exp
 
 - `hone_hidden_states(batch)`: decoder hidden states of one-example-per-row batches on top of the
   prefix (packing is refused by the config validator: every example needs its own prefix);
-- `hone_decoding_start()`: (plain model, prefix cache, V) for `hone.infer.generate`.
+- `hone_decoding_start()`: (plain model, prefix cache, V) for `hone.models.generate`.
 
 The trainable parameters, saving and loading stay PEFT's (its adapter format).
 """

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 from hone.errors import ModelError
+from hone.version import __version__
 
 MANIFEST = "hone.json"
 
@@ -24,8 +25,6 @@ def write_artifact(directory: Path, model, method, config, source, tokenizer, me
     The objective adds what it trained beside the method (a reward or class head) and what hone.json
     must remember about the data (class labels) to `objective` in the manifest.
     """
-    from hone import __version__
-
     directory = Path(directory)
     tmp = directory.with_name(directory.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -86,28 +85,3 @@ def adapter_dir(path: str | Path) -> Path:
         return path
     raise ModelError("not a hone run or adapter directory", where=str(path),
                      hint="expected RUN/adapter/hone.json (written when `hone train` finishes)")
-
-
-def load_tuned(path: str | Path):
-    """(model, tokenizer, manifest) for a tuned artifact: its base, then the method's weights on top.
-
-    The base's weights hash is checked against the one recorded at training time.
-    """
-    from hone.methods import method_for
-    from hone.models.load import load_model
-    from hone.objectives import OBJECTIVES
-
-    directory = adapter_dir(path)
-    manifest = read_manifest(directory)
-    base = manifest["base_model"]
-    model, tokenizer, source = load_model(base["id"])
-    if base.get("sha256") and source.sha256 and base["sha256"] != source.sha256:
-        raise ModelError(f"base model {base['id']!r} differs from the one this adapter was trained on",
-                         where=str(directory), hint="load the adapter on the exact base it was trained from")
-    if manifest.get("chat_template"):
-        tokenizer.chat_template = manifest["chat_template"]
-    model = method_for(manifest["method"]["type"]).load(model, directory)
-    objective = OBJECTIVES.get(manifest.get("objective", {}).get("type"))
-    if objective is not None:  # objectives that train a head load it back
-        model = objective.restore(model, directory, manifest)
-    return model, tokenizer, manifest

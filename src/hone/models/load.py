@@ -10,6 +10,7 @@ import fcntl
 import hashlib
 import importlib.util
 import json
+import os
 import shutil
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -204,3 +205,10 @@ def align_special_tokens(tokenizer, config) -> list[str]:
             setattr(tokenizer, f"{kind}_token", tokenizer.convert_ids_to_tokens(token_id))
             changed.append(kind)
     return changed
+
+
+def set_threads(threads: int | None) -> None:
+    """Run torch on `threads` CPU threads (default: every core available to this process)."""
+    import torch
+
+    torch.set_num_threads(threads or len(os.sched_getaffinity(0)))

@@ -11,23 +11,16 @@ from hone.data.pairs import collate_pairs, pair_batches, pair_length, prepare_pa
 from hone.methods.base import accept_any_run
 
 
-def nothing_to_restore(model, directory, manifest):
-    """The default restore: the objective trained nothing beside the method, so the model is complete."""
-    return model
-
-
 @dataclass(frozen=True)
 class ObjectiveKind:
     """An objective as the registry knows it before a run: `Config`, `build(config) -> Objective`, and
-    two optional hooks: `check_run(run)` rejects settings of the rest of the run (raise ValueError
-    naming the key); `restore(model, directory, manifest)` loads what the objective trained beside
-    the method (a reward or class head) onto a loaded tuned model."""
+    an optional hook, `check_run(run)`, that rejects settings of the rest of the run (raise ValueError
+    naming the key). A head the objective trains is loaded back by what hone.json names."""
 
     name: str
     Config: type
     build: Callable
     check_run: Callable[..., None] = accept_any_run
-    restore: Callable = nothing_to_restore
 
 
 class Objective:

@@ -19,12 +19,14 @@ from pydantic import Field
 
 from hone.config.base import Section
 from hone.data.batching import Batching
+from hone.data.collate import collate_sequences
 from hone.data.prepare import PreparedData, read_split
 from hone.data.read import Issue
 from hone.data.template import IGNORE, TokenizedExample, eos_id
 from hone.errors import DataError
+from hone.models.heads import attach_head, save_head
 from hone.objectives.base import Objective, ObjectiveKind
-from hone.objectives.heads import attach_head, collate_sequences, head_outputs, load_head, save_head
+from hone.objectives.heads import head_outputs
 
 
 class Config(Section):
@@ -35,10 +37,6 @@ class Config(Section):
 
 def build(config: Config) -> "Classify":
     return Classify(config)
-
-
-def restore(model, directory, manifest):
-    return load_head(model, directory)
 
 
 @dataclass
@@ -178,4 +176,4 @@ class Classify(Objective):
         return metrics
 
 
-KIND = ObjectiveKind("classify", Config, build, restore=restore)
+KIND = ObjectiveKind("classify", Config, build)

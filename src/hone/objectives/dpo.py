@@ -27,6 +27,7 @@ from pydantic import Field, model_validator
 
 from hone.config.base import Section
 from hone.data.batching import Batching
+from hone.data.collate import to_device
 from hone.data.template import IGNORE
 from hone.methods import reference_policy
 from hone.objectives.base import Objective, ObjectiveKind, PairUnits
@@ -100,8 +101,6 @@ def sequence_log_probs(model, batch, chunk_tokens: int):
 def store_reference_log_probs(model, pairs, chunk_tokens: int, batches) -> None:
     """Set each pair's `reference` to the model's summed (chosen, rejected) log-probs; `batches` are
     the pairs collated in order. Runs in eval mode (no dropout) on the model's device."""
-    from hone.train.distributed import to_device
-
     device, training = next(model.parameters()).device, model.training
     model.eval()
     sums = torch.cat([sequence_log_probs(model, to_device(b, device), chunk_tokens)[0].float().cpu() for b in batches])

@@ -47,8 +47,11 @@ from pydantic import Field, model_validator
 
 from hone.config.base import Section
 from hone.data.batching import Batching
-from hone.methods import reference_policy
+from hone.data.prompts import prepare_prompts
+from hone.methods import METHODS, reference_policy
+from hone.models.generate import sample_groups, stop_token_ids
 from hone.objectives.base import Objective, ObjectiveKind
+from hone.objectives.grpo_rewards import load_reward
 from hone.objectives.losses import linear_token_log_probs
 from hone.rewards import GraderConfig
 
@@ -93,8 +96,6 @@ def check_run(run) -> None:
     """Run-level check: the KL reference is the start policy with its adapter disabled. Methods without
     an adapter have none, and unlike DPO's the reference log-probs cannot be computed before training:
     they score completions sampled during it. `beta: 0` needs no reference."""
-    from hone.methods import METHODS
-
     if run.objective.beta > 0 and not METHODS[run.method.type].adapter:
         adapters = ", ".join(name for name, method in METHODS.items() if method.adapter)
         raise ValueError(f"objective.beta: grpo's KL penalty needs a reference policy, the base with the adapter "
@@ -196,8 +197,6 @@ class GRPO(Objective):
         self.reward = None
 
     def prepare(self, data_config, tokenizer, seed: int):
-        from hone.data.prompts import prepare_prompts
-
         self.tokenizer = tokenizer
         return prepare_prompts(data_config, tokenizer, seed=seed, objective=self.name)
 
@@ -214,8 +213,6 @@ class GRPO(Objective):
                 for i in range(0, len(units), per_batch)]
 
     def attach(self, model, data):
-        from hone.objectives.grpo_rewards import load_reward
-
         self.reward = load_reward(self.config)
         self.reward.check(data.train)  # a grader that fails on the training items fails before training
         return model
@@ -225,8 +222,6 @@ class GRPO(Objective):
 
     def sample(self, model, prompts, group_size: int, temperature: float):
         """Completions (token lists, through the stop token), sampled in eval mode."""
-        from hone.infer.generate import sample_groups, stop_token_ids
-
         training = model.training
         model.eval()
         try:

@@ -13,7 +13,13 @@ from __future__ import annotations
 
 from collections import deque
 
+from hone.data.formats import Example, assistant
 from hone.errors import ConfigError, GraderError
+from hone.methods.tuned import load_tuned
+from hone.models.artifact import adapter_dir, read_manifest
+from hone.objectives.score import score_examples
+from hone.rewards import build_grader, grade_outputs
+from hone.rewards.spec import load_spec
 
 CHECKED_ITEMS = 3
 MESSAGE_CHARS = 300  # a failure's message as recorded (a traceback line, not a page of output)
@@ -41,9 +47,6 @@ class GraderReward(Reward):
     """Scores in [0, 1] from a grader spec; each item is the prompt's (`hone.data.prompts`)."""
 
     def __init__(self, config) -> None:
-        from hone.rewards import build_grader
-        from hone.rewards.spec import load_spec
-
         spec = load_spec(config.grader, where="objective.grader")
         self.grader = build_grader(spec)
         self.label = f"{spec.type} grader" + (f" {spec.name!r}" if spec.name else "")
@@ -72,8 +75,6 @@ class GraderReward(Reward):
                               issues=failures, hint=HINT)
 
     def _grade(self, texts: list[str], prompts: list):
-        from hone.rewards import grade_outputs
-
         return grade_outputs(self.grader, texts, [p.item for p in prompts])
 
 
@@ -81,8 +82,6 @@ class ModelReward(Reward):
     """Scores from a reward run's head on (prompt messages + the completion as the assistant reply)."""
 
     def __init__(self, run: str) -> None:
-        from hone.models.artifact import adapter_dir, load_tuned, read_manifest
-
         kind = read_manifest(adapter_dir(run)).get("objective", {}).get("type")
         if kind != "reward":
             raise ConfigError(f"{run} was trained with objective {kind!r}; a reward model is a run trained with "
@@ -91,9 +90,6 @@ class ModelReward(Reward):
         self.model.requires_grad_(False)
 
     def __call__(self, texts: list[str], prompts: list) -> tuple[list[float], list[dict]]:
-        from hone.data.formats import Example, assistant
-        from hone.infer.score import score_examples
-
         examples = [Example(format="chat", messages=[*p.messages, assistant(text)], where=p.where)
                     for text, p in zip(texts, prompts)]
         return [r["score"] for r in score_examples(self.model, self.tokenizer, self.manifest, examples)], []

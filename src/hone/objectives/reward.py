@@ -15,8 +15,11 @@ import torch.nn.functional as F
 
 from hone.config.base import Section
 from hone.data.batching import Batching
+from hone.data.collate import collate_sequences
+from hone.models.heads import attach_head, save_head
 from hone.objectives.base import Objective, ObjectiveKind, PairUnits
-from hone.objectives.heads import attach_head, head_outputs, load_head, save_head
+from hone.objectives.dpo import pair_report
+from hone.objectives.heads import head_outputs
 
 
 class Config(Section):
@@ -30,11 +33,6 @@ def build(config: Config) -> "RewardModel":
 def bradley_terry_loss(chosen_scores, rejected_scores):
     """Per-pair -log sigmoid(chosen - rejected); scores (B,)."""
     return -F.logsigmoid(chosen_scores - rejected_scores)
-
-
-def restore(model, directory, manifest):
-    """Attach a saved reward head to a loaded tuned model."""
-    return load_head(model, directory)
 
 
 class RewardModel(PairUnits, Objective):
@@ -64,16 +62,12 @@ class RewardModel(PairUnits, Objective):
                           "correct": int((chosen > rejected).sum())}
 
     def report(self, parts: list[dict], loss: float, *, validation: bool) -> dict:
-        from hone.objectives.dpo import pair_report
-
         return pair_report(parts)
 
 
 @torch.no_grad()
 def score_sequences(model, examples, pad_id: int, batch_size: int = 16) -> list[list[float]]:
     """The head's outputs for tokenized sequences (one padded row each), `batch_size` at a time."""
-    from hone.objectives.heads import collate_sequences
-
     plain = Batching(pad_id)  # one padded row per sequence
     model.eval()
     out: list[list[float]] = []
@@ -84,4 +78,4 @@ def score_sequences(model, examples, pad_id: int, batch_size: int = 16) -> list[
     return out
 
 
-KIND = ObjectiveKind("reward", Config, build, restore=restore)
+KIND = ObjectiveKind("reward", Config, build)

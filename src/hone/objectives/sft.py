@@ -11,6 +11,7 @@ from pydantic import Field
 from hone.config.base import Section
 from hone.data.batching import Batching
 from hone.data.pack import collate, pack_rows
+from hone.data.prepare import prepare_data
 from hone.objectives.base import Objective, ObjectiveKind
 from hone.objectives.losses import linear_cross_entropy
 
@@ -81,8 +82,6 @@ class SFT(Objective):
         self.chunk_tokens = chunk_tokens
 
     def prepare(self, data_config, tokenizer, seed: int):
-        from hone.data.prepare import prepare_data
-
         return prepare_data(data_config, tokenizer, seed=seed)
 
     def length(self, unit) -> int:

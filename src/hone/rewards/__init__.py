@@ -16,9 +16,20 @@ from typing import Annotated, Any, Union
 
 from pydantic import Field, TypeAdapter
 
-from hone.rewards import (exact_match, json_match, label_model, labels, model_judge, multi, numeric, python_function,
-                          string_check, text_similarity)
-from hone.rewards.grade import Grade, Grader, as_sample, failed
+from hone.errors import HoneError
+from hone.rewards import (
+    exact_match,
+    json_match,
+    label_model,
+    labels,
+    model_judge,
+    multi,
+    numeric,
+    python_function,
+    string_check,
+    text_similarity,
+)
+from hone.rewards.grade import Grade, Grader, as_sample, grade_safely
 
 GRADERS: dict[str, ModuleType] = {
     "exact_match": exact_match,
@@ -49,7 +60,7 @@ def build_grader(config, *, judge=None) -> Grader:
     if config.type in JUDGED:
         return GRADERS[config.type].build(config, judge=judge)
     if config.type == "multi":
-        return multi.build(config, judge=judge)
+        return multi.build(config, lambda spec: build_grader(spec, judge=judge))
     return GRADERS[config.type].build(config)
 
 
@@ -61,21 +72,6 @@ def python_graders(spec: dict) -> list[dict]:
         return [spec]
     graders = spec.get("graders") if spec.get("type") == "multi" else None
     return [found for sub in (graders or {}).values() for found in python_graders(sub)]
-
-
-def grade_safely(grader: Grader, samples: list[dict], items: list[dict]) -> list[Grade]:
-    """`grader.grade`, with an unexpected exception turned into a 0 for every sample (never a crash)."""
-    from hone.errors import HoneError
-
-    try:
-        grades = grader.grade(samples, items)
-    except HoneError:
-        raise  # a configuration problem (e.g. a judge model that does not exist) is the user's to fix
-    except Exception as exc:  # noqa: BLE001
-        return [failed(f"{grader.name} failed: {type(exc).__name__}: {exc}") for _ in samples]
-    return grades
-
-
 def grade_outputs(grader, outputs: list[Any], items: list[dict], *, judge=None) -> list[Grade]:
     """Grade model outputs (strings or sample dicts) against their items, one Grade per output.
 
@@ -83,8 +79,6 @@ def grade_outputs(grader, outputs: list[Any], items: list[dict], *, judge=None) 
     or an already built Grader: callers that grade many batches (an RL loop) build once with
     `build_grader` so a judge model is loaded once.
     """
-    from hone.errors import HoneError
-
     if len(outputs) != len(items):
         raise HoneError(f"{len(outputs)} outputs for {len(items)} items", where="grader",
                         hint="pass one model output per item, in the same order")

@@ -14,24 +14,14 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from hone.data.prompts import task_item
+from hone.data.read import check_file_readable
 from hone.errors import DataError
 from hone.rewards.grade import Grade
 
 
-def task_item(messages: list[dict], reference: str, where: str = "") -> dict:
-    """The item a held-out chat example becomes: `{messages, prompt, reference, where}`.
-
-    `messages` is the conversation before the reference turn, `prompt` its last user message,
-    `reference` the held-out assistant answer; templates read them as `{{item.reference}}` etc.
-    """
-    prompt = next((m["content"] for m in reversed(messages) if m.get("role") == "user"), "")
-    return {"messages": messages, "prompt": prompt, "reference": reference, "where": where}
-
-
 def read_jsonl(path: str | Path) -> list[tuple[str, object]]:
     """(file:line, value) for every non-blank line; a line that is not JSON is a DataError naming it."""
-    from hone.data.read import check_file_readable
-
     check_file_readable(path, None)
     rows, problems = [], []
     with open(path, encoding="utf-8", errors="replace") as lines:

@@ -2,7 +2,7 @@
 
 A *sample* is one model output: `{"output_text": str, "output_json": parsed JSON or None}`.
 An *item* is the record the output answers (any JSON object); for held-out chat files hone makes it
-`{"messages", "prompt", "reference", "where"}` (see `hone.rewards.batch.task_item`).
+`{"messages", "prompt", "reference", "where"}` (see `hone.data.prompts.task_item`).
 Templates name fields as `{{sample.output_text}}` or `{{item.reference}}`, with dots into nested
 objects and list indices (`{{item.answers.0}}`); non-string values render as JSON.
 """
@@ -18,6 +18,7 @@ from typing import Any, Callable
 from pydantic import field_validator
 
 from hone.config.base import Section
+from hone.errors import HoneError
 
 FENCE = re.compile(r"^```(?:json)?[ \t]*\n?(.*?)\n?[ \t]*```$", re.DOTALL | re.IGNORECASE)
 NOT_JSON = object()
@@ -225,3 +226,14 @@ def safe_call(function: Callable[[dict, dict], Grade], sample: dict, item: dict)
         return failed(str(exc))
     except Exception as exc:  # noqa: BLE001 - a grader never crashes a batch
         return failed(f"{type(exc).__name__}: {exc}")
+
+
+def grade_safely(grader: Grader, samples: list[dict], items: list[dict]) -> list[Grade]:
+    """`grader.grade`, with an unexpected exception turned into a 0 for every sample (never a crash)."""
+    try:
+        grades = grader.grade(samples, items)
+    except HoneError:
+        raise  # a configuration problem (e.g. a judge model that does not exist) is the user's to fix
+    except Exception as exc:  # noqa: BLE001
+        return [failed(f"{grader.name} failed: {type(exc).__name__}: {exc}") for _ in samples]
+    return grades

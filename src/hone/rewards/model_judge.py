@@ -1,7 +1,7 @@
 """`model` / `score_model`: a judge model reads a rubric and the output and answers with a score.
 
 The judge is any model hone can load (a base model or a tuned run's adapter) and runs through hone's
-own batched greedy generation (`hone.infer.generate`). Give either a `rubric` (hone writes the
+own batched greedy generation (`hone.models.generate`). Give either a `rubric` (hone writes the
 prompt: the rubric, the item's prompt and reference when it has them, the output) or `input`, chat
 messages with `{{...}}` templates (OpenAI's `score_model` shape). The first number in the judge's
 answer is the score, mapped from `range` onto [0, 1]; no number, or one outside the range, scores 0
@@ -16,6 +16,8 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from hone.config.base import Section
+from hone.methods.tuned import load_for_inference
+from hone.models.generate import generate_batch
 from hone.rewards.grade import Grade, Grader, GraderBase, TemplateError, check_template, failed, render
 
 SCORE = re.compile(r"[-+]?\d+(?:\.\d+)?")
@@ -90,8 +92,6 @@ class ModelJudge(Grader):
         self.parse = parse or (lambda answer: parse_score(answer, *config.range))
 
     def grade(self, samples: list[dict], items: list[dict]) -> list[Grade]:
-        from hone.infer.generate import generate_batch
-
         grades: list[Grade | None] = [None] * len(samples)
         prompts, positions = [], []
         for i, (sample, item) in enumerate(zip(samples, items)):
@@ -115,8 +115,6 @@ class ModelJudge(Grader):
 
     def _load(self):
         if self.judge is None:
-            from hone.api import load_for_inference
-
             self.judge = load_for_inference(adapter=self.config.adapter, model=self.config.model)
         return self.judge
 

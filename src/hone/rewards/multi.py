@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field, ValidationInfo, field_validator
 
-from hone.rewards.grade import Grade, Grader, GraderBase, bounded, failed
+from hone.rewards.grade import Grade, Grader, GraderBase, bounded, failed, grade_safely
 
 if TYPE_CHECKING:
     from hone.rewards import GraderConfig
@@ -130,8 +130,6 @@ class MultiGrader(Grader):
         self.formula = parse_formula(config.calculate_output)
 
     def grade(self, samples: list[dict], items: list[dict]) -> list[Grade]:
-        from hone.rewards import grade_safely
-
         parts = {name: grade_safely(grader, samples, items) for name, grader in self.graders.items()}
         grades = []
         for i in range(len(samples)):
@@ -148,7 +146,6 @@ class MultiGrader(Grader):
         return grades
 
 
-def build(config: Config, judge=None) -> MultiGrader:
-    from hone.rewards import build_grader
-
-    return MultiGrader(config, {name: build_grader(spec, judge=judge) for name, spec in config.graders.items()})
+def build(config: Config, build_part) -> MultiGrader:
+    """The formula over its parts; `build_part(spec)` builds each one (the registry in `hone.rewards` passes it)."""
+    return MultiGrader(config, {name: build_part(spec) for name, spec in config.graders.items()})

@@ -9,12 +9,11 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from hone.errors import ConfigError
+from hone.rewards import GRADERS, GRADER_CONFIGS, SPEC
 
 
 def load_spec(source: Any, *, where: str | None = None):
     """A validated grader config from a config object, a dict, inline JSON text or a .json/.yaml file."""
-    from hone.rewards import GRADER_CONFIGS
-
     if isinstance(source, tuple(GRADER_CONFIGS)):
         return source
     if isinstance(source, BaseModel):
@@ -52,8 +51,6 @@ def read_spec_text(source: str | Path) -> Any:
 
 def validate_spec(data: Any, *, where: str = "grader"):
     """Validate a raw spec; ConfigError listing each problem as `path: message`."""
-    from hone.rewards import GRADERS, SPEC
-
     if not isinstance(data, dict):
         raise ConfigError("a grader spec must be an object with a `type`", where=where,
                           hint=f"types: {', '.join(GRADERS)}")
@@ -76,8 +73,6 @@ def spec_path(loc: tuple) -> str:
 
 
 def spec_message(err: dict) -> str:
-    from hone.rewards import GRADERS
-
     if err["type"] == "extra_forbidden":
         return "unknown setting"
     if err["type"] == "union_tag_invalid":

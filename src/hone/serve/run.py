@@ -9,8 +9,8 @@ import time
 from contextlib import contextmanager
 
 from hone.errors import HoneError
+from hone.models.load import set_threads
 from hone.serve.app import create_app
-from hone.train.loop import set_threads
 
 
 def serve_forever(settings, log=print) -> None:

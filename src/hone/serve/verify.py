@@ -8,18 +8,24 @@ import tempfile
 from pathlib import Path
 
 from hone.errors import DataError
+from hone.evaluate.task import read_task
+from hone.export import merge
+from hone.methods import method_for
+from hone.methods.tuned import load_for_inference
+from hone.models.artifact import adapter_dir, read_manifest
+from hone.models.generate import generate_batch
+from hone.models.load import load_model
+from hone.serve.app import create_app
+from hone.serve.run import running_server
+from hone.serve.settings import ServeSettings
 
 
 def verify_run(run: str | Path, *, file: str | None = None, limit: int = 16, max_new_tokens: int = 64) -> dict:
     """Compare the three paths prompt by prompt; the report says how many agree and shows the first mismatch."""
-    from hone import api
-    from hone.methods import method_for
-    from hone.models.artifact import adapter_dir, read_manifest
-
     directory = adapter_dir(run)
     manifest = read_manifest(directory)
     conversations = [item.messages for item in _prompt_items(run, file)][:limit]
-    reference = api.generate(conversations, adapter=directory, max_new_tokens=max_new_tokens)
+    reference = _generated(directory, conversations, max_new_tokens)
     report = {"run": str(run), "prompts": len(conversations), "max_new_tokens": max_new_tokens}
     served = _served(manifest["base_model"]["id"], directory, conversations, max_new_tokens)
     report["server"] = _compare(reference, served)
@@ -32,10 +38,14 @@ def verify_run(run: str | Path, *, file: str | None = None, limit: int = 16, max
     return report
 
 
+def _generated(directory: Path, conversations: list[list[dict]], max_new_tokens: int) -> list[str]:
+    """Greedy answers as `hone generate` gives them (the model is freed before the server loads its own)."""
+    model, tokenizer = load_for_inference(adapter=directory)
+    return generate_batch(model, tokenizer, conversations, max_new_tokens=max_new_tokens)
+
+
 def _prompt_items(run, file: str | None):
     import yaml
-
-    from hone.evaluate.task import read_task
 
     if file is None:
         config_path = Path(run) / "config.yaml"
@@ -50,10 +60,6 @@ def _prompt_items(run, file: str | None):
 def _served(base: str, directory: Path, conversations: list[list[dict]], max_new_tokens: int) -> list[str]:
     """Greedy answers from a real server on loopback, all prompts sent at once (so they batch)."""
     import httpx
-
-    from hone.serve.app import create_app
-    from hone.serve.run import running_server
-    from hone.serve.settings import ServeSettings
 
     with tempfile.TemporaryDirectory() as tmp:
         settings = ServeSettings(model=base, adapters={"verify": str(directory)}, keys_file=f"{tmp}/keys.json",
@@ -71,11 +77,6 @@ def _served(base: str, directory: Path, conversations: list[list[dict]], max_new
 
 def _merged(directory: Path, conversations: list[list[dict]], max_new_tokens: int) -> list[str]:
     """Greedy answers from the merged export (written to a temporary folder, loaded as a plain model)."""
-    from hone.export import merge
-    from hone.infer.generate import generate_batch
-    from hone.models.artifact import read_manifest
-    from hone.models.load import load_model
-
     with tempfile.TemporaryDirectory() as tmp:
         out = merge.merge_artifact(directory, Path(tmp) / "merged").out
         model, tokenizer, _ = load_model(str(out))

@@ -17,12 +17,12 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from hone.train.distributed import barrier, full_optimizer_state, full_trainable_state, is_main, load_full_state
+
 KEEP = 2
 
 
 def save_checkpoint(run_dir: Path, step: int, model, optimizer, scheduler, state: dict, scaler=None) -> Path:
-    from hone.train.distributed import barrier, full_optimizer_state, full_trainable_state, is_main
-
     weights = full_trainable_state(model)
     optimizer_state = full_optimizer_state(model, optimizer)
     root = Path(run_dir) / "checkpoints"
@@ -63,8 +63,6 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
 
 def load_checkpoint(path: Path, model, optimizer, scheduler, scaler=None) -> dict:
     """Restore trainable weights, optimizer, schedule and RNG; returns the saved loop state."""
-    from hone.train.distributed import load_full_state
-
     weights = load_file(path / "trainable.safetensors")
     params = dict(model.named_parameters())
     missing = [n for n in weights if n not in params]

@@ -16,8 +16,9 @@ from dataclasses import dataclass, replace
 
 import torch
 
+from hone.data.collate import to_device
 from hone.errors import ConfigError
-from hone.methods.qlora import is_nf4
+from hone.models.storage import is_nf4
 from hone.train.precision import HALF, autocast, grad_scaler, resolve_device, resolve_precision
 
 
@@ -206,12 +207,6 @@ def load_full_state(model, optimizer, weights: dict, optimizer_state: dict) -> N
 
     set_model_state_dict(model, weights, options=StateDictOptions(full_state_dict=True, strict=False))
     set_optimizer_state_dict(model, optimizer, optimizer_state, options=StateDictOptions(full_state_dict=True))
-
-
-def to_device(batch: dict, device) -> dict:
-    """Move a collated batch's tensors to `device` (0-d counts stay where they are)."""
-    return {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) and v.dim() else v
-            for k, v in batch.items()}
 
 
 def decoder_layers(model) -> list:

@@ -7,15 +7,6 @@ import math
 import torch
 
 
-def optimizer_problem(name: str) -> str | None:
-    """Why optimizer `name` cannot run here, or None (checked by the config validator, before any model loads)."""
-    import importlib.util
-
-    if name == "adamw_8bit" and importlib.util.find_spec("bitsandbytes") is None:
-        return "adamw_8bit needs bitsandbytes (pip install bitsandbytes); use adamw here"
-    return None
-
-
 def build_optimizer(params, config) -> torch.optim.Optimizer:
     """AdamW (`config.optimizer` picks the kernel, or 8-bit states); weight decay only on matrices
     (not on norms, biases or 1-D adapter vectors)."""

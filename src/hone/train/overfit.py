@@ -4,9 +4,17 @@ evaluation so far (its weights become the artifact), and a warning when the trai
 from __future__ import annotations
 
 import json
+import os
+import shutil
 from pathlib import Path
 
+from hone.data.pack import split_validation
+from hone.data.prompts import task_item
+from hone.data.read import read_examples
 from hone.errors import ConfigError
+from hone.evaluate.task import TaskItem, evaluate_task
+from hone.rewards.metric import eval_grader, score_outputs
+from hone.train.distributed import barrier, full_trainable_state, is_main
 
 
 class EarlyStopping:
@@ -74,8 +82,6 @@ def best_dir(run_dir: Path) -> Path:
 def save_best(run_dir: Path, step: int, model, stopper: EarlyStopping) -> None:
     """Keep the best evaluation's trainable weights in checkpoints/best (written atomically; under
     several processes every rank gathers and rank 0 writes)."""
-    from hone.train.distributed import barrier, full_trainable_state, is_main
-
     weights = full_trainable_state(model)
     if is_main():
         _write_best(run_dir, step, weights, stopper)
@@ -83,9 +89,6 @@ def save_best(run_dir: Path, step: int, model, stopper: EarlyStopping) -> None:
 
 
 def _write_best(run_dir: Path, step: int, weights: dict, stopper: EarlyStopping) -> None:
-    import os
-    import shutil
-
     from safetensors.torch import save_file
 
     final = best_dir(run_dir)
@@ -117,12 +120,6 @@ class TaskScore:
     """A task metric on validation examples (generated greedily), for early stopping on e.g. field_accuracy."""
 
     def __init__(self, config, tokenizer) -> None:
-        from hone.data.pack import split_validation
-        from hone.data.read import read_examples
-        from hone.evaluate.task import TaskItem
-        from hone.rewards.batch import task_item
-        from hone.rewards.metric import eval_grader, score_outputs
-
         data = config.data
         if data.validation:
             examples, _ = read_examples(data.validation, strict=data.strict)
@@ -143,8 +140,6 @@ class TaskScore:
                                    + ("" if self.items else " (and give chat validation examples)"))
 
     def __call__(self, model) -> float:
-        from hone.evaluate.task import evaluate_task
-
         result = evaluate_task(model, self.tokenizer, self.items, grader=self.grader,
                                max_new_tokens=self.max_new_tokens, progress=False)
         return float(result.metrics[self.key])

@@ -7,6 +7,8 @@ from functools import lru_cache
 
 import torch
 
+from hone.errors import ConfigError
+
 HALF = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -23,8 +25,6 @@ def cpu_has_fast_bf16() -> bool:
 
 def resolve_device(device: str, local_rank: int = 0) -> torch.device:
     """`auto` is CUDA when a GPU is visible, else CPU; under torchrun each process takes its local GPU."""
-    from hone.errors import ConfigError
-
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cuda":

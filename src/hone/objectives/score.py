@@ -10,8 +10,10 @@ import math
 
 from hone.data.formats import Example
 from hone.data.read import read_examples
-from hone.data.template import tokenize_example
+from hone.data.template import IGNORE, TokenizedExample, tokenize_example
 from hone.errors import DataError, HoneError
+from hone.objectives.classify import tokenize_text
+from hone.objectives.reward import score_sequences
 
 REWARD_FORMATS = ("chat", "prompt_completion", "alpaca", "preference")
 CLASSIFY_FORMATS = ("labelled", "text")
@@ -44,8 +46,6 @@ def read_for_scoring(path: str, kind: str) -> list[Example]:
 
 
 def _score_rewards(model, tokenizer, examples, max_length, batch_size) -> list[dict]:
-    from hone.objectives.reward import score_sequences
-
     sequences, owners = [], []
     for n, example in enumerate(examples):
         if example.format == "preference":
@@ -76,10 +76,6 @@ def _conversation(example, reply, tokenizer, max_length):
 
 
 def _classify(model, tokenizer, examples, labels, max_length, batch_size) -> list[dict]:
-    from hone.data.template import IGNORE, TokenizedExample
-    from hone.objectives.classify import tokenize_text
-    from hone.objectives.reward import score_sequences
-
     sequences = []
     for e in examples:
         ids = tokenize_text(e.text, tokenizer, max_length)

@@ -8,7 +8,7 @@ micro-batch is one row of its tokens (attention costs no (L x L) matrix), the fu
 cross-entropy never holds more than one chunk of logits, and under bf16 autocast the matmul outputs
 are bf16 while the residual stream stays fp32. Decoder blocks below the first trainable parameter
 keep nothing for backward. The calibration runs a few real optimizer steps of the real loop pieces
-(`StepPlan`, `optimizer_step`) and times them.
+(`hone.train.step`) and times them.
 
 The totals are the bytes the loop holds at its peak. glibc's malloc raises its mmap threshold after
 the first large free and then serves activations from its heap, whose freed holes it keeps: peak
@@ -18,13 +18,27 @@ RSS from the second step on can then reach about twice the activations. With
 
 from __future__ import annotations
 
+import os
+import random
 import statistics
 import time
 from dataclasses import dataclass, field
 
+from hone.config.schema import RunConfig
 from hone.data.batching import Batching
-from hone.errors import HoneError, ResourceError
-from hone.methods.qlora import is_nf4
+from hone.data.pack import pack_rows, plan_batches
+from hone.data.prepare import PreparedData
+from hone.data.template import TokenizedExample
+from hone.errors import ConfigError, HoneError, ResourceError
+from hone.methods import METHODS, method_for
+from hone.models.attention import use_segment_attention
+from hone.models.load import load_model, resolve_model
+from hone.models.storage import stored_bytes
+from hone.objectives import build_objective
+from hone.train.distributed import start_runtime
+from hone.train.optim import build_optimizer, build_scheduler
+from hone.train.precision import prepare_for_precision, resolve_precision
+from hone.train.step import StepPlan, optimizer_step
 
 GIB = 1 << 30
 # Optimizer state bytes per trainable element (AdamW keeps two moments in the parameter's dtype).
@@ -122,8 +136,6 @@ def workload_for(config, examples=None, *, segmented: bool = True, processes: in
     With several processes, the biggest share one process gets (rank r takes examples r, r+N, ...)."""
     if examples and not hasattr(examples[0], "labels"):
         examples = None
-    from hone.data.pack import pack_rows, plan_batches
-
     train, data = config.train, config.data
     if not examples:
         tokens = -(-(train.batch_tokens or (train.batch_size * data.max_length)) // processes)
@@ -152,8 +164,6 @@ def analytical(config, source, workload: Workload, method_name: str, method_conf
                processes: int = 1) -> MethodEstimate:
     """Parameters and memory of `method_name` on `source` for `workload`, without reading weights;
     with several processes, what each one holds (see `distribute`)."""
-    from hone.train.precision import prepare_for_precision, resolve_precision
-
     model, segmented = _meta_model(source, method_name, method_config or config.method)
     precision = resolve_precision(config.train.precision, device_type(config.train))
     prepare_for_precision(model, precision)
@@ -211,21 +221,6 @@ def distribute(row: MethodEstimate, model, strategy: str, processes: int, precis
                      f"gathered in turn; gradients and optimizer states sharded")
 
 
-def stored_bytes(tensor) -> int:
-    """The bytes a parameter holds here: under FSDP2 this process's shard; for a 4-bit weight its packed
-    data plus its quantization statistics (bitsandbytes' block scales and codebooks, or the inner
-    tensors of torchao's NF4Tensor, which reports its de-quantized size)."""
-    tensor = tensor.to_local() if hasattr(tensor, "to_local") else tensor
-    if is_nf4(tensor):
-        return sum(stored_bytes(getattr(tensor, name)) for name in tensor.__tensor_flatten__()[0])
-    total = tensor.numel() * tensor.element_size()
-    state = getattr(tensor, "quant_state", None)
-    while state is not None:
-        total += sum(t.numel() * t.element_size() for t in (state.absmax, state.code) if t is not None)
-        state = state.state2 if state.nested else None
-    return total
-
-
 def activation_bytes(model, workload: Workload, precision: str, segmented: bool, objective_config) -> int:
     """Bytes autograd keeps for backward over one micro-batch, plus the transient peak on top of it.
 
@@ -266,16 +261,6 @@ def calibrate(config, source, examples, method_name: str, method_config=None, *,
     """Time `steps` real optimizer steps (after one warm-up step) of the real loop pieces."""
     import torch
 
-    from hone.data.prepare import PreparedData
-    from hone.methods import method_for
-    from hone.models.attention import use_segment_attention
-    from hone.models.load import load_model
-    from hone.objectives import build_objective
-    from hone.train.loop import StepPlan, optimizer_step
-    from hone.train.distributed import start_runtime
-    from hone.train.optim import build_optimizer, build_scheduler
-    from hone.train.precision import prepare_for_precision
-
     model, tokenizer, _ = load_model(source)
     batching = Batching.for_run(config.data, tokenizer.pad_token_id, use_segment_attention(model))
     torch.manual_seed(config.train.seed)
@@ -310,10 +295,6 @@ def estimate_run(config, *, methods: list[str] | None = None, calibration_steps:
     """The estimate table for `config`: its own method, or each of `methods` with default options;
     memory per process of `processes` (`train.distributed` says how they share the model). The time
     is measured on this one process."""
-    from hone.methods import METHODS
-    from hone.models.load import resolve_model
-    from hone.train.precision import resolve_precision
-
     source = resolve_model(config.model)
     names = methods or [config.method.type]
     unknown = [n for n in names if n not in METHODS]
@@ -344,9 +325,6 @@ def estimate_run(config, *, methods: list[str] | None = None, calibration_steps:
 def _run_for_method(config, method_config):
     """`config` with `method_config`, adjusted where the method requires it (virtual-token methods
     need `data.packing=false`); returns the run config and a note saying what changed."""
-    from hone.config.schema import RunConfig
-    from hone.errors import ConfigError
-
     if method_config is config.method:
         return config, None
     data = config.model_dump()
@@ -366,8 +344,6 @@ def check_fits(config, source, examples, log=print, *, processes: int = 1, devic
     row = analytical(config, source, workload, config.method.type, processes=processes)
     limit = config.train.memory_limit_gb
     available = int(limit * GIB) if limit else available_memory(device, processes)
-    from hone.train.precision import resolve_precision
-
     result = Estimate(source.id, resolve_precision(config.train.precision, device_type(config.train)), workload,
                       [row], available, processes, config.train.distributed)
     log(result.render())
@@ -391,8 +367,6 @@ def device_type(train) -> str:
 def available_memory(device=None, processes: int = 1) -> int | None:
     """Bytes one process may use: a CUDA device's free memory, else its share of this machine's
     MemAvailable (/proc/meminfo; None where there is no such file) among the processes it runs."""
-    import os
-
     if getattr(device, "type", device) == "cuda":
         import torch
 
@@ -437,9 +411,6 @@ def _meta_model(source, method_name: str | None, method_config):
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from hone.methods import method_for
-    from hone.models.attention import use_segment_attention
-
     method = method_for(method_name) if method_name is not None else None
     if method is None or not method.needs_weights:
         model_config = AutoConfig.from_pretrained(source.path)
@@ -453,8 +424,6 @@ def _meta_model(source, method_name: str | None, method_config):
             return model, segmented
         except Exception:  # noqa: BLE001 - some methods need real weights (e.g. initialising from text)
             pass
-    from hone.models.load import load_model
-
     model, _, _ = load_model(source)
     segmented = use_segment_attention(model)
     return (method.apply(model, method_config) if method is not None else model), segmented
@@ -495,10 +464,6 @@ def _output_head(model):
 
 def _synthetic_examples(config, tokenizer, steps: int):
     """Random full-length examples for a calibration without a data file."""
-    import random
-
-    from hone.data.template import TokenizedExample
-
     rng = random.Random(config.train.seed)
     length = config.data.max_length
     per_step = config.train.grad_accum * (config.train.batch_size or max(1, config.train.batch_tokens // length))

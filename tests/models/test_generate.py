@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from hone.data.template import prompt_ids
-from hone.infer import generate as gen
+from hone.models import generate as gen
 from hone.models.tiny import tiny_model
 
 SYSTEM = {"role": "system", "content": "You are a helpful assistant. Answer the question in one word. " * 2}

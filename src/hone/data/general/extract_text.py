@@ -2,7 +2,7 @@
 
 Both are prose paragraphs of `pydoc_data.topics` (the Python Language Reference, PSF licence; see
 LICENSE-PSF.txt), split by topic so that replay data never contains a probe passage. Run once with
-the Python whose docs should be used: `python src/hone/evaluate/general/extract_text.py`.
+the Python whose docs should be used: `python src/hone/data/general/extract_text.py`.
 """
 
 from __future__ import annotations

@@ -1,0 +1,30 @@
+"""The `data` section of a run config: which files, how they are split, truncated and packed."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from hone.config.base import Section
+
+
+class DataConfig(Section):
+    train: str | None = None
+    """Training JSONL: chat `messages`, `prompt`/`completion`, alpaca or raw `text` records (sft);
+    preference pairs (dpo, reward); labelled `{"text", "label"}` records (classify); prompts (grpo:
+    conversations ending with a user turn plus grader fields, or chat records)."""
+    validation: str | None = None
+    """Validation JSONL; when absent, `validation_fraction` of `train` is held out deterministically."""
+    validation_fraction: float = Field(0.1, ge=0.0, lt=1.0)
+    max_length: int = Field(512, gt=1)
+    """Examples longer than this many tokens are truncated (and counted in the data report)."""
+    loss_on: Literal["assistant", "all"] = "assistant"
+    """Which chat tokens carry loss; raw `text` records always train on every token."""
+    packing: bool = True
+    """Pack several examples per row (no attention across examples, positions restart)."""
+    strict: bool = True
+    """Refuse a file with any invalid line (True) or skip invalid lines and say how many (False)."""
+    replay: float = Field(0.0, ge=0.0, lt=1.0)
+    """Fraction of the training examples that are general text replayed against forgetting (shipped
+    paragraphs of Python's docs, disjoint from the forgetting probe); 0.2 adds 1 replay per 4 task examples."""
