@@ -8,6 +8,9 @@ import json
 import os
 import sys
 
+from hone.errors import ConfigError, HoneError
+from hone.models.registry import DEFAULT_MODEL
+from hone.paths import hone_home
 
 GATE_FAILED = 5  # the run trained but failed its forgetting gate
 
@@ -25,7 +28,6 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     _quiet_libraries()
-    from hone.errors import HoneError
 
     try:
         return args.run(args) or 0
@@ -199,8 +201,7 @@ def _data_check(args) -> int:
     tokenizer = None
     if not args.no_tokens:
         from hone.models.load import load_tokenizer
-        from hone.models.registry import DEFAULT_MODEL
-
+    
         tokenizer = load_tokenizer(args.model or DEFAULT_MODEL)
     report = check_file(args.file, tokenizer, max_length=args.max_length, loss_on=args.loss_on)
     print(json.dumps(report.to_dict(), indent=2) if args.json else report.render())
@@ -343,7 +344,6 @@ def _export(args) -> int:
     import tempfile
 
     from hone.api import export_gguf
-    from hone.errors import ConfigError
 
     if bool(args.merge) == bool(args.source):
         raise ConfigError("give either --merge RUN or a MODEL to export", where="hone export",
@@ -383,7 +383,6 @@ def _service_settings(args):
 
     from hone.jobs.service import ServiceSettings
     from hone.jobs.store import Store
-    from hone.paths import hone_home
 
     os.umask(0o077)  # the service's data (database, uploads, runs, logs, feedback) is private: 0700 / 0600
     data_dir = args.data_dir or str(hone_home() / "service")
@@ -414,8 +413,7 @@ def _service(args) -> int:
         print(store.create_key(project["id"]))
         return 0
     if args.max_bases < 1:
-        from hone.errors import ConfigError
-
+    
         raise ConfigError(f"must be at least 1 (the served base), got {args.max_bases}", where="--max-bases")
     extra = ["--lease", str(args.lease), "--max-running-jobs", str(args.max_running_jobs)] + \
         (["--job-threads", str(args.job_threads)] if args.job_threads else []) + \

@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import json
 
+from hone.errors import ConfigError
+from hone.models.artifact import adapter_dir, read_manifest
+from hone.models.registry import DEFAULT_MODEL
+from hone.serve.feedback import export_feedback
+
 
 def add_commands(commands) -> None:
     serve = commands.add_parser("serve", help="OpenAI-compatible server: one base model, many adapters")
@@ -63,7 +68,6 @@ def _serve(args) -> int:
     for item in args.adapter:
         name, sep, path = item.partition("=")
         if not sep or not name or not path:
-            from hone.errors import ConfigError
 
             raise ConfigError(f"--adapter {item!r} is not NAME=PATH", where="--adapter")
         adapters[name] = path
@@ -78,7 +82,6 @@ def _serve(args) -> int:
 def _overrides(items: list[str]) -> dict:
     import yaml
 
-    from hone.errors import ConfigError
 
     values = {}
     for item in items:
@@ -92,7 +95,6 @@ def _overrides(items: list[str]) -> dict:
 def _settings(cls, values: dict):
     from pydantic import ValidationError
 
-    from hone.errors import ConfigError
 
     try:
         return cls(**values)
@@ -105,7 +107,6 @@ def _base_of(adapters: dict, adapters_dir: str | None) -> str | None:
     """The base model recorded in the first adapter's hone.json (so `--model` may be left out)."""
     from pathlib import Path
 
-    from hone.models.artifact import adapter_dir, read_manifest
 
     paths = list(adapters.values())
     if adapters_dir and Path(adapters_dir).is_dir():
@@ -114,7 +115,6 @@ def _base_of(adapters: dict, adapters_dir: str | None) -> str | None:
 
 
 def _default_model() -> str:
-    from hone.models.registry import DEFAULT_MODEL
 
     return DEFAULT_MODEL
 
@@ -150,7 +150,6 @@ def _keys_revoke(args) -> int:
 
 
 def _feedback_export(args) -> int:
-    from hone.serve.feedback import export_feedback
     from hone.serve.settings import ServeSettings
 
     path = ServeSettings(feedback_file=args.file).feedback_path()
