@@ -28,7 +28,8 @@ process's peak RSS, which is no GPU figure).
 
 Carry to a GPU machine that lacks them (Python 3.12 image with torch, transformers, peft, triton):
     pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \\
-        --platform manylinux2014_x86_64 -d .whl pydantic==2.14.4 pydantic_core==2.50.5 \\
+        --platform manylinux2014_x86_64 --platform manylinux_2_24_x86_64 --platform manylinux_2_28_x86_64 \\
+        -d .whl pydantic==2.14.4 pydantic_core==2.50.5 \\
         annotated-types==0.8.0 typing-inspection==0.4.5 bitsandbytes==0.50.2 torchao==0.18.0 \\
         liger-kernel==0.8.5
 and there:
@@ -495,11 +496,12 @@ HOW_TO_RUN = """## Running it
 
 On the GPU machine (an image with Python 3.12, torch, transformers, peft and triton), hone needs these
 wheels beside its source. Download them on a machine with the package index, into an ignored folder
-`.whl/` of the checkout (about 50 MB):
+`.whl/` of the checkout (48 MB; bitsandbytes and torchao are tagged manylinux_2_24/2_28):
 
 ```sh
 pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \\
-    --platform manylinux2014_x86_64 -d .whl pydantic==2.14.4 pydantic_core==2.50.5 \\
+    --platform manylinux2014_x86_64 --platform manylinux_2_24_x86_64 --platform manylinux_2_28_x86_64 \\
+    -d .whl pydantic==2.14.4 pydantic_core==2.50.5 \\
     annotated-types==0.8.0 typing-inspection==0.4.5 bitsandbytes==0.50.2 torchao==0.18.0 \\
     liger-kernel==0.8.5
 ```

@@ -95,3 +95,18 @@ def test_compiled_layers_train_like_eager_ones_within_bf16_rounding(tiny_tokeniz
 def test_use_kernels_says_what_it_fused(tiny_tokenizer):
     model = tiny_model(tiny_tokenizer)
     assert use_kernels(model, "none") == "kernels: none (eager)"
+
+
+@pytest.mark.skipif(liger_problem() is not None, reason="Liger Kernel (and Triton) not installed")
+def test_liger_binds_to_this_models_modules_and_leaves_cpu_tensors_eager(tiny_tokenizer):
+    import transformers.models.llama.modeling_llama as llama
+
+    torch.manual_seed(0)
+    model = lora.apply(tiny_model(tiny_tokenizer), lora.Config(rank=4))
+    ids = torch.randint(3, 100, (1, 12))
+    before = model(input_ids=ids).logits
+    assert use_kernels(model, "liger") == "kernels: liger (5 RMSNorms, 2 SwiGLU MLPs, rotary embedding fused)"
+    assert isinstance(llama.apply_rotary_pos_emb, FusedRotary)
+    assert torch.equal(model(input_ids=ids).logits, before)
+    other = tiny_model(tiny_tokenizer)  # another model of the process keeps its own forwards
+    assert "forward" not in vars(other.model.norm)

@@ -29,6 +29,7 @@ from hone.errors import ConfigError
 
 KERNELS = ("auto", "none", "liger", "compile")
 LIGER_ARCHITECTURES = frozenset({"llama", "mistral", "qwen2", "qwen3"})
+LIGER_DEVICES = {"cuda"}  # where the Triton kernels run; tensors elsewhere take the modules' own forward
 
 
 def liger_problem() -> str | None:
@@ -116,7 +117,7 @@ def fuse_with_liger(model) -> dict:
 
 def _fused_rms_norm(kernel):
     def forward(self, hidden):
-        if not hidden.is_cuda:
+        if hidden.device.type not in LIGER_DEVICES:
             return type(self).forward(self, hidden)
         eps = getattr(self, "variance_epsilon", getattr(self, "eps", 1e-6))
         return kernel(hidden, self.weight, eps, 0.0, "llama", False)
@@ -126,7 +127,7 @@ def _fused_rms_norm(kernel):
 
 def _fused_swiglu(kernel):
     def forward(self, x):
-        if not x.is_cuda:
+        if x.device.type not in LIGER_DEVICES:
             return type(self).forward(self, x)
         return self.down_proj(kernel(self.gate_proj(x), self.up_proj(x)))
 
@@ -134,14 +135,14 @@ def _fused_swiglu(kernel):
 
 
 class FusedRotary:
-    """An architecture module's `apply_rotary_pos_emb` whose CUDA calls go to a fused kernel."""
+    """An architecture module's `apply_rotary_pos_emb` whose calls on CUDA tensors go to a fused kernel."""
 
     def __init__(self, plain, fused) -> None:
         self.plain = plain
         self.fused = fused
 
     def __call__(self, q, k, cos, sin, *args, **kwargs):
-        if q.is_cuda and not args and not kwargs:
+        if q.device.type in LIGER_DEVICES and not args and not kwargs:
             return self.fused(q, k, cos, sin)
         return self.plain(q, k, cos, sin, *args, **kwargs)
 
