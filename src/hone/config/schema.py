@@ -79,6 +79,11 @@ class TrainConfig(Section):
     """Recompute each decoder layer's activations in backward: much less memory, ~1/3 more compute."""
     compile: bool = False
     """torch.compile each decoder layer (regional: quick to compile, reused by every layer)."""
+    kernels: Literal["auto", "none", "liger", "compile"] = Field("auto", description=(
+        "Fused kernels for RMSNorm, the rotary embedding and SwiGLU: `liger` (Liger Kernel's Triton kernels, "
+        "pip install liger-kernel; CUDA only), `compile` (torch.compile of each decoder layer's norms and MLP), "
+        "`none` (eager). `auto` is none on the CPU and, on CUDA, liger where Liger Kernel is installed and covers "
+        "the architecture, else compile. `compile: true` means `kernels: compile`."))
     threads: int | None = Field(None, gt=0)
     """CPU threads for torch (default: the cores available to this process)."""
     early_stopping: EarlyStoppingConfig | None = None

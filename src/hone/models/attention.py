@@ -8,7 +8,10 @@ row with no padding at all. It is registered with transformers' attention interf
 
 On CUDA in bf16/fp16 the whole batch goes to one variable-length flash-attention call over the
 segments' cumulative boundaries (`torch.nn.attention.varlen`, else the flash-attn package); on the
-CPU, in fp32, or where neither kernel exists, each segment gets its own SDPA call.
+CPU, in fp32, or where neither kernel exists, each segment gets its own SDPA call. Under autocast
+the queries, keys and values are computed in autocast's dtype whatever dtype they arrive in: with
+fp32 master weights (full fine-tuning) the rotary embedding promotes them to fp32, which would
+otherwise send a bf16 run down the per-segment path (`segment_path` decides; tests pin it).
 """
 
 from __future__ import annotations
@@ -31,8 +34,12 @@ def segment_attention(module, query, key, value, attention_mask, dropout: float 
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout,
                                       scaling=scaling, **kwargs)
     p = dropout if module.training else 0.0
-    kernel = varlen_kernel() if query.is_cuda and query.dtype in (torch.bfloat16, torch.float16) else None
-    if kernel is not None and p == 0.0:
+    device = query.device.type
+    cast = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else None
+    kernel = varlen_kernel() if device == "cuda" else None
+    path, dtype = segment_path(device, query.dtype, cast, kernel is not None and p == 0.0)
+    query, key, value = query.to(dtype), key.to(dtype), value.to(dtype)
+    if path == "varlen":
         return _varlen_attention(kernel, query, key, value, hone_segments, scaling), None
     groups = query.shape[1] // key.shape[1]
     key, value = repeat_kv(key, groups), repeat_kv(value, groups)
@@ -47,6 +54,18 @@ def segment_attention(module, query, key, value, attention_mask, dropout: float 
         rows.append(torch.cat(parts, dim=2) if len(parts) > 1 else parts[0])
     out = torch.cat(rows, dim=0) if len(rows) > 1 else rows[0]
     return out.transpose(1, 2).contiguous(), None
+
+
+def segment_path(device_type: str, dtype: torch.dtype, autocast_dtype: torch.dtype | None,
+                 varlen_available: bool) -> tuple[str, torch.dtype]:
+    """How packed segments attend: ("varlen" | "per segment", the dtype of the computation).
+
+    Autocast's dtype wins over the inputs' (fp32 queries from an fp32 rotary embedding included);
+    the variable-length kernel takes half precision on CUDA, everything else goes segment by segment."""
+    dtype = autocast_dtype or dtype
+    if device_type == "cuda" and varlen_available and dtype in (torch.bfloat16, torch.float16):
+        return "varlen", dtype
+    return "per segment", dtype
 
 
 class SegmentBounds(list):

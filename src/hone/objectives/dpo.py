@@ -89,10 +89,8 @@ def sequence_log_probs(model, batch, chunk_tokens: int):
     owner = batch["sequence"][keep]
     n = batch["last"].shape[0]
     head = model.get_output_embeddings().weight
-    with torch.autocast(hidden.device.type, enabled=False):
-        h = hidden[keep]
-        per_token = linear_token_log_probs(h, head.to(h.dtype), targets[keep], chunk_tokens)
-        sums = per_token.new_zeros(n).index_add(0, owner, per_token)
+    per_token = linear_token_log_probs(hidden[keep], head, targets[keep], chunk_tokens)
+    sums = per_token.new_zeros(n).index_add(0, owner, per_token)
     counts = per_token.new_zeros(n).index_add(0, owner, torch.ones_like(per_token))
     return sums, counts
 

@@ -178,9 +178,7 @@ def group_log_probs(model, prompts: list[list[int]], completions: list[list[int]
     keep = torch.arange(hidden.shape[1])[None, :] < lengths[:, None]
     targets = torch.tensor([t for c in completions for t in c])
     head = model.get_output_embeddings().weight
-    with torch.autocast(hidden.device.type, enabled=False):
-        h = hidden[keep]
-        flat = linear_token_log_probs(h / temperature, head.to(h.dtype), targets, chunk_tokens)
+    flat = linear_token_log_probs(hidden[keep] / temperature, head, targets, chunk_tokens)
     out = flat.new_zeros(keep.shape)
     out[keep] = flat
     return out, keep

@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 from typing import Literal
 
-import torch
 from pydantic import Field
 
 from hone.config.base import Section
@@ -102,9 +101,8 @@ class SFT(Objective):
         targets = batch["targets"]  # (R, L), already shifted: the next token of the same example
         keep = targets.ne(-100)
         head = model.get_output_embeddings().weight
-        with torch.autocast(hidden.device.type, enabled=False):  # softmax and loss in fp32, also under autocast
-            h = hidden[keep]
-            loss_sum = linear_cross_entropy(h, head.to(h.dtype), targets[keep], self.chunk_tokens)
+        # the head's matmuls in autocast's dtype, softmax and loss in fp32 (also for an fp32 head)
+        loss_sum = linear_cross_entropy(hidden[keep], head, targets[keep], self.chunk_tokens)
         return loss_sum, {"loss_sum": loss_sum.detach().item(), "targets": int(keep.sum())}
 
     def report(self, parts: list[dict], loss: float, *, validation: bool) -> dict:

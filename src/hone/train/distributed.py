@@ -19,6 +19,7 @@ import torch
 from hone.data.collate import to_device
 from hone.errors import ConfigError
 from hone.models.storage import is_nf4
+from hone.train.kernels import decoder_layers, use_kernels
 from hone.train.precision import HALF, autocast, grad_scaler, resolve_device, resolve_precision
 
 
@@ -30,6 +31,7 @@ class Runtime:
     rank: int = 0
     world: int = 1
     scaler: object = None  # a GradScaler under fp16
+    kernels: str = ""  # what `wrap` fused, for the log
     wrapped: object = None  # the module whose forward is a step's loss (DDP / FSDP root when distributed)
 
     @property
@@ -66,14 +68,14 @@ class Runtime:
             self.wrapped.set_requires_gradient_sync(last)
         return contextlib.nullcontext()
 
-    def wrap(self, model, objective, *, checkpointing: bool = False, compile: bool = False):
-        """Move the model to the device, add activation checkpointing and regional compilation, wrap
-        it in DDP/FSDP2; returns the objective as the loop calls it (its forward through the wrapper)."""
+    def wrap(self, model, objective, *, checkpointing: bool = False, kernels: str = "none"):
+        """Move the model to the device, add activation checkpointing and the resolved fused `kernels`
+        (`hone.train.kernels`), wrap it in DDP/FSDP2; returns the objective as the loop calls it (its
+        forward through the wrapper)."""
         if checkpointing:
             _enable_checkpointing(model)
         model.to(self.device)
-        if compile:
-            compile_layers(model)
+        self.kernels = use_kernels(model, kernels)
         module = ObjectiveModule(model, objective, self.device)
         if self.strategy == "ddp":
             from torch.nn.parallel import DistributedDataParallel
@@ -209,23 +211,7 @@ def load_full_state(model, optimizer, weights: dict, optimizer_state: dict) -> N
     set_optimizer_state_dict(model, optimizer, optimizer_state, options=StateDictOptions(full_state_dict=True))
 
 
-def decoder_layers(model) -> list:
-    """The repeated blocks of a transformers decoder (what FSDP shards and compile compiles)."""
-    try:
-        return list(model.get_decoder().layers)
-    except AttributeError:
-        return []
 
-
-def compile_layers(model) -> None:
-    """torch.compile, regionally: each decoder layer's MLP and norms (one compiled graph reused by
-    every layer). Attention stays eager: it is already one fused kernel, and the packed rows'
-    per-batch segment bounds would make a compiled attention recompile for every batch."""
-    for layer in decoder_layers(model):
-        for name in ("input_layernorm", "mlp", "post_attention_layernorm"):
-            part = getattr(layer, name, None)
-            if isinstance(part, torch.nn.Module):
-                part.compile()
 
 
 def _enable_checkpointing(model) -> None:

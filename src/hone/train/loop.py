@@ -21,6 +21,7 @@ from hone.objectives import build_objective
 from hone.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from hone.train.distributed import Runtime, barrier, start_runtime, stop_runtime
 from hone.train.estimate import check_fits
+from hone.train.kernels import resolve_kernels
 from hone.train.metrics import MetricsLog
 from hone.train.optim import build_optimizer, build_scheduler
 from hone.train.overfit import ValidationWatch
@@ -92,8 +93,10 @@ def _train(config: RunConfig, run_dir: Path, runtime: Runtime, source, objective
         f"{trainable:,} trainable ({trainable / total:.2%}), precision {precision}, device {runtime.device}"
         + (f", {runtime.strategy} over {runtime.world} processes" if runtime.world > 1 else ""))
     whole = sum(map(stored_bytes, model.parameters())) if runtime.strategy == "fsdp" else None
-    objective = runtime.wrap(model, objective, checkpointing=config.train.gradient_checkpointing,
-                             compile=config.train.compile)
+    kernels = resolve_kernels("compile" if config.train.compile else config.train.kernels, runtime.device.type,
+                              getattr(model.config, "model_type", None))
+    objective = runtime.wrap(model, objective, checkpointing=config.train.gradient_checkpointing, kernels=kernels)
+    log(runtime.kernels)
     if runtime.strategy == "fsdp":
         log(f"fsdp: this process holds {sum(map(stored_bytes, model.parameters())) / 2**20:.2f} MiB of the "
             f"weights' {whole / 2**20:.2f} MiB")
