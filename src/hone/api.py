@@ -19,7 +19,7 @@ def train(config: RunConfig | str | Path | dict | None = None, overrides: list[s
     the predictions in `evaluation`.
     """
     from hone.models.artifact import update_metrics
-    from hone.train.loop import run_training
+    from hone.train.loop import describe_run_dir, run_training
 
     if resume is not None:
         run_dir = Path(resume)
@@ -29,7 +29,7 @@ def train(config: RunConfig | str | Path | dict | None = None, overrides: list[s
     else:
         config = load_config(config, overrides, preset=preset)
         run_dir = Path(config.output_dir) / (config.name or time.strftime("%Y%m%d-%H%M%S"))
-        if (run_dir / "checkpoints").exists():
+        if (run_dir / "checkpoints").exists() or (run_dir / "adapter").exists():
             raise ConfigError(f"run directory {run_dir} already holds a run", where="name",
                               hint=f"continue it with --resume {run_dir}, or choose another name=")
     if config.eval.file:
@@ -54,6 +54,7 @@ def train(config: RunConfig | str | Path | dict | None = None, overrides: list[s
         result.status = forgetting_gate(result, config.forgetting, threads=config.train.threads, log=log)
     result.metrics["status"] = result.status
     set_status(result.adapter_dir, result.status, result.metrics)
+    log(describe_run_dir(result.run_dir))
     log(f"run {result.status}")
     return result
 

@@ -38,11 +38,13 @@ class Config(Section):
     beta: float = Field(0.1, gt=0)
     """Strength of the pull towards the reference (the KL weight); smaller lets the policy move further."""
     variant: Literal["sigmoid", "ipo", "hinge"] = "sigmoid"
+    """The loss on the log-ratio margin: DPO's sigmoid, IPO's squared (per reply token), or a hinge."""
     label_smoothing: float = Field(0.0, ge=0.0, lt=0.5)
     """Assumed fraction of flipped preference labels (conservative DPO); sigmoid only."""
     sft_weight: float = Field(0.0, ge=0.0)
     """Add this times the chosen reply's mean token NLL to each pair's loss (0: pure DPO)."""
     loss_chunk_tokens: int = Field(1024, gt=0)
+    """Tokens per chunk of output-head logits (bounds the logits' memory)."""
 
     @model_validator(mode="after")
     def _smoothing_needs_sigmoid(self):

@@ -59,8 +59,11 @@ class Config(Section):
     group_size: int = Field(8, ge=2)
     """Completions sampled per prompt; advantages are relative to the group."""
     temperature: float = Field(1.0, gt=0)
+    """Sampling temperature of the replies (the log-probs are taken under it too)."""
     top_p: float = Field(1.0, gt=0, le=1)
+    """Nucleus sampling: replies draw from the smallest set of tokens with this much probability."""
     max_new_tokens: int = Field(128, gt=0)
+    """The longest reply sampled per prompt."""
     clip_eps: float = Field(0.2, gt=0, lt=1)
     """PPO clip range of the policy ratio."""
     beta: float = Field(0.04, ge=0)
@@ -68,7 +71,10 @@ class Config(Section):
     scale_rewards: bool = True
     """Divide advantages by the group's reward std (the paper); false keeps r - mean (Dr. GRPO)."""
     loss_normalization: Literal["token", "sequence", "constant"] = "token"
+    """Divide the loss by all reply tokens of the batch (DAPO), per reply then by replies (the paper), or
+    by max_new_tokens (Dr. GRPO)."""
     loss_chunk_tokens: int = Field(1024, gt=0)
+    """Tokens per chunk of output-head logits (bounds the logits' memory)."""
 
     @model_validator(mode="after")
     def _one_reward(self):
