@@ -456,15 +456,9 @@ def _demo(args) -> int:
 def _quiet_libraries() -> None:
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    import warnings
+    from hone.library_noise import silence_library_noise
 
-    warnings.filterwarnings("ignore", category=UserWarning)
-    warnings.filterwarnings("ignore", category=FutureWarning)
-    import logging
-
-    # notices about optional kernels hone does not use (torchao's CUDA builds, bitsandbytes' hub kernels)
-    for name in ("torchao", "bitsandbytes", "torch.utils._pytree"):
-        logging.getLogger(name).setLevel(logging.ERROR)
+    silence_library_noise()
     try:
         from transformers.utils import logging
 
