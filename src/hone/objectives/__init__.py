@@ -1,5 +1,6 @@
 """Training objectives: the data they take, how it batches, and the loss. Each is a module with
-`Config` and `build(config) -> Objective`.
+`Config`, `FORMATS` (the record formats it trains on; `hone data check --objective` reports the
+others by file:line) and `build(config) -> Objective`.
 
 The loop is objective-agnostic; an objective owns its whole data path:
 - `prepare(data_config, tokenizer, seed)` reads the files (rejecting records of other formats with

@@ -22,6 +22,8 @@ from hone.data.prepare import PreparedData, read_split
 from hone.data.read import Issue
 from hone.data.template import IGNORE, TokenizedExample, eos_id
 from hone.errors import DataError
+
+FORMATS = ("labelled",)
 from hone.objectives.heads import attach_head, collate_sequences, head_outputs, load_head, save_head
 
 
@@ -108,7 +110,7 @@ class Classify:
 
     def prepare(self, data_config, tokenizer, seed: int):
         notes: list[str] = []
-        train, validation = read_split(data_config, seed=seed, formats=("labelled",), objective=self.name,
+        train, validation = read_split(data_config, seed=seed, formats=FORMATS, objective=self.name,
                                        notes=notes)
         if self.config.shots:
             before = len(train)

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from pydantic import Field, model_validator
 
 from hone.config.base import Section
+from hone.data.pairs import PAIR_FORMATS as FORMATS
 from hone.data.template import IGNORE
 from hone.methods import reference_policy
 from hone.objectives.base import NoExtras, PairUnits

@@ -42,6 +42,7 @@ import torch
 from pydantic import Field, model_validator
 
 from hone.config.base import Section
+from hone.data.prompts import PROMPT_FORMATS as FORMATS
 from hone.methods import reference_policy
 from hone.objectives.base import NoExtras
 from hone.objectives.losses import linear_token_log_probs

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from hone.config.base import Section
+from hone.data.pairs import PAIR_FORMATS as FORMATS
 from hone.objectives.base import PairUnits
 from hone.objectives.heads import attach_head, head_outputs, load_head, save_head
 

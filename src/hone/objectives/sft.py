@@ -9,6 +9,7 @@ import torch
 from pydantic import Field
 
 from hone.config.base import Section
+from hone.data.prepare import SFT_FORMATS as FORMATS
 from hone.data.pack import collate, pack_rows
 from hone.objectives.base import NoExtras
 from hone.objectives.losses import linear_cross_entropy
