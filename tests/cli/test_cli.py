@@ -45,7 +45,7 @@ def test_data_check_knows_the_objective_and_reports_lines_it_cannot_train_on(tmp
     config.write_text("objective: {type: dpo}\ndata: {max_length: 64}\n")
     out = hone("data", "check", str(path), "--no-tokens", "--config", str(config), "--json")
     issues = json.loads(out.stdout)["issues"]
-    assert out.returncode == 1 and [i["line"] for i in issues] == [1, 2, 3]
+    assert out.returncode == 1 and [i["line"] for i in issues] == json.loads(out.stdout)["misfits"] == [1, 2, 3]
     assert all("objective dpo takes preference records" in i["message"] for i in issues)
     out = hone("data", "check", str(path), "--no-tokens", "--objective", "sfd")
     assert out.returncode == 2 and "unknown objective 'sfd'" in out.stderr and "Traceback" not in out.stderr

@@ -1,7 +1,9 @@
 """`RunConfig`: one validated object per run, the same from the CLI, the Python API or HTTP.
 
-Each field is documented once, here. Methods and objectives are chosen by `type` from the
-registries in `hone.methods` and `hone.objectives`; their options live beside their code.
+Each field is documented once, here (a docstring under the field, or `Field(description=...)`);
+docs/configuration.md is generated from these descriptions by `python -m hone.config.reference`.
+Methods and objectives are chosen by `type` from the registries in `hone.methods` and
+`hone.objectives`; their options live beside their code.
 """
 
 from __future__ import annotations

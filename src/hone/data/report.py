@@ -30,6 +30,7 @@ class DataReport:
     untrainable: list[int] = field(default_factory=list)  # lines with no target left after truncation
     objective: str | None = None  # when given, records of formats it does not train on are issues
     expects: str | None = None  # the shapes that objective takes
+    misfits: list[int] = field(default_factory=list)  # lines of a format the objective does not take
 
     @property
     def ok(self) -> bool:
@@ -71,7 +72,7 @@ class DataReport:
         if self.issues:
             out.append(f"issues ({len(self.issues)}):")
             out += [f"  {issue}" for issue in self.issues]
-            if self.expects and any("objective" in issue.message for issue in self.issues):
+            if self.misfits:
                 out.append(f"  hint: {self.expects}")
         out.append("ok" if self.ok else "not ok")
         return "\n".join(out)
@@ -101,6 +102,7 @@ def check_file(path, tokenizer=None, *, max_length: int = 512, loss_on: str = "a
                 continue
             if formats and result.format not in formats:
                 report.issues.append(wrong_format_issue(path, line, result.format, formats, objective))
+                report.misfits.append(line)
                 formats_seen[result.format] += 1
                 continue
             if tokenizer is not None:
