@@ -1,6 +1,6 @@
 """Every tuning method on the demo task with the same budget: what it trains, costs and scores.
 
-    .venv/bin/python bench/methods.py [--steps 60] [--eval-limit 100] [--methods lora,full] [--out docs/methods.md]
+    .venv/bin/python bench/methods.py [--steps 60] [--eval-limit 100] [--methods lora,full] [--out docs/bench/methods.md]
 
 Each registered method (`hone.methods.METHODS`, with its default options) trains the demo's model
 on the demo's pizza orders (`hone demo`'s preset and seeded data) for the same number of optimizer
@@ -92,7 +92,7 @@ def main() -> None:
     parser.add_argument("--eval-limit", type=int, default=100, help="held-out orders scored (at most 100)")
     parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated (default: every registered)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: the cores available)")
-    parser.add_argument("--out", default="docs/methods.md", help="markdown file to write ('' for none)")
+    parser.add_argument("--out", default="docs/bench/methods.md", help="markdown file to write ('' for none)")
     parser.add_argument("--worker", metavar="METHOD", help=argparse.SUPPRESS)
     for hidden in ("--data", "--heldout", "--runs"):
         parser.add_argument(hidden, help=argparse.SUPPRESS)

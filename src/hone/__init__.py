@@ -16,6 +16,9 @@ def __getattr__(name: str):
     # Lazy: `import hone` stays instant; torch and transformers load with the first real call.
     if name in ("train", "estimate", "evaluate", "compare", "generate"):
         from hone import api
+        from hone.library_noise import silence_library_noise
+
+        silence_library_noise()  # on first use, not at import
 
         return getattr(api, name)
     if name == "load_config":

@@ -22,7 +22,7 @@ from hone.objectives import build_objective
 from hone.objectives.score import read_for_scoring, score_examples
 from hone.rewards.metric import eval_grader
 from hone.train.estimate import estimate_run
-from hone.train.loop import run_training
+from hone.train.loop import describe_run_dir, run_training
 
 
 def train(config: RunConfig | str | Path | dict | None = None, overrides: list[str] | dict | None = None, *,
@@ -41,7 +41,7 @@ def train(config: RunConfig | str | Path | dict | None = None, overrides: list[s
     else:
         config = load_config(config, overrides, preset=preset)
         run_dir = Path(config.output_dir) / (config.name or time.strftime("%Y%m%d-%H%M%S"))
-        if (run_dir / "checkpoints").exists():
+        if (run_dir / "checkpoints").exists() or (run_dir / "adapter").exists():
             raise ConfigError(f"run directory {run_dir} already holds a run", where="name",
                               hint=f"continue it with --resume {run_dir}, or choose another name=")
     if config.eval.file:
@@ -62,6 +62,7 @@ def train(config: RunConfig | str | Path | dict | None = None, overrides: list[s
         result.status = forgetting_gate(result, config.forgetting, threads=config.train.threads, log=log)
     result.metrics["status"] = result.status
     set_status(result.adapter_dir, result.status, result.metrics)
+    log(describe_run_dir(result.run_dir))
     log(f"run {result.status}")
     return result
 

@@ -9,7 +9,6 @@ import os
 import sys
 
 from hone.errors import ConfigError, HoneError
-from hone.models.registry import DEFAULT_MODEL
 from hone.paths import hone_home
 
 GATE_FAILED = 5  # the run trained but failed its forgetting gate
@@ -55,9 +54,13 @@ def _parser() -> argparse.ArgumentParser:
     data = commands.add_parser("data", help="inspect training data").add_subparsers(metavar="ACTION")
     check = data.add_parser("check", help="validate a JSONL file and print a report")
     check.add_argument("file")
+    check.add_argument("--objective", help="report records this objective cannot train on (sft, dpo, reward, "
+                       "classify, grpo), by file:line")
+    check.add_argument("--config", metavar="RUN.yaml", help="take the objective, model, max length and loss_on "
+                       "from a run config (flags given here win)")
     check.add_argument("--model", default=None, help="tokenizer for length stats (default: the default model)")
-    check.add_argument("--max-length", type=int, default=512)
-    check.add_argument("--loss-on", choices=["assistant", "all"], default="assistant")
+    check.add_argument("--max-length", type=int, default=None, help="default 512, or the config's data.max_length")
+    check.add_argument("--loss-on", choices=["assistant", "all"], default=None)
     check.add_argument("--no-tokens", action="store_true", help="skip tokenization (faster, no length stats)")
     check.add_argument("--json", action="store_true", help="print the report as JSON")
     check.set_defaults(run=_data_check)
@@ -196,16 +199,29 @@ def _model_args(parser) -> None:
 
 
 def _data_check(args) -> int:
+    from hone.config.load import load_config
     from hone.data.report import check_file
 
+    config = load_config(args.config) if args.config else load_config(None)  # the defaults without --config
+    objective = args.objective or (config.objective.type if args.config else None)
+    formats = _objective_formats(objective) if objective else None
     tokenizer = None
     if not args.no_tokens:
         from hone.models.load import load_tokenizer
-    
-        tokenizer = load_tokenizer(args.model or DEFAULT_MODEL)
-    report = check_file(args.file, tokenizer, max_length=args.max_length, loss_on=args.loss_on)
+
+        tokenizer = load_tokenizer(args.model or config.model)
+    report = check_file(args.file, tokenizer, max_length=args.max_length or config.data.max_length,
+                        loss_on=args.loss_on or config.data.loss_on, objective=objective, formats=formats)
     print(json.dumps(report.to_dict(), indent=2) if args.json else report.render())
     return 0 if report.ok else 1
+
+
+def _objective_formats(name: str) -> tuple[str, ...]:
+    from hone.objectives import OBJECTIVES
+
+    if name not in OBJECTIVES:
+        raise ConfigError(f"unknown objective {name!r}", where="--objective", hint=f"one of {', '.join(OBJECTIVES)}")
+    return OBJECTIVES[name].formats
 
 
 def _config_args(parser) -> None:
@@ -467,15 +483,9 @@ def _demo(args) -> int:
 def _quiet_libraries() -> None:
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    import warnings
+    from hone.library_noise import silence_library_noise
 
-    warnings.filterwarnings("ignore", category=UserWarning)
-    warnings.filterwarnings("ignore", category=FutureWarning)
-    import logging
-
-    # notices about optional kernels hone does not use (torchao's CUDA builds, bitsandbytes' hub kernels)
-    for name in ("torchao", "bitsandbytes", "torch.utils._pytree"):
-        logging.getLogger(name).setLevel(logging.ERROR)
+    silence_library_noise()
     try:
         from transformers.utils import logging
 

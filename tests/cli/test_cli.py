@@ -30,6 +30,27 @@ def test_data_check_reports_every_error_with_line_and_field(tmp_path):
     assert "Traceback" not in out.stdout + out.stderr
 
 
+def test_data_check_knows_the_objective_and_reports_lines_it_cannot_train_on(tmp_path):
+    path = tmp_path / "train.jsonl"
+    chat = {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]}
+    user_only = {"messages": [{"role": "user", "content": "and then?"}]}  # a graded prompt: nothing to learn
+    path.write_text("\n".join(json.dumps(r) for r in (chat, user_only, chat | {"weight": 1})) + "\n")
+    assert hone("data", "check", str(path), "--no-tokens").returncode == 0  # well-formed, whatever the objective
+    out = hone("data", "check", str(path), "--no-tokens", "--objective", "sft")
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert f"{path}:2: is a graded_prompt record; objective sft takes chat or prompt_completion" in out.stdout
+    assert f"{path}:1:" not in out.stdout and f"{path}:3:" not in out.stdout
+    assert "2 valid, 1 invalid" in out.stdout and "hint: objective sft expects:" in out.stdout
+    config = tmp_path / "run.yaml"
+    config.write_text("objective: {type: dpo}\ndata: {max_length: 64}\n")
+    out = hone("data", "check", str(path), "--no-tokens", "--config", str(config), "--json")
+    issues = json.loads(out.stdout)["issues"]
+    assert out.returncode == 1 and [i["line"] for i in issues] == json.loads(out.stdout)["misfits"] == [1, 2, 3]
+    assert all("objective dpo takes preference records" in i["message"] for i in issues)
+    out = hone("data", "check", str(path), "--no-tokens", "--objective", "sfd")
+    assert out.returncode == 2 and "unknown objective 'sfd'" in out.stderr and "Traceback" not in out.stderr
+
+
 def test_train_with_a_bad_config_fails_cleanly(tmp_path):
     out = hone("train", "train.lr=-1", "method.rank=zero", cwd=tmp_path)
     assert out.returncode == 2

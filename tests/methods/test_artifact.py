@@ -20,7 +20,8 @@ FILES = {
     "ia3": {"adapter_config.json", "adapter_model.safetensors"},
     "prompt_tuning": {"adapter_config.json", "adapter_model.safetensors"},
     "prefix_tuning": {"adapter_config.json", "adapter_model.safetensors"},
-    "full": {"config.json", "model.safetensors", "generation_config.json"},
+    "full": {"config.json", "model.safetensors", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
+             "chat_template.jinja"},
     "layers": {"trained.safetensors"},
     "adapters": {"adapters.safetensors", "adapters.json"},
 }
@@ -84,3 +85,18 @@ def test_methods_that_cannot_merge_say_so_before_loading(tuned, case, tmp_path):
     with pytest.raises(ConfigError, match=f"{t.config.method.type} cannot be merged"):
         merge_artifact(tmp_path / "adapter", tmp_path / "merged")
     assert not (tmp_path / "merged").exists()
+
+
+def test_a_full_runs_artifact_is_a_complete_transformers_directory(tuned, tmp_path):
+    """Config, weights, tokenizer and the training chat template: transformers alone loads it."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    t = tuned("full")
+    directory = trained_artifact(t, "full", tmp_path / "adapter")
+    tokenizer = AutoTokenizer.from_pretrained(directory)
+    model = AutoModelForCausalLM.from_pretrained(directory)
+    assert tokenizer.chat_template == t.tokenizer.chat_template
+    assert tokenizer.encode("Order a large pizza") == t.tokenizer.encode("Order a large pizza")
+    ids = torch.tensor([t.tokenizer.encode("Order a large pizza with olives")])
+    with torch.no_grad():
+        torch.testing.assert_close(model(ids).logits, t.model(ids).logits.float(), atol=1e-5, rtol=1e-5)

@@ -211,7 +211,7 @@ def test_full_dpo_resumed_from_a_checkpoint_gives_the_same_losses(train_objectiv
     from hone.api import train
 
     whole = train_objective(*preference_files, "method=full", "objective=dpo", "objective.beta=0.5", "train.lr=1e-3",
-                            "train.max_steps=6", "train.save_every=3", "train.batch_size=4", "train.eval_every=3",
+                            "train.max_steps=6", "train.save_every=3", "train.keep_checkpoints=2", "train.batch_size=4", "train.eval_every=3",
                             name="whole")
     part = tmp_path / "part"
     (part / "checkpoints").mkdir(parents=True)

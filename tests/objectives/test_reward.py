@@ -28,7 +28,7 @@ def reward_files(tmp_path_factory):
 
 def test_reward_model_trains_saves_and_scores(train_objective, reward_files, tmp_path):
     result = train_objective(*reward_files, "objective=reward", "train.max_steps=12", "train.batch_size=4", "train.lr=1e-3",
-                             "train.eval_every=4")
+                             "train.eval_every=4", "train.save_every=12")
     evals = records(result.run_dir, "val_pair_accuracy")
     assert [r["step"] for r in evals] == [4, 8, 12]
     assert evals[-1]["val_loss"] < evals[0]["val_loss"]

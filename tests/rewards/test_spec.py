@@ -109,10 +109,10 @@ def test_formula_arithmetic_by_hand():
     assert evaluate_formula(parse_formula("min(a) + abs(b - a)"), values) == pytest.approx(0.75)
 
 
-def test_the_readme_example_spec_is_valid():
+def test_the_graders_page_example_spec_is_valid():
     from pathlib import Path
 
-    readme = (Path(__file__).parents[2] / "README.md").read_text()
-    block = readme.split("```json\n")[1].split("```")[0]
+    page = (Path(__file__).parents[2] / "docs" / "graders.md").read_text()
+    block = page.split("```json\n")[1].split("```")[0]
     spec = load_spec(block)
     assert spec.type == "multi" and set(spec.graders) == {"fields", "schema", "bare"}

@@ -41,9 +41,11 @@ def test_only_the_newest_checkpoints_are_kept(tmp_path):
     opt = torch.optim.AdamW([model.weight], lr=0.1)
     sched = build_scheduler(opt, Cfg, 10)
     for step in (1, 2, 3):
-        save_checkpoint(tmp_path, step, model, opt, sched, {})
+        save_checkpoint(tmp_path, step, model, opt, sched, {}, keep=2)
     assert sorted(p.name for p in (tmp_path / "checkpoints").glob("step-*")) == ["step-2", "step-3"]
     assert (tmp_path / "checkpoints" / "latest").read_text() == "step-3"
+    save_checkpoint(tmp_path, 4, model, opt, sched, {})  # the default keeps the newest alone
+    assert sorted(p.name for p in (tmp_path / "checkpoints").glob("step-*")) == ["step-4"]
 
 
 def test_lr_schedules_by_hand():

@@ -66,7 +66,8 @@ def test_fp16_trains_through_the_gradient_scaler(train_tiny):
     """fp16 autocast on the CPU: losses and (unscaled) gradient norms follow fp32's; the scaler's
     state is checkpointed."""
     fp32 = train_tiny("train.max_steps=3", "train.batch_size=4", name="fp32")
-    fp16 = train_tiny("train.max_steps=3", "train.batch_size=4", "train.precision=fp16", name="fp16")
+    fp16 = train_tiny("train.max_steps=3", "train.batch_size=4", "train.precision=fp16",
+                       "train.save_every=3", name="fp16")
     steps = [[r for r in map(json.loads, open(run.run_dir / "metrics.jsonl")) if "loss" in r] for run in (fp32, fp16)]
     for a, b in zip(*steps):
         assert b["loss"] == pytest.approx(a["loss"], rel=1e-3)

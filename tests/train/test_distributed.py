@@ -75,7 +75,7 @@ def test_fsdp_matches_one_process_and_resumes_on_one(tmp_path, tiny_model_dir, p
     4 steps of one process: the checkpoint holds whole, name-keyed weights and optimizer state."""
     common = _common(tmp_path, tiny_model_dir, pizza_files)
     _single([*common, "name=single", "train.max_steps=4"])
-    out = _torchrun([*common, "name=fsdp", "train.distributed=fsdp", "train.max_steps=2"])
+    out = _torchrun([*common, "name=fsdp", "train.distributed=fsdp", "train.max_steps=2", "train.save_every=2"])
     assert "fsdp over 2 processes" in out.stdout
     # the memory check's estimate, per process, has the shard each process then holds
     assert "per process of 2 (fsdp)" in out.stdout and "memory available to each process" in out.stdout
@@ -99,7 +99,7 @@ def test_qlora_under_fsdp_shards_the_4bit_base_and_trains_like_one_process(tmp_p
     one process quantizing the same way."""
     common = _common(tmp_path, tiny_model_dir, pizza_files, "method=qlora", "method.rank=4")
     _single([*common, "name=single", "method.quantizer=torchao", "train.max_steps=3"])
-    out = _torchrun([*common, "name=fsdp", "train.distributed=fsdp", "train.max_steps=2"])
+    out = _torchrun([*common, "name=fsdp", "train.distributed=fsdp", "train.max_steps=2", "train.save_every=2"])
     assert "NF4 quantization (torchao) of 14 linear layers" in out.stdout
     held, whole = map(float, re.search(r"holds ([\d.]+) MiB of the weights' ([\d.]+) MiB", out.stdout).groups())
     assert held == pytest.approx(whole / 2, rel=0.05)  # replicated 4-bit layers would make it ~0.7

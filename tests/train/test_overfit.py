@@ -35,7 +35,7 @@ def test_gap_monitor_warns_once_when_val_rises_and_the_gap_widens():
 def test_training_stops_early_and_keeps_the_best_checkpoint(train_tiny):
     # min_delta is unreachable: the first evaluation stays the best, two more end the run.
     result = train_tiny("train.max_steps=30", "train.eval_every=2", "train.batch_size=4",
-                        "train.early_stopping.patience=2", "train.early_stopping.min_delta=100")
+                        "train.early_stopping.patience=2", "train.early_stopping.min_delta=100", "train.save_every=30")
     steps = [r["step"] for r in map(json.loads, open(result.run_dir / "metrics.jsonl")) if "loss" in r]
     assert steps[-1] == 6 and result.steps == 6
     assert result.metrics["stopped_early_at"] == 6 and result.metrics["best_step"] == 2

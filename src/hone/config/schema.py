@@ -1,8 +1,10 @@
 """`RunConfig`: one validated object per run, the same from the CLI, the Python API or HTTP.
 
-Each field is documented once, here or beside its code: methods and objectives are chosen by `type`
-from the registries in `hone.methods` and `hone.objectives`, whose options live with them, and the
-`data` section lives in `hone.data.config`, below the code that reads it.
+Each field is documented once, here or beside its code (a docstring under the field, or
+`Field(description=...)`); docs/configuration.md is generated from these descriptions by
+`python -m hone.config.reference`. Methods and objectives are chosen by `type` from the registries in
+`hone.methods` and `hone.objectives`, whose options live with them, and the `data` section lives in
+`hone.data.config`, below the code that reads it.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ def optimizer_problem(name: str) -> str | None:
 
 
 class EarlyStoppingConfig(Section):
+    """Stop when the validation score has not improved for `patience` evaluations."""
     patience: int = Field(3, gt=0)
     """Evaluations without improvement before training stops."""
     metric: str = "val_loss"
@@ -41,13 +44,19 @@ class EarlyStoppingConfig(Section):
     min_delta: float = Field(0.0, ge=0.0)
     """The smallest change that counts as an improvement."""
     max_items: int = Field(64, gt=0)
+    """Validation examples answered per evaluation when `metric` is an `eval.metric` key."""
 
 
 class TrainConfig(Section):
+    """The optimizer, the schedule, batching, precision, devices and checkpoints."""
     lr: float = Field(2e-4, gt=0)
+    """Peak learning rate (AdamW), reached after `warmup_steps`."""
     schedule: Literal["cosine", "linear", "constant"] = "cosine"
+    """How the learning rate falls after warmup: to 0 along a cosine or a line, or not at all."""
     warmup_steps: int = Field(0, ge=0)
+    """Optimizer steps of linear warmup from 0 to `lr`."""
     epochs: float = Field(1.0, gt=0)
+    """Passes over the training examples (fractions allowed); `max_steps` overrides it."""
     max_steps: int | None = Field(None, gt=0)
     """Stop after this many optimizer steps (overrides `epochs`)."""
     batch_size: int | None = Field(None, gt=0)
@@ -57,12 +66,19 @@ class TrainConfig(Section):
     grad_accum: int = Field(1, gt=0)
     """Micro-batches per optimizer step; the loss is normalised by target tokens across all of them."""
     weight_decay: float = Field(0.0, ge=0)
+    """AdamW's decoupled weight decay on the trainable parameters."""
     max_grad_norm: float | None = Field(1.0, gt=0)
+    """Clip the gradient to this global L2 norm before each step (null: no clipping; the norm is still logged)."""
     seed: int = 0
+    """Seeds the shuffling of examples, the validation split, few-shot draws and new weights."""
     eval_every: int | None = Field(None, gt=0)
     """Validation loss every N steps (always at the end)."""
     save_every: int | None = Field(None, gt=0)
-    """Checkpoint every N steps (always at the end), written atomically."""
+    """Checkpoint every N steps and at the end, written atomically, for `hone train --resume` (null: no
+    checkpoints, but an interrupted run still saves one where it stopped)."""
+    keep_checkpoints: int = Field(1, ge=0)
+    """How many of the newest step checkpoints stay on disk (older ones go as new ones are written); 0
+    removes them all when the run ends. The best evaluation's weights stay while a step checkpoint does."""
     optimizer: Literal["adamw", "adamw_fused", "adamw_foreach", "adamw_8bit"] = "adamw"
     """AdamW as torch's default, fused or multi-tensor (foreach) kernels, or bitsandbytes' 8-bit AdamW
     (both moments in 8 bits: ~2 bytes of optimizer state per parameter instead of 8)."""
@@ -119,6 +135,7 @@ class TrainConfig(Section):
 
 
 class EvalConfig(Section):
+    """Scoring the tuned model on held-out data after training (and `hone eval`'s defaults)."""
     file: str | None = None
     """Held-out JSONL scored after training (the last assistant turn is the reference)."""
     metric: str = "exact_match"
@@ -128,7 +145,9 @@ class EvalConfig(Section):
     """A grader spec (`hone.rewards`, e.g. `{type: json, json_schema: {...}}`) that scores each held-out
     item instead of `metric`; the item is `{messages, prompt, reference, where}`."""
     max_new_tokens: int = Field(256, gt=0)
+    """The longest answer generated per held-out item (greedy)."""
     batch_size: int = Field(16, gt=0)
+    """Held-out items generated together in one batch."""
     instruction: str | None = None
     """The system message of the prompted-base contender (`hone eval`, `hone report`)."""
     shots: int = Field(0, ge=0)
@@ -146,13 +165,16 @@ class EvalConfig(Section):
 
 
 class ForgettingConfig(Section):
+    """hone's forgetting suite: what the tuned model lost of the base's general abilities."""
     enabled: bool = False
     """Score base and tuned model on hone's forgetting suite after training (on when max_drop is set)."""
     max_drop: float | dict[str, float] | None = None
     """The largest allowed drop per part (or {part: drop}); more fails the run's forgetting gate.
     Parts: general_text (relative perplexity rise), arithmetic, facts, instructions (accuracy points)."""
     max_new_tokens: int = Field(48, gt=0)
+    """The longest answer generated per question of the suite (greedy)."""
     batch_size: int = Field(16, gt=0)
+    """Questions generated together in one batch."""
 
     @field_validator("max_drop")
     @classmethod
@@ -169,17 +191,25 @@ class ForgettingConfig(Section):
 
 
 class RunConfig(Section):
+    """One run: the base model, the data, what trains (method), the loss (objective), training, evaluation."""
     model: str = DEFAULT_MODEL
     """A shipped model name, a Hugging Face model directory, a .gguf file or a hub id."""
     name: str | None = None
     """Run name; the run directory is `output_dir/name` (default: a timestamp)."""
     output_dir: str = "runs"
+    """The folder that holds run directories."""
     data: DataConfig = DataConfig()
+    """Training and validation data (section `data`)."""
     method: MethodConfig = Field(default_factory=lambda: METHOD_CONFIGS["lora"]())
+    """What trains, chosen by `type` (section `method`); `method: lora` is short for `{type: lora}`."""
     objective: ObjectiveConfig = Field(default_factory=lambda: OBJECTIVE_CONFIGS["sft"]())
+    """The loss and the data it takes, chosen by `type` (section `objective`)."""
     train: TrainConfig = TrainConfig()
+    """Training settings (section `train`)."""
     eval: EvalConfig = EvalConfig()
+    """Held-out evaluation after training (section `eval`)."""
     forgetting: ForgettingConfig = ForgettingConfig()
+    """The forgetting suite and its gate (section `forgetting`)."""
 
     @model_validator(mode="before")
     @classmethod

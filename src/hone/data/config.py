@@ -10,6 +10,7 @@ from hone.config.base import Section
 
 
 class DataConfig(Section):
+    """Where the examples come from and how they become token rows."""
     train: str | None = None
     """Training JSONL: chat `messages`, `prompt`/`completion`, alpaca or raw `text` records (sft);
     preference pairs (dpo, reward); labelled `{"text", "label"}` records (classify); prompts (grpo:
@@ -17,6 +18,7 @@ class DataConfig(Section):
     validation: str | None = None
     """Validation JSONL; when absent, `validation_fraction` of `train` is held out deterministically."""
     validation_fraction: float = Field(0.1, ge=0.0, lt=1.0)
+    """Share of `train` held out for validation when `validation` is not set (deterministic per example)."""
     max_length: int = Field(512, gt=1)
     """Examples longer than this many tokens are truncated (and counted in the data report)."""
     loss_on: Literal["assistant", "all"] = "assistant"

@@ -84,18 +84,25 @@ def prepare_data(data_config, tokenizer, *, seed: int) -> PreparedData:
     return prepared
 
 
+def wrong_format_issue(path: str, line: int, found: str, formats: tuple[str, ...], objective: str) -> Issue:
+    """A record of a format the objective does not train on, at path:line."""
+    return Issue(str(path), line, "", f"is a {found} record; objective {objective} takes {' or '.join(formats)} records")
+
+
+def expected_shapes(formats: tuple[str, ...], objective: str) -> str:
+    return f"objective {objective} expects: " + "; ".join(f"{name} {FORMAT_SHAPES[name]}" for name in formats)
+
+
 def _read(path: str, strict: bool, notes: list[str], formats: tuple[str, ...], objective: str) -> list[Example]:
     examples, issues = read_examples(path, strict=strict)
     wrong = [e for e in examples if e.format not in formats]
     if wrong:
-        shapes = "; ".join(f"{name} {FORMAT_SHAPES[name]}" for name in formats)
-        wrong_issues = [Issue(path, int(e.where.rsplit(":", 1)[1]), "",
-                              f"is a {e.format} record; objective {objective} takes {' or '.join(formats)} "
-                              "records") for e in wrong]
+        wrong_issues = [wrong_format_issue(path, int(e.where.rsplit(":", 1)[1]), e.format, formats, objective)
+                        for e in wrong]
         if strict or len(wrong) == len(examples):
             raise DataError(f"{len(wrong)} of {len(examples) + len(issues)} records do not fit objective "
                             f"{objective}", where=path, issues=wrong_issues[:20],
-                            hint=f"objective {objective} expects: {shapes}")
+                            hint=expected_shapes(formats, objective))
         issues = issues + wrong_issues
         examples = [e for e in examples if e.format in formats]
     if issues:

@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass, field
 
 from hone.data.formats import example_key
 from hone.data.pairs import tokenize_pair
+from hone.data.prepare import expected_shapes, wrong_format_issue
 from hone.data.read import Issue, iter_records
 from hone.data.template import IGNORE, TokenizedExample, prompt_ids, tokenize_example
 from hone.errors import DataError, HoneError
@@ -28,6 +29,9 @@ class DataReport:
     target_tokens: int | None = None  # tokens trained on, after truncation
     truncated: list[tuple[int, int]] = field(default_factory=list)  # (line, full length in tokens)
     untrainable: list[int] = field(default_factory=list)  # lines with no target left after truncation
+    objective: str | None = None  # when given, records of formats it does not train on are issues
+    expects: str | None = None  # the shapes that objective takes
+    misfits: list[int] = field(default_factory=list)  # lines of a format the objective does not take
 
     @property
     def ok(self) -> bool:
@@ -69,19 +73,25 @@ class DataReport:
         if self.issues:
             out.append(f"issues ({len(self.issues)}):")
             out += [f"  {issue}" for issue in self.issues]
+            if self.misfits:
+                out.append(f"  hint: {self.expects}")
         out.append("ok" if self.ok else "not ok")
         return "\n".join(out)
 
 
-def check_file(path, tokenizer=None, *, max_length: int = 512, loss_on: str = "assistant") -> DataReport:
+def check_file(path, tokenizer=None, *, max_length: int = 512, loss_on: str = "assistant",
+               objective: str | None = None, formats: tuple[str, ...] | None = None) -> DataReport:
     """Read a data file leniently and report on it; never raises for bad lines or a bad file.
 
     A missing, oversized or empty file becomes an issue at line 0. With a tokenizer, each valid
     example is also templated and tokenized: its full length goes into the statistics, lengths
     over `max_length` are listed as truncated, and template failures become issues on that line.
+    With an `objective` and the `formats` it trains on, a record of another format is an issue too
+    (a user-only conversation is a graded prompt, which SFT cannot learn from).
     """
-    report = DataReport(path=str(path), max_length=max_length if tokenizer is not None else None)
-    formats: Counter[str] = Counter()
+    report = DataReport(path=str(path), max_length=max_length if tokenizer is not None else None,
+                        objective=objective, expects=expected_shapes(formats, objective) if formats else None)
+    formats_seen: Counter[str] = Counter()
     first_line: dict[str, int] = {}
     lengths: list[int] = []
     targets = 0
@@ -90,6 +100,11 @@ def check_file(path, tokenizer=None, *, max_length: int = 512, loss_on: str = "a
             report.lines += 1
             if isinstance(result, Issue):
                 report.issues.append(result)
+                continue
+            if formats and result.format not in formats:
+                report.issues.append(wrong_format_issue(path, line, result.format, formats, objective))
+                report.misfits.append(line)
+                formats_seen[result.format] += 1
                 continue
             if tokenizer is not None:
                 try:
@@ -105,7 +120,7 @@ def check_file(path, tokenizer=None, *, max_length: int = 512, loss_on: str = "a
                     if kept == 0:
                         report.untrainable.append(line)
             report.valid += 1
-            formats[result.format] += 1
+            formats_seen[result.format] += 1
             key = example_key(result)
             if key in first_line:
                 report.duplicates.append((line, first_line[key]))
@@ -115,7 +130,7 @@ def check_file(path, tokenizer=None, *, max_length: int = 512, loss_on: str = "a
         report.issues.append(Issue(str(path), 0, "", error.what))
     if report.lines == 0 and not report.issues:
         report.issues.append(Issue(str(path), 0, "", "the file has no records; write one JSON object per line"))
-    report.formats = dict(formats)
+    report.formats = dict(formats_seen)
     if tokenizer is not None:
         report.token_stats = length_stats(lengths)
         report.target_tokens = targets

@@ -3,7 +3,7 @@
 A single worker thread owns the model. Requests (`Job`s) go into a queue; the worker takes what
 has arrived (waiting `batch_wait_s` for more after the first, up to `max_batch_rows` rows),
 loads the adapters they need into the LRU (`infer/registry.py`), and decodes all rows in ONE
-batch with hone's loop (`infer/generate.decode`). Each row goes through its own adapter (or the
+batch with hone's loop (`models/generate.decode`). Each row goes through its own adapter (or the
 base) in the same forward pass: the adapters live in hone's batched LoRA layers
 (`infer/multilora.py`), whose cost does not grow with the number of distinct adapters in a
 batch, and the base is never reloaded. Tokens reach each job through its `emit` callback as they

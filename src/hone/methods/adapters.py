@@ -35,6 +35,7 @@ class Config(Section):
     reduction_factor: int = Field(16, gt=0)
     """Bottleneck width = hidden size / reduction_factor."""
     activation: Literal["relu", "gelu", "silu"] = "relu"
+    """The non-linearity between each bottleneck's down- and up-projection."""
     layers: list[int] | None = None
     """Blocks that get adapters (default: every block)."""
 

@@ -1,4 +1,5 @@
-"""Full fine-tuning: every weight trains. The artifact is a standalone transformers model directory.
+"""Full fine-tuning: every weight trains. The artifact is a complete transformers model directory
+(config, weights, generation config, tokenizer with the training chat template, beside hone.json).
 
 Memory is weights + gradients + optimizer state for every parameter (AdamW: two fp32 moments, i.e.
 16 bytes per parameter with fp32 weights); `train.optimizer=adamw_8bit` keeps the moments in 8 bits.
@@ -13,6 +14,9 @@ from hone.config.base import Section
 from hone.errors import ModelError
 from hone.methods.base import Method
 from hone.methods.weights import load_into
+
+
+WHOLE_MODEL = True  # the artifact is a whole model, so it carries its tokenizer too (`write_artifact`)
 
 
 class Config(Section):

@@ -23,9 +23,11 @@ from hone.models.artifact import adapter_dir, read_manifest
 
 class LoraOptions(Section):
     rank: int = Field(16, gt=0)
+    """Rank r of each low-rank update (its two matrices are d x r and r x k)."""
     alpha: float = Field(32.0, gt=0)
     """Scaling numerator: the update is scaled by alpha / rank (alpha / sqrt(rank) with `rslora`)."""
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    """Dropout on the adapted layers' input to the low-rank path, in training only."""
     target_modules: list[str] | Literal["all-linear"] = "all-linear"
     """Module names to adapt (e.g. [q_proj, v_proj]) or every linear layer but the output head."""
     layers_to_transform: list[int] | None = None

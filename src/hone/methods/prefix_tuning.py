@@ -15,6 +15,7 @@ from hone.methods.virtual import attach, check_unpacked, load, save
 class Config(Section):
     type: Literal["prefix_tuning"] = "prefix_tuning"
     num_virtual_tokens: int = Field(20, gt=0)
+    """Length of the learned key/value prefix of every layer."""
     projection: bool = False
     """Reparameterise the prefix through a 2-layer MLP while training (the paper's trick for stability)."""
     projection_hidden: int | None = Field(None, gt=0)

@@ -15,9 +15,11 @@ from hone.methods.virtual import attach, check_unpacked, load, save
 class Config(Section):
     type: Literal["prompt_tuning"] = "prompt_tuning"
     num_virtual_tokens: int = Field(20, gt=0)
+    """Length of the learned soft prompt, in token embeddings."""
     init: Literal["random", "text"] = "random"
     """Start the soft prompt from `init_text`'s token embeddings (repeated to length) or at random."""
     init_text: str | None = None
+    """The words the soft prompt starts from, with `init: text`."""
 
     @model_validator(mode="after")
     def _text_with_text_init(self):

@@ -1,6 +1,7 @@
 """Training objectives: the data they take, how it batches, and the loss. Each is a module that
-declares `KIND`, an `ObjectiveKind` (`Config`, `build(config) -> Objective`, and the optional
-`check_run` hook); the built `Objective` subclasses `hone.objectives.base.Objective`.
+declares `KIND`, an `ObjectiveKind` (`Config`, `build(config) -> Objective`, the record `formats` it
+trains on, which `hone data check --objective` checks by file:line, and the optional `check_run`
+hook); the built `Objective` subclasses `hone.objectives.base.Objective`.
 
 The loop is objective-agnostic; an objective owns its whole data path:
 - `prepare(data_config, tokenizer, seed)` reads the files (rejecting records of other formats with

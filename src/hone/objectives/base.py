@@ -20,6 +20,7 @@ class ObjectiveKind:
     name: str
     Config: type
     build: Callable
+    formats: tuple[str, ...]  # the record formats it trains on (`hone data check --objective` checks them)
     check_run: Callable[..., None] = accept_any_run
 
 

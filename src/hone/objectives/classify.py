@@ -28,6 +28,8 @@ from hone.models.heads import attach_head, save_head
 from hone.objectives.base import Objective, ObjectiveKind
 from hone.objectives.heads import head_outputs
 
+FORMATS = ("labelled",)
+
 
 class Config(Section):
     type: Literal["classify"] = "classify"
@@ -108,7 +110,7 @@ class Classify(Objective):
 
     def prepare(self, data_config, tokenizer, seed: int):
         notes: list[str] = []
-        train, validation = read_split(data_config, seed=seed, formats=("labelled",), objective=self.name,
+        train, validation = read_split(data_config, seed=seed, formats=FORMATS, objective=self.name,
                                        notes=notes)
         if self.config.shots:
             before = len(train)
@@ -176,4 +178,4 @@ class Classify(Objective):
         return metrics
 
 
-KIND = ObjectiveKind("classify", Config, build)
+KIND = ObjectiveKind("classify", Config, build, FORMATS)

@@ -28,6 +28,7 @@ from pydantic import Field, model_validator
 from hone.config.base import Section
 from hone.data.batching import Batching
 from hone.data.collate import to_device
+from hone.data.pairs import PAIR_FORMATS as FORMATS
 from hone.data.template import IGNORE
 from hone.methods import reference_policy
 from hone.objectives.base import Objective, ObjectiveKind, PairUnits
@@ -40,11 +41,13 @@ class Config(Section):
     beta: float = Field(0.1, gt=0)
     """Strength of the pull towards the reference (the KL weight); smaller lets the policy move further."""
     variant: Literal["sigmoid", "ipo", "hinge"] = "sigmoid"
+    """The loss on the log-ratio margin: DPO's sigmoid, IPO's squared (per reply token), or a hinge."""
     label_smoothing: float = Field(0.0, ge=0.0, lt=0.5)
     """Assumed fraction of flipped preference labels (conservative DPO); sigmoid only."""
     sft_weight: float = Field(0.0, ge=0.0)
     """Add this times the chosen reply's mean token NLL to each pair's loss (0: pure DPO)."""
     loss_chunk_tokens: int = Field(1024, gt=0)
+    """Tokens per chunk of output-head logits (bounds the logits' memory)."""
 
     @model_validator(mode="after")
     def _smoothing_needs_sigmoid(self):
@@ -160,4 +163,4 @@ def pair_report(parts: list[dict]) -> dict:
             "pair_accuracy": sum(p["correct"] for p in parts) / pairs}
 
 
-KIND = ObjectiveKind("dpo", Config, build)
+KIND = ObjectiveKind("dpo", Config, build, FORMATS)

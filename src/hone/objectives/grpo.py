@@ -1,7 +1,7 @@
 """GRPO: reinforcement fine-tuning against a reward, with group-normalised advantages (Shao et al. 2024).
 
 Each step, for every prompt of the micro-batch, `group_size` completions are sampled with hone's own
-decoding loop (`infer.generate.sample_groups`: one KV cache, each prompt prefilled once, the whole
+decoding loop (`models.generate.sample_groups`: one KV cache, each prompt prefilled once, the whole
 group decoded as one batch), scored by a grader spec (`objective.grader`, the RFT path) or a trained
 reward model (`objective.reward_model: RUN`, the RLHF path), and turned into advantages
 A = (r - mean(group)) / (std(group) + eps). The policy's log-probs of the completions come from one
@@ -47,6 +47,7 @@ from pydantic import Field, model_validator
 
 from hone.config.base import Section
 from hone.data.batching import Batching
+from hone.data.prompts import PROMPT_FORMATS as FORMATS
 from hone.data.prompts import prepare_prompts
 from hone.methods import METHODS, reference_policy
 from hone.models.generate import sample_groups, stop_token_ids
@@ -68,8 +69,11 @@ class Config(Section):
     group_size: int = Field(8, ge=2)
     """Completions sampled per prompt; advantages are relative to the group."""
     temperature: float = Field(1.0, gt=0)
+    """Sampling temperature of the replies (the log-probs are taken under it too)."""
     top_p: float = Field(1.0, gt=0, le=1)
+    """Nucleus sampling: replies draw from the smallest set of tokens with this much probability."""
     max_new_tokens: int = Field(128, gt=0)
+    """The longest reply sampled per prompt."""
     clip_eps: float = Field(0.2, gt=0, lt=1)
     """PPO clip range of the policy ratio."""
     beta: float = Field(0.04, ge=0)
@@ -77,7 +81,10 @@ class Config(Section):
     scale_rewards: bool = True
     """Divide advantages by the group's reward std (the paper); false keeps r - mean (Dr. GRPO)."""
     loss_normalization: Literal["token", "sequence", "constant"] = "token"
+    """Divide the loss by all reply tokens of the batch (DAPO), per reply then by replies (the paper), or
+    by max_new_tokens (Dr. GRPO)."""
     loss_chunk_tokens: int = Field(1024, gt=0)
+    """Tokens per chunk of output-head logits (bounds the logits' memory)."""
     max_grader_error_rate: float = Field(0.1, ge=0, le=1, description=(
         "Stop the run (a GraderError naming the grader) when more than this share of the last "
         "`grader_error_window` answers could not be graded; 1 never stops."))
@@ -153,7 +160,7 @@ def group_log_probs(model, prompts: list[list[int]], completions: list[list[int]
     the decoder once and its KV cache (with gradients) is repeated for its group, so a group of G costs
     one prompt plus G completions rather than G (prompt + completion); the gradient through the shared
     prompt is the sum over the group, as with G separate copies. Prompts are left-padded and completions
-    right-padded under a 2D mask, as in the decoding loop (`infer.generate.decode_rows`).
+    right-padded under a 2D mask, as in the decoding loop (`models.generate.decode_rows`).
     """
     from transformers import DynamicCache
 
@@ -294,4 +301,4 @@ class GRPO(Objective):
                 "clip_fraction": sum(p["clipped"] for p in parts) / tokens}
 
 
-KIND = ObjectiveKind("grpo", Config, build, check_run=check_run)
+KIND = ObjectiveKind("grpo", Config, build, FORMATS, check_run=check_run)

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from hone.config.base import Section
 from hone.data.batching import Batching
 from hone.data.collate import collate_sequences
+from hone.data.pairs import PAIR_FORMATS as FORMATS
 from hone.models.heads import attach_head, save_head
 from hone.objectives.base import Objective, ObjectiveKind, PairUnits
 from hone.objectives.dpo import pair_report
@@ -78,4 +79,4 @@ def score_sequences(model, examples, pad_id: int, batch_size: int = 16) -> list[
     return out
 
 
-KIND = ObjectiveKind("reward", Config, build)
+KIND = ObjectiveKind("reward", Config, build, FORMATS)

@@ -9,6 +9,7 @@ from pydantic import Field
 
 from hone.config.base import Section
 from hone.data.batching import Batching
+from hone.data.prepare import SFT_FORMATS as FORMATS
 from hone.data.pack import collate, pack_rows
 from hone.data.prepare import prepare_data
 from hone.objectives.base import Objective, ObjectiveKind
@@ -109,4 +110,4 @@ class SFT(Objective):
         return {"ppl": math.exp(min(loss, 50.0))} if validation else {}
 
 
-KIND = ObjectiveKind("sft", Config, build)
+KIND = ObjectiveKind("sft", Config, build, FORMATS)

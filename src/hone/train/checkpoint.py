@@ -19,21 +19,21 @@ from safetensors.torch import load_file, save_file
 
 from hone.train.distributed import barrier, full_optimizer_state, full_trainable_state, is_main, load_full_state
 
-KEEP = 2
 
-
-def save_checkpoint(run_dir: Path, step: int, model, optimizer, scheduler, state: dict, scaler=None) -> Path:
+def save_checkpoint(run_dir: Path, step: int, model, optimizer, scheduler, state: dict, scaler=None, *,
+                    keep: int = 1) -> Path:
+    """Write step `step`'s checkpoint and keep only the newest `keep` (at least this one)."""
     weights = full_trainable_state(model)
     optimizer_state = full_optimizer_state(model, optimizer)
     root = Path(run_dir) / "checkpoints"
     final = root / f"step-{step}"
     if is_main():
-        _write(root, final, step, weights, optimizer_state, scheduler, state, scaler)
+        _write(root, final, step, weights, optimizer_state, scheduler, state, scaler, max(keep, 1))
     barrier()
     return final
 
 
-def _write(root: Path, final: Path, step: int, weights, optimizer_state, scheduler, state, scaler) -> None:
+def _write(root: Path, final: Path, step: int, weights, optimizer_state, scheduler, state, scaler, keep: int) -> None:
     root.mkdir(parents=True, exist_ok=True)
     tmp = root / f".tmp-step-{step}"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -48,8 +48,19 @@ def _write(root: Path, final: Path, step: int, weights, optimizer_state, schedul
     shutil.rmtree(final, ignore_errors=True)
     os.rename(tmp, final)
     _write_atomic(root / "latest", final.name)
-    for old in sorted(_complete(root), key=_step_of)[:-KEEP]:
+    for old in sorted(_complete(root), key=_step_of)[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def prune_checkpoints(run_dir: Path, keep: int) -> None:
+    """At the end of a run: keep the newest `keep` step checkpoints; with none left, the whole folder goes
+    (the best evaluation's weights serve only a resume, and the artifact already holds them)."""
+    root = Path(run_dir) / "checkpoints"
+    done = sorted(_complete(root), key=_step_of)
+    for old in done[:len(done) - keep]:
+        shutil.rmtree(old, ignore_errors=True)
+    if not _complete(root):
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def latest_checkpoint(run_dir: Path) -> Path | None:

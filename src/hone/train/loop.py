@@ -18,7 +18,7 @@ from hone.models.attention import use_segment_attention
 from hone.models.load import load_model, load_tokenizer, resolve_model, set_threads
 from hone.models.storage import stored_bytes
 from hone.objectives import build_objective
-from hone.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from hone.train.checkpoint import latest_checkpoint, load_checkpoint, prune_checkpoints, save_checkpoint
 from hone.train.distributed import Runtime, barrier, start_runtime, stop_runtime
 from hone.train.estimate import check_fits
 from hone.train.kernels import resolve_kernels
@@ -119,6 +119,11 @@ def _train(config: RunConfig, run_dir: Path, runtime: Runtime, source, objective
     validation = objective.validation_batches(data.validation, batching)
     watch = ValidationWatch(config, run_dir, tokenizer, bool(validation), resumed_step=step, log=log)
     bar = _progress_bar(plan.total_steps, step, progress)
+
+    def save(at: int) -> None:
+        save_checkpoint(run_dir, at, model, optimizer, scheduler, {"total_steps": plan.total_steps}, runtime.scaler,
+                        keep=config.train.keep_checkpoints)
+
     model.train()
     last_eval = None
     try:
@@ -146,16 +151,15 @@ def _train(config: RunConfig, run_dir: Path, runtime: Runtime, source, objective
                               f"{watch.stopper.best_step}")
                     break
             if _every(step, config.train.save_every) and step < plan.total_steps:
-                save_checkpoint(run_dir, step, model, optimizer, scheduler, {"total_steps": plan.total_steps},
-                                runtime.scaler)
+                save(step)
     except KeyboardInterrupt:
         bar.close()
-        save_checkpoint(run_dir, step, model, optimizer, scheduler, {"total_steps": plan.total_steps},
-                        runtime.scaler)
+        save(step)
         log(f"\ninterrupted at step {step}; checkpoint saved. Continue with: hone train --resume {run_dir}")
         raise
     bar.close()
-    save_checkpoint(run_dir, step, model, optimizer, scheduler, {"total_steps": plan.total_steps}, runtime.scaler)
+    if config.train.save_every and config.train.keep_checkpoints:
+        save(step)
     model.eval()
     summary = metrics.summary()
     if last_eval:
@@ -165,8 +169,36 @@ def _train(config: RunConfig, run_dir: Path, runtime: Runtime, source, objective
     adapter_dir = run_dir / "adapter"
     if runtime.main:
         write_artifact(adapter_dir, model, method, config, source, tokenizer, summary, objective=objective, data=data)
+        prune_checkpoints(run_dir, config.train.keep_checkpoints if config.train.save_every else 0)
     barrier()
     return TrainResult(run_dir, adapter_dir, step, summary, rank=runtime.rank)
+
+
+def describe_run_dir(run_dir: Path) -> str:
+    """What a run left on disk, with sizes: each top-level entry, and each checkpoint on its own line."""
+    run_dir = Path(run_dir)
+    entries = []
+    for path in sorted(run_dir.iterdir()):
+        entries += sorted(path.iterdir()) if path.name == "checkpoints" and path.is_dir() else [path]
+    sizes = {path: _disk_bytes(path) for path in entries}
+    width = max((len(str(p.relative_to(run_dir))) for p in entries), default=0) + 2
+    lines = [f"wrote {run_dir}/ ({_human(sum(sizes.values()))}):"]
+    lines += [f"  {str(p.relative_to(run_dir)) + '/' * p.is_dir():<{width}}{_human(size):>10}"
+              for p, size in sizes.items()]
+    return "\n".join(lines)
+
+
+def _disk_bytes(path: Path) -> int:
+    if path.is_file():
+        return path.stat().st_size
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+def _human(size: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
 
 
 @torch.no_grad()
