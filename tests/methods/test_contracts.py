@@ -8,7 +8,7 @@ from hone.data.template import prompt_ids
 from hone.errors import ModelError
 from hone.export.merge import merge_artifact
 from hone.infer.engine import Engine, Job
-from hone.infer.generate import generate_batch
+from hone.models.generate import generate_batch
 from hone.methods import METHODS, method_for
 from hone.methods.base import Method
 from hone.models.artifact import write_artifact
