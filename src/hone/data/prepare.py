@@ -69,7 +69,8 @@ def prepare_data(data_config, tokenizer, *, seed: int) -> PreparedData:
         notes.append(f"replay: {len(replay)} general-text examples mixed in (data.replay={data_config.replay})")
 
     def tokenize(examples):
-        out = [tokenize_example(e, tokenizer, loss_on=data_config.loss_on, max_length=data_config.max_length)
+        out = [tokenize_example(e, tokenizer, loss_on=data_config.loss_on, max_length=data_config.max_length,
+                                reasoning=data_config.reasoning)
                for e in examples]
         truncated = sum(e.truncated for e in out)
         if truncated:

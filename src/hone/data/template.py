@@ -12,7 +12,7 @@ generation request for that conversation starts from (`prompt_ids`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from hone.data.formats import Example
 from hone.errors import HoneError
@@ -31,15 +31,20 @@ class TokenizedExample:
 
 
 def tokenize_example(
-    example: Example, tokenizer, *, loss_on: str = "assistant", max_length: int | None = None
+    example: Example, tokenizer, *, loss_on: str = "assistant", max_length: int | None = None,
+    reasoning: str = "train",
 ) -> TokenizedExample:
     """Tokenize one example; targets are weight-1 assistant turns (`loss_on="assistant"`) or every token ("all").
 
     Text examples get eos appended and every token is a target. Examples longer than `max_length`
-    are cut on the right and marked `truncated`.
+    are cut on the right and marked `truncated`. `reasoning="drop"` leaves assistant reasoning out;
+    "train" renders it, and refuses a template that would silently leave it out.
     """
     if loss_on not in ("assistant", "all"):
         raise HoneError(f"loss_on is {loss_on!r}; expected 'assistant' or 'all'", where=example.where)
+    if example.messages and reasoning == "drop":
+        example = replace(example, messages=[{k: v for k, v in m.items() if k != "reasoning"}
+                                             for m in example.messages])
     if example.text is not None:
         input_ids = tokenizer(example.text, add_special_tokens=False)["input_ids"] + [eos_id(tokenizer)]
         labels = list(input_ids)
@@ -59,6 +64,7 @@ def tokenize_chat(example: Example, tokenizer) -> tuple[list[int], list[int]]:
     """Token ids of the rendered conversation and labels that keep only weight-1 assistant turns."""
     messages = example.messages or []
     full = render(messages, tokenizer, where=example.where)
+    check_reasoning_rendered(messages, full, example.where)
     spans = assistant_spans(messages, full, tokenizer, where=example.where)
     input_ids, starts = tokenize_cut(full, [start for _, (start, _) in spans], tokenizer)
     trained = [span for i, span in spans if messages[i]["weight"] == 1]
@@ -113,6 +119,8 @@ def assistant_spans(messages: list[dict], full: str, tokenizer, *, where: str = 
             continue
         before = render(messages[:i], tokenizer, add_generation_prompt=True, where=where)
         through = render(messages[: i + 1], tokenizer, where=where)
+        longer = full if i + 1 < len(messages) else continued(messages, tokenizer)
+        through = without_closing_eos(through, longer, message["content"], tokenizer)
         for prefix in (before, through):
             if not full.startswith(prefix):
                 raise prefix_error(i, prefix, full, where)
@@ -125,6 +133,39 @@ def assistant_spans(messages: list[dict], full: str, tokenizer, *, where: str = 
             )
         spans.append((i, (start, end)))
     return spans
+
+
+def without_closing_eos(through: str, longer: str, reply: str, tokenizer) -> str:
+    """`through` less the eos a template appends only to a conversation's very end (Phi-3 does), when
+    that is what keeps it from being a prefix of a longer conversation and the reply already has its
+    own end-of-turn token before it, so the reply's span ends at that token in every turn. (An eos
+    right after the reply is the end of turn itself, as GPT-OSS's <|return|> is, and stays.)"""
+    eos = tokenizer.eos_token or ""
+    trimmed = through.rstrip()
+    rest = trimmed[: -len(eos)] if eos and trimmed.endswith(eos) else None
+    if (rest is not None and not longer.startswith(through) and longer.startswith(rest)
+            and not rest.rstrip().endswith(reply.strip())):
+        return rest
+    return through
+
+
+def continued(messages: list[dict], tokenizer) -> str:
+    """The conversation rendered with one more user turn (or as it is, where the template refuses that)."""
+    try:
+        return render([*messages, {"role": "user", "content": "..."}], tokenizer)
+    except HoneError:
+        return render(messages, tokenizer)
+
+
+def check_reasoning_rendered(messages: list[dict], full: str, where: str) -> None:
+    """Refuse reasoning that the template leaves out of the rendering (it would silently not train)."""
+    for i, message in enumerate(messages):
+        if message.get("reasoning") and message["reasoning"].strip() not in full:
+            raise HoneError(
+                f"the chat template does not render the reasoning of message {i}, so it would not be trained",
+                where=where,
+                hint="set data.reasoning=drop to train without it, or a template that renders reasoning "
+                "(data.chat_template=qwen3 or gpt-oss)")
 
 
 def prefix_error(index: int, prefix: str, full: str, where: str) -> HoneError:
@@ -149,8 +190,13 @@ def prompt_ids(messages: list[dict], tokenizer, *, chat_template: str | None = N
 
 def render(messages: list[dict], tokenizer, *, add_generation_prompt: bool = False, where: str = "",
            chat_template: str | None = None) -> str:
-    """The chat template applied to role/content only (hone's extra keys never reach the template)."""
+    """The chat template applied to role, content and reasoning (hone's other keys never reach it).
+
+    Reasoning goes in under both names templates read: `reasoning_content` and `thinking`."""
     plain = [{"role": m["role"], "content": m["content"]} for m in messages]
+    for message, given in zip(plain, messages):
+        if given.get("reasoning"):
+            message["reasoning_content"] = message["thinking"] = given["reasoning"]
     if not (chat_template or getattr(tokenizer, "chat_template", None)):
         raise HoneError(
             "the tokenizer has no chat template, so chat examples cannot be rendered",

@@ -27,6 +27,8 @@ def segment_attention(module, query, key, value, attention_mask, dropout: float 
     """query (B, H, T, D), key/value (B, Hkv, T, D) -> (B, T, H, D); segments partition each row."""
     from transformers.integrations.sdpa_attention import repeat_kv, sdpa_attention_forward
 
+    if needs_eager(kwargs):
+        return _eager_segments(module, query, key, value, attention_mask, dropout, scaling, hone_segments, **kwargs)
     if hone_segments is None:
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout,
                                       scaling=scaling, **kwargs)
@@ -47,6 +49,43 @@ def segment_attention(module, query, key, value, attention_mask, dropout: float 
         rows.append(torch.cat(parts, dim=2) if len(parts) > 1 else parts[0])
     out = torch.cat(rows, dim=0) if len(rows) > 1 else rows[0]
     return out.transpose(1, 2).contiguous(), None
+
+
+def needs_eager(kwargs: dict) -> bool:
+    """A sliding window, soft-capped scores or attention sinks: features plain causal SDPA leaves out."""
+    return any(kwargs.get(name) is not None for name in ("sliding_window", "softcap", "s_aux"))
+
+
+def _eager_segments(module, query, key, value, attention_mask, dropout, scaling, segments, **kwargs):
+    """Attention by the architecture's own eager function (which applies soft-capping and sinks), run
+    per segment with a causal mask that also holds the layer's sliding window; without segments, the
+    eager function with the mask transformers built."""
+    import sys
+
+    eager = sys.modules[type(module).__module__].eager_attention_forward
+    if segments is None:
+        return eager(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs)
+    window = kwargs.get("sliding_window")
+    rows = []
+    for q, k, v, bounds in zip(query.split(1), key.split(1), value.split(1), segments):
+        sizes = [e - s for s, e in bounds]
+        parts = [eager(module, qs, ks, vs, causal_window_mask(qs.shape[2], window, qs.dtype, qs.device),
+                       dropout=dropout, scaling=scaling, **kwargs)[0]
+                 for qs, ks, vs in zip(q.split(sizes, dim=2), k.split(sizes, dim=2), v.split(sizes, dim=2))]
+        rows.append(torch.cat(parts, dim=1) if len(parts) > 1 else parts[0])
+    return (torch.cat(rows, dim=0) if len(rows) > 1 else rows[0]), None
+
+
+def causal_window_mask(length: int, window: int | None, dtype, device) -> torch.Tensor:
+    """(1, 1, L, L) additive mask: token i sees tokens j <= i, and with a window only j > i - window
+    (transformers' sliding-window rule)."""
+    i = torch.arange(length, device=device)[:, None]
+    j = torch.arange(length, device=device)[None, :]
+    allowed = j <= i
+    if window is not None:
+        allowed &= j > i - window
+    return torch.zeros(length, length, dtype=dtype, device=device).masked_fill(
+        ~allowed, torch.finfo(dtype).min)[None, None]
 
 
 class SegmentBounds(list):

@@ -15,7 +15,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, hidden, weight, targets, chunk_size):  # hidden (N, H), weight (V, H), targets (N,)
+    def forward(ctx, hidden, weight, targets, chunk_size, softcap):  # hidden (N, H), weight (V, H), targets (N,)
         need_h, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         grad_h = torch.empty_like(hidden) if need_h else None
         acc = torch.promote_types(hidden.dtype, torch.float32)  # at least fp32 for logits and the sum
@@ -26,6 +26,9 @@ class _LinearCrossEntropy(torch.autograd.Function):
             h = hidden[start:start + chunk_size]
             t = targets[start:start + chunk_size]
             logits = (h @ weight.T).to(acc)  # (n, V); the matmul runs in the inputs' dtype
+            if softcap:  # Gemma 2's final soft-capping: cap * tanh(logits / cap)
+                squashed = torch.tanh(logits / softcap)
+                logits = squashed * softcap
             log_probs = torch.log_softmax(logits, dim=-1)  # one fused pass
             del logits
             r = rows[: h.shape[0]]
@@ -33,6 +36,8 @@ class _LinearCrossEntropy(torch.autograd.Function):
             if need_h or need_w:
                 probs = log_probs.exp_()  # softmax, in place
                 probs[r, t] -= 1.0  # d loss / d logits
+                if softcap:
+                    probs *= 1.0 - squashed.square()  # through the tanh
                 probs = probs.to(hidden.dtype)
                 if need_h:
                     grad_h[start:start + chunk_size] = probs @ weight
@@ -46,14 +51,15 @@ class _LinearCrossEntropy(torch.autograd.Function):
         grad_h, grad_w = ctx.saved_tensors
         gh = grad_h * grad_out if grad_h is not None else None
         gw = grad_w * grad_out if grad_w is not None else None
-        return gh, gw, None, None
+        return gh, gw, None, None, None
 
 
-def linear_cross_entropy(hidden, weight, targets, chunk_size: int = 1024):
-    """Sum over tokens of CE(hidden @ weight.T, targets).  hidden (N, H), weight (V, H), targets (N,)."""
+def linear_cross_entropy(hidden, weight, targets, chunk_size: int = 1024, softcap: float | None = None):
+    """Sum over tokens of CE(hidden @ weight.T, targets), the logits soft-capped at `softcap` when given.
+    hidden (N, H), weight (V, H), targets (N,)."""
     if hidden.shape[0] == 0:
         return hidden.sum() * 0.0 + weight.sum() * 0.0
-    return _LinearCrossEntropy.apply(hidden, weight, targets, chunk_size)
+    return _LinearCrossEntropy.apply(hidden, weight, targets, chunk_size, softcap)
 
 
 class _LinearTokenLogProbs(torch.autograd.Function):

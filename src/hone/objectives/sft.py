@@ -104,7 +104,8 @@ class SFT(NoExtras):
         head = model.get_output_embeddings().weight
         with torch.autocast(hidden.device.type, enabled=False):  # softmax and loss in fp32, also under autocast
             h = hidden[keep]
-            loss_sum = linear_cross_entropy(h, head.to(h.dtype), targets[keep], self.chunk_tokens)
+            loss_sum = linear_cross_entropy(h, head.to(h.dtype), targets[keep], self.chunk_tokens,
+                                            getattr(model.config, "final_logit_softcapping", None))
         return loss_sum, {"loss_sum": loss_sum.detach().item(), "targets": int(keep.sum())}
 
     def report(self, parts: list[dict], loss: float, *, validation: bool) -> dict:
