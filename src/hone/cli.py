@@ -126,6 +126,8 @@ def _parser() -> argparse.ArgumentParser:
     gen.add_argument("prompt", help="the user message ('-' reads standard input)")
     _model_args(gen)
     gen.add_argument("--system", help="a system message")
+    gen.add_argument("--raw", action="store_true",
+                     help="continue the prompt as plain text, without a chat template (a base model)")
     gen.add_argument("--max-new-tokens", type=int, default=256)
     gen.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
     gen.add_argument("--top-p", type=float, default=1.0)
@@ -331,7 +333,7 @@ def _generate(args) -> int:
     prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
     print(generate(prompt, adapter=args.adapter, model=args.model, system=args.system,
                    max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p,
-                   seed=args.seed))
+                   seed=args.seed, raw=args.raw))
     return 0
 
 

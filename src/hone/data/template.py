@@ -188,6 +188,12 @@ def prompt_ids(messages: list[dict], tokenizer, *, chat_template: str | None = N
     return list(tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
+def text_prompt_ids(text: str, tokenizer) -> list[int]:
+    """Token ids of a plain-text prompt (no chat template), with the special tokens the tokenizer adds
+    to a text of its own (a base model's BOS): how a base model is prompted."""
+    return list(tokenizer(text)["input_ids"])
+
+
 def render(messages: list[dict], tokenizer, *, add_generation_prompt: bool = False, where: str = "",
            chat_template: str | None = None) -> str:
     """The chat template applied to role, content and reasoning (hone's other keys never reach it).

@@ -1,0 +1,110 @@
+"""Named templates on base models, reasoning data, and serving that renders what was trained."""
+
+import json
+
+import pytest
+
+from hone.data.formats import parse_record
+from hone.data.template import IGNORE, prompt_ids, tokenize_example
+from hone.data.templates import CHAT_TEMPLATES, apply_data_template
+from hone.errors import HoneError
+from hone.models.families import save_tiny_family
+
+REASONED = {"messages": [{"role": "user", "content": "Two pizzas?"},
+                         {"role": "assistant", "reasoning_content": "Two means 2.", "content": '{"quantity": 2}'}]}
+
+
+@pytest.fixture(scope="module")
+def base_dir(tmp_path_factory):
+    """A tiny Llama-architecture base model whose tokenizer has no chat template."""
+    path = save_tiny_family("llama3", tmp_path_factory.mktemp("base"))
+    (path / "chat_template.jinja").unlink(missing_ok=True)
+    config = json.loads((path / "tokenizer_config.json").read_text())
+    config.pop("chat_template", None)
+    (path / "tokenizer_config.json").write_text(json.dumps(config))
+    return path
+
+
+def data_config(**fields):
+    from hone.config.schema import DataConfig
+
+    return DataConfig(**fields)
+
+
+def test_a_base_model_trains_with_a_named_template_and_serves_with_it(base_dir, tmp_path):
+    from hone import api
+    from hone.infer.engine import Engine
+    from hone.models.artifact import read_manifest
+
+    rows = [json.dumps({"messages": [{"role": "user", "content": f"Order {k}"},
+                                     {"role": "assistant", "content": f"{k} pizzas"}]}) for k in range(8)]
+    (tmp_path / "train.jsonl").write_text("\n".join(rows) + "\n")
+    common = [f"model={base_dir}", f"data.train={tmp_path / 'train.jsonl'}", f"output_dir={tmp_path}",
+              "train.max_steps=1", "train.threads=1", "method.rank=2"]
+    with pytest.raises(HoneError, match="no chat template"):
+        api.train(None, [*common, "name=plain"], progress=False, log=lambda *a: None)
+    result = api.train(None, [*common, "name=llama3", "data.chat_template=llama3"], progress=False,
+                       log=lambda *a: None)
+    manifest = read_manifest(result.adapter_dir)
+    assert manifest["chat_template"] == CHAT_TEMPLATES["llama3"]
+    assert manifest["data"]["chat_template"] == "llama3"
+    engine = Engine.from_spec(str(base_dir))
+    engine.register("tuned", result.adapter_dir)
+    served = engine.tokenizer.decode(prompt_ids([{"role": "user", "content": "Hi"}], engine.tokenizer,
+                                                chat_template=engine.chat_template("tuned")))
+    assert served == "<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|>" \
+                     "<|start_header_id|>assistant<|end_header_id|>\n\n"
+
+
+def test_generate_raw_prompts_a_base_model_with_plain_text(base_dir):
+    from hone import api
+
+    with pytest.raises(HoneError, match="no chat template"):
+        api.generate("Order a pizza", model=str(base_dir), max_new_tokens=2)
+    assert isinstance(api.generate("Order a pizza", model=str(base_dir), max_new_tokens=2, raw=True), str)
+
+
+def test_an_unknown_template_name_is_refused_with_the_known_ones():
+    from hone.data.templates import resolve_chat_template
+
+    with pytest.raises(HoneError, match="qwen3"):
+        resolve_chat_template("qwen4")
+
+
+def trained_prefix(tokenized) -> list[int]:
+    first = next(t for t, label in enumerate(tokenized.labels) if label != IGNORE)
+    return tokenized.input_ids[:first]
+
+
+@pytest.mark.parametrize("reasoning, thinks", [("train", True), ("drop", False)])
+def test_serving_renders_the_prompt_the_reply_was_trained_after(tmp_path, reasoning, thinks):
+    """The artifact's template (thinking switch included) gives exactly the trained reply's prefix."""
+    from transformers import AutoTokenizer
+
+    tokenizer = apply_data_template(AutoTokenizer.from_pretrained(save_tiny_family("qwen3", tmp_path)),
+                                    data_config(reasoning=reasoning))
+    example = parse_record(REASONED)
+    tokenized = tokenize_example(example, tokenizer, reasoning=reasoning)
+    trained = tokenizer.decode([t for t in tokenized.labels if t != IGNORE])
+    assert ("Two means 2." in trained) is thinks
+    served = prompt_ids(example.messages[:-1], tokenizer, chat_template=tokenizer.chat_template)
+    assert served == trained_prefix(tokenized)
+    assert tokenizer.decode(served).endswith("<think>\n\n</think>\n\n") is not thinks
+    # the other thinking mode renders a prompt this model was not trained after
+    other = apply_data_template(AutoTokenizer.from_pretrained(tmp_path),
+                                data_config(reasoning="drop" if thinks else "train"))
+    assert prompt_ids(example.messages[:-1], other, chat_template=other.chat_template) != served
+
+
+def test_reasoning_the_template_cannot_render_is_refused(tmp_path):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(save_tiny_family("llama3", tmp_path))
+    with pytest.raises(HoneError, match="does not render the reasoning"):
+        tokenize_example(parse_record(REASONED), tokenizer)
+    assert tokenize_example(parse_record(REASONED), tokenizer, reasoning="drop").labels
+
+
+def test_qwen_style_thinking_is_read_like_reasoning_content():
+    record = {"messages": [REASONED["messages"][0], {"role": "assistant", "thinking": "Two means 2.", "content": "2"}]}
+    assert parse_record(record).messages[1]["reasoning"] == "Two means 2."
