@@ -201,7 +201,14 @@ def _data_check(args) -> int:
         tokenizer = load_tokenizer(args.model or DEFAULT_MODEL)
     report = check_file(args.file, tokenizer, max_length=args.max_length, loss_on=args.loss_on)
     print(json.dumps(report.to_dict(), indent=2) if args.json else report.render())
-    return 0 if report.ok else 1
+    problems = []
+    if tokenizer is not None and tokenizer.chat_template:
+        from hone.data.template_check import template_problems
+
+        problems = template_problems(tokenizer)
+        for problem in problems:
+            print(f"chat template of {args.model or DEFAULT_MODEL}: {problem}", file=sys.stderr)
+    return 0 if report.ok and not problems else 1
 
 
 def _config_args(parser) -> None:

@@ -108,3 +108,48 @@ def test_reasoning_the_template_cannot_render_is_refused(tmp_path):
 def test_qwen_style_thinking_is_read_like_reasoning_content():
     record = {"messages": [REASONED["messages"][0], {"role": "assistant", "thinking": "Two means 2.", "content": "2"}]}
     assert parse_record(record).messages[1]["reasoning"] == "Two means 2."
+
+
+EXPECTED_PROBLEMS = {"mistral": ["silently drops the system prompt"],
+                     "qwen3": ["differs from its incremental prefixes"], "qwen3-moe": ["differs from its incremental prefixes"],
+                     "gpt-oss": ["differs from its incremental prefixes"]}
+
+
+@pytest.mark.parametrize("name", sorted(CHAT_TEMPLATES))
+def test_template_problems_of_each_family_template(tiny_tokenizer, name):
+    from hone.data.template_check import template_problems
+    from hone.models.families import FAMILIES, tiny_family_tokenizer
+
+    fam = next((f for f in FAMILIES.values() if f.template == name), None)
+    tokenizer = tiny_family_tokenizer(fam) if fam else tiny_tokenizer
+    tokenizer.chat_template = CHAT_TEMPLATES[name]
+    problems = template_problems(tokenizer)
+    expected = EXPECTED_PROBLEMS.get(name, [])
+    assert len(problems) == len(expected) and all(e in p for e, p in zip(expected, problems)), problems
+
+
+def test_bos_twice_and_an_unsound_mask_are_refused_naming_the_model(tmp_path):
+    from transformers import AutoTokenizer
+
+    from hone.data.template_check import check_template
+
+    tokenizer = AutoTokenizer.from_pretrained(save_tiny_family("llama3", tmp_path))
+    tokenizer.chat_template = "{{ bos_token }}" + CHAT_TEMPLATES["llama3"]
+    with pytest.raises(HoneError, match="the chat template of my-model: it adds BOS twice"):
+        check_template(tokenizer, "my-model", system=True)
+    tokenizer.chat_template = "{% for m in messages %}{% if m.role == 'user' %}{{ m.content }}{% endif %}{% endfor %}"
+    with pytest.raises(HoneError, match="the chat template of my-model: it cannot yield a sound loss mask"):
+        check_template(tokenizer, "my-model", system=True)
+
+
+def test_data_check_reports_the_template_problems_of_a_model(tmp_path):
+    import subprocess
+    import sys
+
+    model = save_tiny_family("mistral", tmp_path / "mistral")
+    (tmp_path / "d.jsonl").write_text(json.dumps({"messages": REASONED["messages"][:1] + [
+        {"role": "assistant", "content": "2"}]}) + "\n")
+    out = subprocess.run([sys.executable, "-m", "hone", "data", "check", str(tmp_path / "d.jsonl"), "--model", str(model)],
+                         capture_output=True, text=True)
+    assert out.returncode == 1
+    assert f"chat template of {model}: it silently drops the system prompt" in out.stderr

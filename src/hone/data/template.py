@@ -64,7 +64,7 @@ def tokenize_chat(example: Example, tokenizer) -> tuple[list[int], list[int]]:
     """Token ids of the rendered conversation and labels that keep only weight-1 assistant turns."""
     messages = example.messages or []
     full = render(messages, tokenizer, where=example.where)
-    check_reasoning_rendered(messages, full, example.where)
+    check_rendered(messages, full, example.where)
     spans = assistant_spans(messages, full, tokenizer, where=example.where)
     input_ids, starts = tokenize_cut(full, [start for _, (start, _) in spans], tokenizer)
     trained = [span for i, span in spans if messages[i]["weight"] == 1]
@@ -157,9 +157,13 @@ def continued(messages: list[dict], tokenizer) -> str:
         return render(messages, tokenizer)
 
 
-def check_reasoning_rendered(messages: list[dict], full: str, where: str) -> None:
-    """Refuse reasoning that the template leaves out of the rendering (it would silently not train)."""
+def check_rendered(messages: list[dict], full: str, where: str) -> None:
+    """Refuse a system prompt or reasoning that the template silently leaves out of the rendering."""
     for i, message in enumerate(messages):
+        if message["role"] == "system" and message["content"].strip() not in full:
+            raise HoneError(f"the chat template silently drops the system prompt (message {i})", where=where,
+                            hint="fold the system prompt into the first user message, or use a template that "
+                            "renders it (data.chat_template)")
         if message.get("reasoning") and message["reasoning"].strip() not in full:
             raise HoneError(
                 f"the chat template does not render the reasoning of message {i}, so it would not be trained",

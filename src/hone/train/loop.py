@@ -15,6 +15,7 @@ from hone.config.load import dump_config
 from hone.config.schema import RunConfig
 from hone.data.pack import plan_batches
 from hone.methods import method_for
+from hone.data.template_check import check_template
 from hone.data.templates import apply_data_template
 from hone.models.attention import use_segment_attention
 from hone.models.families import check_trainable
@@ -56,6 +57,7 @@ def run_training(config: RunConfig, run_dir: Path, *, resume: bool = False, prog
     source = resolve_model(config.model)
     objective = build_objective(config.objective)
     tokenizer = apply_data_template(load_tokenizer(source), config.data)
+    check_template(tokenizer, source.id, system=False)  # system prompts: checked per conversation
     data = objective.prepare(config.data, tokenizer, seed=config.train.seed)  # fail before any writes
     runtime = start_runtime(config.train, log)
     try:
