@@ -71,6 +71,10 @@ def _parser() -> argparse.ArgumentParser:
         "for several machines run torchrun -m hone train yourself"))
     train.set_defaults(run=_train)
 
+    fams = commands.add_parser("models", help="the model families hone supports, what works for each, how to load one")
+    fams.add_argument("--markdown", action="store_true", help="print the family table of docs/families.md")
+    fams.set_defaults(run=_models)
+
     est = commands.add_parser("estimate", help="memory and time of a run per method, before training", description=(
         "Trainable parameters, memory (weights, gradients, optimizer states, activations) and time per "
         "epoch from a few measured steps, e.g. `hone estimate run.yaml train.batch_size=4 --all-methods`."))
@@ -232,6 +236,23 @@ def _train(args) -> int:
         print(f"adapter saved to {result.adapter_dir}")
         print(json.dumps(result.metrics, indent=2))
     return 0 if result.status == "succeeded" else GATE_FAILED
+
+
+def _models(args) -> int:
+    from hone.models.families import HOW_TO_POINT, family_rows, family_table
+
+    if args.markdown:
+        print(family_table(), end="")
+        return 0
+    for row in family_rows():
+        print(f"{row['family']} ({row['examples']}): architecture {row['architecture']}, template "
+              f"data.chat_template={row['template']}")
+        for key in ("system prompt", "reasoning", "features", "LoRA targets", "GGUF export",
+                    "served beside other adapters"):
+            print(f"  {key}: {row[key]}")
+    print()
+    print(HOW_TO_POINT)
+    return 0
 
 
 def _estimate(args) -> int:

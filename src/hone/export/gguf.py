@@ -17,9 +17,9 @@ import json
 from pathlib import Path
 
 from hone.errors import ModelError
+from hone.models.families import GGUF_ARCHITECTURES as ARCHITECTURES
 
 DTYPES = ("f32", "f16", "q8_0")
-ARCHITECTURES = ("llama",)
 # llama.cpp's names for the split regex of a byte-level BPE pre-tokenizer.
 _GPT2_SPLIT = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"
 
