@@ -15,7 +15,7 @@ from pathlib import Path
 from hone.data.templates import CHAT_TEMPLATES
 from hone.errors import ModelError
 
-GGUF_ARCHITECTURES = ("llama",)  # model types hone's GGUF export writes (export/gguf.py)
+GGUF_ARCHITECTURES = ("llama", "qwen2")  # model types hone's GGUF export writes (export/gguf.py)
 
 
 @dataclass(frozen=True)
