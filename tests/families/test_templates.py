@@ -153,3 +153,17 @@ def test_data_check_reports_the_template_problems_of_a_model(tmp_path):
                          capture_output=True, text=True)
     assert out.returncode == 1
     assert f"chat template of {model}: it silently drops the system prompt" in out.stderr
+
+
+def test_the_data_report_counts_the_replies_left_as_context(tmp_path):
+    from transformers import AutoTokenizer
+
+    from hone.data.prepare import prepare_data
+
+    tokenizer = apply_data_template(AutoTokenizer.from_pretrained(save_tiny_family("qwen3", tmp_path / "m")),
+                                    data_config())
+    turns = [{"role": "user", "content": "One?"}, {"role": "assistant", "content": "1"},
+             {"role": "user", "content": "Two?"}, {"role": "assistant", "content": "2"}]
+    (tmp_path / "d.jsonl").write_text("\n".join([json.dumps({"messages": turns})] * 4) + "\n")
+    prepared = prepare_data(data_config(train=str(tmp_path / "d.jsonl"), validation_fraction=0.0), tokenizer, seed=0)
+    assert "4 earlier replies not trained" in prepared.summary()

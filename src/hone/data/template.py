@@ -28,6 +28,7 @@ class TokenizedExample:
     labels: list[int]
     where: str
     truncated: bool = False
+    untrained_replies: int = 0  # weight-1 replies the template re-renders once a later one follows
 
 
 def tokenize_example(
@@ -45,6 +46,7 @@ def tokenize_example(
     if example.messages and reasoning == "drop":
         example = replace(example, messages=[{k: v for k, v in m.items() if k != "reasoning"}
                                              for m in example.messages])
+    untrained = 0
     if example.text is not None:
         input_ids = tokenizer(example.text, add_special_tokens=False)["input_ids"] + [eos_id(tokenizer)]
         labels = list(input_ids)
@@ -53,15 +55,17 @@ def tokenize_example(
         input_ids = list(tokenizer(full, add_special_tokens=False)["input_ids"])
         labels = list(input_ids)
     else:
-        input_ids, labels = tokenize_chat(example, tokenizer)
+        input_ids, labels, untrained = tokenize_chat(example, tokenizer)
     truncated = max_length is not None and len(input_ids) > max_length
     if truncated:
         input_ids, labels = input_ids[:max_length], labels[:max_length]
-    return TokenizedExample(input_ids=input_ids, labels=labels, where=example.where, truncated=truncated)
+    return TokenizedExample(input_ids=input_ids, labels=labels, where=example.where, truncated=truncated,
+                            untrained_replies=untrained)
 
 
-def tokenize_chat(example: Example, tokenizer) -> tuple[list[int], list[int]]:
-    """Token ids of the rendered conversation and labels that keep only weight-1 assistant turns."""
+def tokenize_chat(example: Example, tokenizer) -> tuple[list[int], list[int], int]:
+    """Token ids of the rendered conversation, labels that keep only weight-1 assistant turns, and how
+    many weight-1 replies stay untrained because the template re-renders them (`assistant_spans`)."""
     messages = example.messages or []
     full = render(messages, tokenizer, where=example.where)
     check_rendered(messages, full, example.where)
@@ -72,7 +76,10 @@ def tokenize_chat(example: Example, tokenizer) -> tuple[list[int], list[int]]:
         token if any(start <= offset < end for start, end in trained) else IGNORE
         for token, offset in zip(input_ids, starts)
     ]
-    return input_ids, labels
+    located = {i for i, _ in spans}
+    untrained = sum(1 for i, m in enumerate(messages) if m["role"] == "assistant" and m["weight"] == 1
+                    and i not in located)
+    return input_ids, labels, untrained
 
 
 def tokenize_cut(text: str, cuts: list[int], tokenizer) -> tuple[list[int], list[int]]:
@@ -112,7 +119,11 @@ def tokenize_pieces(text: str, cuts: list[int], tokenizer) -> tuple[list[int], l
 
 
 def assistant_spans(messages: list[dict], full: str, tokenizer, *, where: str = "") -> list[tuple[int, tuple[int, int]]]:
-    """(message index, (start, end)) character span in `full` of each assistant turn's reply and end token."""
+    """(message index, (start, end)) character span in `full` of each assistant turn's reply and end token.
+
+    A reply that the template renders differently once a later reply follows (Qwen3 drops its
+    <think> block, GPT-OSS ends it with <|end|> instead of <|return|>) gets no span: what it would
+    train is not what the model sees or generates, so it stays context; the last reply must be sound."""
     spans = []
     for i, message in enumerate(messages):
         if message["role"] != "assistant":
@@ -121,9 +132,11 @@ def assistant_spans(messages: list[dict], full: str, tokenizer, *, where: str = 
         through = render(messages[: i + 1], tokenizer, where=where)
         longer = full if i + 1 < len(messages) else continued(messages, tokenizer)
         through = without_closing_eos(through, longer, message["content"], tokenizer)
-        for prefix in (before, through):
-            if not full.startswith(prefix):
-                raise prefix_error(i, prefix, full, where)
+        mismatch = next((prefix for prefix in (before, through) if not full.startswith(prefix)), None)
+        if mismatch is not None and any(m["role"] == "assistant" for m in messages[i + 1:]):
+            continue  # re-rendered once a later reply follows: context only (see `untrained_replies`)
+        if mismatch is not None:
+            raise prefix_error(i, mismatch, full, where)
         start, end = len(before), len(through.rstrip())
         if message["content"].strip() not in full[start:end]:
             raise HoneError(
@@ -180,8 +193,7 @@ def prefix_error(index: int, prefix: str, full: str, where: str) -> HoneError:
         f"the whole conversation (first difference at character {at}: {prefix[at:at + 30]!r} vs {full[at:at + 30]!r}), "
         "so assistant turns cannot be located for the loss mask",
         where=where,
-        hint="use a template that renders earlier turns the same whatever follows them "
-        "(templates that drop reasoning from earlier replies do not), or set loss_on='all'",
+        hint="use a template that renders earlier turns the same whatever follows them, or set loss_on='all'",
     )
 
 

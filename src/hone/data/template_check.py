@@ -48,6 +48,8 @@ def _mask_problem(tokenizer, messages: list[dict]) -> str | None:
         return error.what
     if not any(label != -100 for label in tokenized.labels):
         return "no token of the reply is a training target"
+    if tokenized.untrained_replies:
+        return "earlier replies render differently once a later one follows, so only the last reply trains"
     return None
 
 

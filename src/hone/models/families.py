@@ -198,8 +198,8 @@ def family_table() -> str:
              "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(row[c] for c in columns) + " |" for row in rows]
     lines += ["", "Templates that re-render earlier replies once a later one follows (qwen3 drops their "
-              "`<think>` blocks, gpt-oss ends only the last with `<|return|>`) train one reply per conversation; "
-              "a longer conversation is refused with the reason. The smollm3 and gpt-oss templates leave out "
+              "`<think>` blocks, gpt-oss ends only the last with `<|return|>`) train the last reply of each "
+              "conversation; the earlier ones stay context, and the data report says how many. The smollm3 and gpt-oss templates leave out "
               "the current date their published versions print, so a prompt renders the same on every day.",
               "", HOW_TO_POINT, ""]
     return "\n".join(lines)
