@@ -167,3 +167,14 @@ def test_the_data_report_counts_the_replies_left_as_context(tmp_path):
     (tmp_path / "d.jsonl").write_text("\n".join([json.dumps({"messages": turns})] * 4) + "\n")
     prepared = prepare_data(data_config(train=str(tmp_path / "d.jsonl"), validation_fraction=0.0), tokenizer, seed=0)
     assert "4 earlier replies not trained" in prepared.summary()
+
+
+def test_soft_capped_logits_are_refused_for_objectives_whose_losses_leave_them_out():
+    from transformers import Gemma2Config
+
+    from hone.models.families import check_trainable
+
+    config = Gemma2Config(final_logit_softcapping=30.0)
+    check_trainable(config, "sft")
+    with pytest.raises(HoneError, match="gemma2 soft-caps its output logits"):
+        check_trainable(config, "dpo")
