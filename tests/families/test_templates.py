@@ -64,6 +64,16 @@ def test_generate_raw_prompts_a_base_model_with_plain_text(base_dir):
     assert isinstance(api.generate("Order a pizza", model=str(base_dir), max_new_tokens=2, raw=True), str)
 
 
+def test_eval_prompts_a_base_model_with_the_conversation_as_plain_text(base_dir, tmp_path):
+    from hone import api
+    from hone.data.template import plain_prompt
+
+    question = [{"role": "user", "content": "Order a pizza"}]
+    (tmp_path / "eval.jsonl").write_text(json.dumps({"messages": [*question, {"role": "assistant", "content": "ok"}]}))
+    result = api.evaluate(tmp_path / "eval.jsonl", model=str(base_dir), max_new_tokens=3, progress=False)
+    assert result.predictions == [api.generate(plain_prompt(question), model=str(base_dir), max_new_tokens=3, raw=True)]
+
+
 def test_an_unknown_template_name_is_refused_with_the_known_ones():
     from hone.data.templates import resolve_chat_template
 

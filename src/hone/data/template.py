@@ -210,6 +210,12 @@ def text_prompt_ids(text: str, tokenizer) -> list[int]:
     return list(tokenizer(text)["input_ids"])
 
 
+def plain_prompt(messages: list[dict]) -> str:
+    """A conversation as plain text for a model without a chat template (a base model continues it):
+    each message's content as a paragraph, ending with a newline so the answer starts on its own line."""
+    return "\n\n".join(m["content"] for m in messages if m["content"]) + "\n"
+
+
 def render(messages: list[dict], tokenizer, *, add_generation_prompt: bool = False, where: str = "",
            chat_template: str | None = None) -> str:
     """The chat template applied to role, content and reasoning (hone's other keys never reach it).

@@ -6,9 +6,10 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from hone.data.read import read_examples
+from hone.data.template import plain_prompt, text_prompt_ids
 from hone.errors import DataError
 from hone.evaluate.metrics import metric_for, score
-from hone.infer.generate import generate_batch
+from hone.infer.generate import generate_batch, generate_from_ids
 
 
 @dataclass
@@ -57,8 +58,13 @@ def evaluate_task(model, tokenizer, items: list[TaskItem], metric: str, *,
         metric_for(metric)  # an unknown metric fails before any generation
     conversations = [prompt(item.messages) if prompt else item.messages for item in items]
     with tqdm(total=len(items), desc="eval", unit="ex", disable=not progress) as bar:
-        predictions = generate_batch(model, tokenizer, conversations, max_new_tokens=max_new_tokens,
-                                     batch_size=batch_size, progress=bar.update)
+        if tokenizer.chat_template:
+            predictions = generate_batch(model, tokenizer, conversations, max_new_tokens=max_new_tokens,
+                                         batch_size=batch_size, progress=bar.update)
+        else:  # a base model: prompted with the conversation as plain text
+            encoded = [text_prompt_ids(plain_prompt(c), tokenizer) for c in conversations]
+            predictions = generate_from_ids(model, tokenizer, encoded, max_new_tokens=max_new_tokens,
+                                            batch_size=batch_size, progress=bar.update)
     if grader is not None:
         return _graded(grader, predictions, items)
     metrics = score(metric, predictions, [item.reference for item in items])
