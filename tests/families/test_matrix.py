@@ -280,8 +280,9 @@ def test_served_generated_and_merged_answers_agree(trained, name):
 
     result, heldout = trained(name)
     if not FAMILIES[name].served_side_by_side:
-        with pytest.raises(httpx.HTTPStatusError, match="400 Bad Request"):
+        with pytest.raises(httpx.HTTPStatusError, match="400 Bad Request") as refused:
             verify_run(result.run_dir, file=str(heldout), limit=2, max_new_tokens=6)
+        assert "fused expert weights" in refused.value.response.json()["error"]["message"]
         return
     report = verify_run(result.run_dir, file=str(heldout), limit=2, max_new_tokens=6)
     assert report["server"] == {"identical": True, "equal": 2, "of": 2}
