@@ -14,6 +14,7 @@ from pathlib import Path
 
 from hone.data.templates import CHAT_TEMPLATES
 from hone.errors import ModelError
+from hone.models.tiny import bpe_tokenizer
 
 GGUF_ARCHITECTURES = ("llama", "qwen2")  # model types hone's GGUF export writes (export/gguf.py)
 
@@ -110,18 +111,9 @@ def family(name: str) -> Family:
 
 def tiny_family_tokenizer(fam: Family, vocab_size: int = 400):
     """A byte-level BPE tokenizer with the family's special tokens and chat template."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    specials = list(dict.fromkeys(fam.specials))
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=specials, show_progress=False,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    tok.train_from_iterator(_CORPUS * 4, trainer=trainer)
     bos, eos, pad = fam.specials[:3]
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=bos, eos_token=eos, pad_token=pad)
+    fast = bpe_tokenizer(_CORPUS * 4, list(dict.fromkeys(fam.specials)), vocab_size, bos_token=bos, eos_token=eos,
+                         pad_token=pad)
     fast.chat_template = CHAT_TEMPLATES[fam.template]
     return fast
 
