@@ -287,3 +287,22 @@ def test_served_generated_and_merged_answers_agree(trained, name):
     report = verify_run(result.run_dir, file=str(heldout), limit=2, max_new_tokens=6)
     assert report["server"] == {"identical": True, "equal": 2, "of": 2}
     assert report["merged"] == {"identical": True, "equal": 2, "of": 2}
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_the_server_renders_the_prompt_each_reply_was_trained_after(family_dir, trained, name):
+    """The served prompt (the adapter's recorded template) is token for token what preceded the reply in training."""
+    from hone.data.template import prompt_ids
+    from hone.infer.engine import Engine
+    from hone.models.artifact import read_manifest
+
+    result, _ = trained(name)
+    _, tokenizer = loaded(family_dir, name)
+    tokenizer.chat_template = read_manifest(result.adapter_dir)["chat_template"]
+    messages = chat(name, 0)
+    tokenized = tokenize_example(Example(format="chat", messages=[{**m, "weight": 1} for m in messages[:2]]), tokenizer)
+    first = next(t for t, label in enumerate(tokenized.labels) if label != IGNORE)
+    engine = Engine.from_spec(str(family_dir(name)))
+    engine.register("tuned", result.adapter_dir)
+    assert prompt_ids(messages[:1], engine.tokenizer, chat_template=engine.chat_template("tuned")) == \
+        tokenized.input_ids[:first]
