@@ -188,3 +188,18 @@ def test_soft_capped_logits_are_refused_for_objectives_whose_losses_leave_them_o
     check_trainable(config, "sft")
     with pytest.raises(HoneError, match="gemma2 soft-caps its output logits"):
         check_trainable(config, "dpo")
+
+
+@pytest.mark.parametrize("name, refused", [("mistral", True), ("smollm3", False), ("gemma3", False)])
+def test_a_dropped_system_prompt_is_refused_per_conversation(tmp_path, name, refused):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(save_tiny_family(name, tmp_path))
+    record = {"messages": [{"role": "system", "content": "Answer briefly. /no_think"}, *REASONED["messages"][:1],
+                           {"role": "assistant", "content": "2"}]}
+    example = parse_record(record)
+    if refused:
+        with pytest.raises(HoneError, match="silently drops the system prompt"):
+            tokenize_example(example, tokenizer)
+    else:
+        assert tokenize_example(example, tokenizer).labels

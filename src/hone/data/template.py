@@ -130,7 +130,7 @@ def assistant_spans(messages: list[dict], full: str, tokenizer, *, where: str = 
             continue
         before = render(messages[:i], tokenizer, add_generation_prompt=True, where=where)
         through = render(messages[: i + 1], tokenizer, where=where)
-        longer = full if i + 1 < len(messages) else continued(messages, tokenizer)
+        longer = (lambda: full) if i + 1 < len(messages) else (lambda: continued(messages, tokenizer))
         through = without_closing_eos(through, longer, message["content"], tokenizer)
         mismatch = next((prefix for prefix in (before, through) if not full.startswith(prefix)), None)
         if mismatch is not None and any(m["role"] == "assistant" for m in messages[i + 1:]):
@@ -148,18 +148,20 @@ def assistant_spans(messages: list[dict], full: str, tokenizer, *, where: str = 
     return spans
 
 
-def without_closing_eos(through: str, longer: str, reply: str, tokenizer) -> str:
+def without_closing_eos(through: str, longer, reply: str, tokenizer) -> str:
     """`through` less the eos a template appends only to a conversation's very end (Phi-3 does), when
-    that is what keeps it from being a prefix of a longer conversation and the reply already has its
-    own end-of-turn token before it, so the reply's span ends at that token in every turn. (An eos
-    right after the reply is the end of turn itself, as GPT-OSS's <|return|> is, and stays.)"""
+    that is what keeps it from being a prefix of a longer conversation (`longer()` renders one) and the
+    reply already has its own end-of-turn token before it, so the reply's span ends at that token in
+    every turn. (An eos right after the reply is the end of turn itself, as GPT-OSS's <|return|> is.)"""
     eos = tokenizer.eos_token or ""
     trimmed = through.rstrip()
-    rest = trimmed[: -len(eos)] if eos and trimmed.endswith(eos) else None
-    if (rest is not None and not longer.startswith(through) and longer.startswith(rest)
-            and not rest.rstrip().endswith(reply.strip())):
-        return rest
-    return through
+    if not (eos and trimmed.endswith(eos)):
+        return through
+    rest = trimmed[: -len(eos)]
+    if rest.rstrip().endswith(reply.strip()):
+        return through
+    text = longer()
+    return rest if not text.startswith(through) and text.startswith(rest) else through
 
 
 def continued(messages: list[dict], tokenizer) -> str:
@@ -173,7 +175,7 @@ def continued(messages: list[dict], tokenizer) -> str:
 def check_rendered(messages: list[dict], full: str, where: str) -> None:
     """Refuse a system prompt or reasoning that the template silently leaves out of the rendering."""
     for i, message in enumerate(messages):
-        if message["role"] == "system" and message["content"].strip() not in full:
+        if message["role"] == "system" and not rendered_system(message["content"], full):
             raise HoneError(f"the chat template silently drops the system prompt (message {i})", where=where,
                             hint="fold the system prompt into the first user message, or use a template that "
                             "renders it (data.chat_template)")
@@ -183,6 +185,13 @@ def check_rendered(messages: list[dict], full: str, where: str) -> None:
                 where=where,
                 hint="set data.reasoning=drop to train without it, or a template that renders reasoning "
                 "(data.chat_template=qwen3 or gpt-oss)")
+
+
+def rendered_system(content: str, full: str) -> bool:
+    """Whether a system prompt appears in the rendering, apart from whitespace and the mode switches
+    (`/think`, `/no_think`) that templates such as SmolLM3's take out of it."""
+    words = " ".join(word for word in content.split() if not word.startswith("/"))
+    return words in " ".join(full.split())
 
 
 def prefix_error(index: int, prefix: str, full: str, where: str) -> HoneError:
