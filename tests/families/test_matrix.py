@@ -306,3 +306,17 @@ def test_the_server_renders_the_prompt_each_reply_was_trained_after(family_dir, 
     engine.register("tuned", result.adapter_dir)
     assert prompt_ids(messages[:1], engine.tokenizer, chat_template=engine.chat_template("tuned")) == \
         tokenized.input_ids[:first]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_lora_targets_what_the_family_table_says(family_dir, name):
+    from hone.config.load import load_config
+    from hone.methods import method_for
+
+    model, _ = loaded(family_dir, name)
+    peft = method_for("lora").apply(model, load_config(None, ["method=lora"]).method).peft_config["default"]
+    claim = FAMILIES[name].lora_targets
+    trained = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert any(".self_attn." in n and "lora_" in n for n in trained)
+    assert any(".mlp." in n and "lora_" in n for n in trained) == ("MLP" in claim or "fused expert weights" in claim)
+    assert bool(peft.target_parameters) == ("fused expert weights" in claim)
