@@ -79,7 +79,7 @@ FAMILIES = {f.name: f for f in (
            features=("sliding window",), config={"sliding_window": WINDOW}),
     Family("phi3", "Phi3Config", "phi3",
            ("<s>", "<|endoftext|>", "<|endoftext|>", "<|system|>", "<|user|>", "<|assistant|>", "<|end|>"),
-           "<|end|>", "Phi-3 / Phi-3.5 mini instruct", config={"pad_token_id": None},
+           "<|end|>", "Phi-3 / Phi-3.5 mini instruct",
            lora_targets="attention and MLP projections (fused qkv_proj and gate_up_proj)"),
     Family("smollm3", "SmolLM3Config", "smollm3", ("<|im_start|>", "<|im_end|>", "<|im_end|>", "<think>", "</think>"),
            "<|im_end|>", "SmolLM3-3B", system="yes; inside a generated metadata header",
