@@ -8,13 +8,16 @@ row with no padding at all. It is registered with transformers' attention interf
 
 On CUDA in bf16/fp16 the whole batch goes to one variable-length flash-attention call over the
 segments' cumulative boundaries (`torch.nn.attention.varlen`, else the flash-attn package); on the
-CPU, in fp32, or where neither kernel exists, each segment gets its own SDPA call.
+CPU, in fp32, or where neither kernel exists, each segment gets its own SDPA call. A layer with a
+sliding window, soft-capped scores (Gemma 2) or attention sinks (GPT-OSS) runs the architecture's
+own eager attention per segment instead, with the window in each segment's causal mask.
 """
 
 from __future__ import annotations
 
 import inspect
 import math
+import sys
 from functools import lru_cache
 
 import torch
@@ -27,11 +30,14 @@ def segment_attention(module, query, key, value, attention_mask, dropout: float 
     """query (B, H, T, D), key/value (B, Hkv, T, D) -> (B, T, H, D); segments partition each row."""
     from transformers.integrations.sdpa_attention import repeat_kv, sdpa_attention_forward
 
-    if needs_eager(kwargs):
-        return _eager_segments(module, query, key, value, attention_mask, dropout, scaling, hone_segments, **kwargs)
     if hone_segments is None:
+        if kwargs.get("softcap") is not None or kwargs.get("s_aux") is not None:  # SDPA has neither
+            return eager_of(module)(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
+                                    **kwargs)
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout,
                                       scaling=scaling, **kwargs)
+    if needs_eager(kwargs):
+        return _eager_segments(module, query, key, value, dropout, scaling, hone_segments, **kwargs)
     p = dropout if module.training else 0.0
     kernel = varlen_kernel() if query.is_cuda and query.dtype in (torch.bfloat16, torch.float16) else None
     if kernel is not None and p == 0.0:
@@ -52,19 +58,20 @@ def segment_attention(module, query, key, value, attention_mask, dropout: float 
 
 
 def needs_eager(kwargs: dict) -> bool:
-    """A sliding window, soft-capped scores or attention sinks: features plain causal SDPA leaves out."""
+    """A sliding window, soft-capped scores or attention sinks: features per-segment causal SDPA leaves
+    out (without segments, transformers' own mask holds the window and SDPA is right)."""
     return any(kwargs.get(name) is not None for name in ("sliding_window", "softcap", "s_aux"))
 
 
-def _eager_segments(module, query, key, value, attention_mask, dropout, scaling, segments, **kwargs):
-    """Attention by the architecture's own eager function (which applies soft-capping and sinks), run
-    per segment with a causal mask that also holds the layer's sliding window; without segments, the
-    eager function with the mask transformers built."""
-    import sys
+def eager_of(module):
+    """The architecture's own eager attention function (it applies soft-capping and sinks)."""
+    return sys.modules[type(module).__module__].eager_attention_forward
 
-    eager = sys.modules[type(module).__module__].eager_attention_forward
-    if segments is None:
-        return eager(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs)
+
+def _eager_segments(module, query, key, value, dropout, scaling, segments, **kwargs):
+    """The architecture's eager attention run per segment, with a causal mask that also holds the
+    layer's sliding window."""
+    eager = eager_of(module)
     window = kwargs.get("sliding_window")
     rows = []
     for q, k, v, bounds in zip(query.split(1), key.split(1), value.split(1), segments):
