@@ -8,6 +8,7 @@ from pathlib import Path
 
 from hone.config.load import load_config
 from hone.config.schema import RunConfig
+from hone.data.template import text_prompt_ids
 from hone.errors import ConfigError, HoneError
 from hone.evaluate.compare import compare_contenders as compare
 from hone.evaluate.forgetting import check_forgetting, render_table
@@ -16,7 +17,7 @@ from hone.export.gguf import write_gguf
 from hone.methods import METHODS
 from hone.methods.tuned import load_for_inference, load_tuned
 from hone.models.artifact import adapter_dir, read_manifest, update_manifest, update_metrics
-from hone.models.generate import generate_batch
+from hone.models.generate import generate_batch, generate_from_ids
 from hone.models.load import load_tokenizer, resolve_model, set_threads
 from hone.objectives import build_objective
 from hone.objectives.score import read_for_scoring, score_examples
@@ -124,12 +125,18 @@ def evaluate(file: str | Path, *, adapter: str | Path | None = None, model: str 
 
 def generate(prompt: str | list[dict] | list[list[dict]], *, adapter: str | Path | None = None,
              model: str | None = None, system: str | None = None, max_new_tokens: int = 256,
-             temperature: float = 0.0, top_p: float = 1.0, seed: int | None = None):
+             temperature: float = 0.0, top_p: float = 1.0, seed: int | None = None, raw: bool = False):
     """Complete a prompt (a string, a message list, or a list of message lists) with a base or tuned model.
 
-    Returns a string for a single prompt and a list of strings for a list of conversations.
+    Returns a string for a single prompt and a list of strings for a list of conversations. `raw`
+    continues a string prompt as plain text, without a chat template (how a base model is prompted).
     """
     loaded, tokenizer = load_for_inference(adapter=adapter, model=model)
+    if raw:
+        if not isinstance(prompt, str) or system is not None:
+            raise HoneError("a raw prompt is one plain string", where="--raw", hint="drop --system with --raw")
+        return generate_from_ids(loaded, tokenizer, [text_prompt_ids(prompt, tokenizer)], max_new_tokens=max_new_tokens,
+                                 temperature=temperature, top_p=top_p, seed=seed)[0]
     single = not (isinstance(prompt, list) and prompt and isinstance(prompt[0], list))
     conversations = [_messages(prompt, system)] if single else [_messages(p, system) for p in prompt]
     outputs = generate_batch(loaded, tokenizer, conversations, max_new_tokens=max_new_tokens,

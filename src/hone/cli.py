@@ -9,7 +9,10 @@ import os
 import sys
 
 from hone.errors import ConfigError, HoneError
+from hone.library_noise import silence_library_noise
+from hone.models.registry import DEFAULT_MODEL
 from hone.paths import hone_home
+from hone.version import __version__
 
 GATE_FAILED = 5  # the run trained but failed its forgetting gate
 
@@ -46,8 +49,6 @@ def main(argv: list[str] | None = None) -> int:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hone", description="Fine-tune language models end to end.")
-    from hone import __version__
-
     parser.add_argument("--version", action="version", version=f"hone {__version__}")
     commands = parser.add_subparsers(metavar="COMMAND")
 
@@ -75,6 +76,10 @@ def _parser() -> argparse.ArgumentParser:
         "train with N processes on this machine (torchrun --standalone; one per GPU, or gloo on CPU); "
         "for several machines run torchrun -m hone train yourself"))
     train.set_defaults(run=_train)
+
+    fams = commands.add_parser("models", help="the model families hone supports, what works for each, how to load one")
+    fams.add_argument("--markdown", action="store_true", help="print the family table of docs/families.md")
+    fams.set_defaults(run=_models)
 
     est = commands.add_parser("estimate", help="memory and time of a run per method, before training", description=(
         "Trainable parameters, memory (weights, gradients, optimizer states, activations) and time per "
@@ -133,6 +138,8 @@ def _parser() -> argparse.ArgumentParser:
     gen.add_argument("prompt", help="the user message ('-' reads standard input)")
     _model_args(gen)
     gen.add_argument("--system", help="a system message")
+    gen.add_argument("--raw", action="store_true",
+                     help="continue the prompt as plain text, without a chat template (a base model)")
     gen.add_argument("--max-new-tokens", type=int, default=256)
     gen.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
     gen.add_argument("--top-p", type=float, default=1.0)
@@ -213,7 +220,14 @@ def _data_check(args) -> int:
     report = check_file(args.file, tokenizer, max_length=args.max_length or config.data.max_length,
                         loss_on=args.loss_on or config.data.loss_on, objective=objective, formats=formats)
     print(json.dumps(report.to_dict(), indent=2) if args.json else report.render())
-    return 0 if report.ok else 1
+    problems = []
+    if tokenizer is not None and tokenizer.chat_template:
+        from hone.data.template_check import template_problems
+
+        problems = template_problems(tokenizer)
+        for problem in problems:
+            print(f"chat template of {args.model or DEFAULT_MODEL}: {problem}", file=sys.stderr)
+    return 0 if report.ok and not problems else 1
 
 
 def _objective_formats(name: str) -> tuple[str, ...]:
@@ -245,6 +259,23 @@ def _train(args) -> int:
         print(f"adapter saved to {result.adapter_dir}")
         print(json.dumps(result.metrics, indent=2))
     return 0 if result.status == "succeeded" else GATE_FAILED
+
+
+def _models(args) -> int:
+    from hone.models.families import HOW_TO_POINT, family_rows, family_table
+
+    if args.markdown:
+        print(family_table(), end="")
+        return 0
+    for row in family_rows():
+        print(f"{row['family']} ({row['examples']}): architecture {row['architecture']}, template "
+              f"data.chat_template={row['template']}")
+        for key in ("system prompt", "reasoning", "features", "LoRA targets", "GGUF export",
+                    "served beside other adapters"):
+            print(f"  {key}: {row[key]}")
+    print()
+    print(HOW_TO_POINT)
+    return 0
 
 
 def _estimate(args) -> int:
@@ -352,7 +383,7 @@ def _generate(args) -> int:
     prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
     print(generate(prompt, adapter=args.adapter, model=args.model, system=args.system,
                    max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p,
-                   seed=args.seed))
+                   seed=args.seed, raw=args.raw))
     return 0
 
 
@@ -483,8 +514,6 @@ def _demo(args) -> int:
 def _quiet_libraries() -> None:
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    from hone.library_noise import silence_library_noise
-
     silence_library_noise()
     try:
         from transformers.utils import logging

@@ -147,17 +147,25 @@ LAST_TURN_ONLY_TEMPLATE = (
 )
 
 
-def test_template_that_breaks_the_prefix_property_raises(tiny_tokenizer):
+def test_a_reply_the_template_rewrites_once_a_later_one_follows_stays_context(tiny_tokenizer):
     tokenizer = copy.deepcopy(tiny_tokenizer)
     tokenizer.chat_template = LAST_TURN_ONLY_TEMPLATE
     example = parse_record(chat(("user", "a"), ("assistant", "b"), ("user", "c"), ("assistant", "d")))
+    tokenized = tokenize_example(example, tokenizer)
+    assert tokenized.untrained_replies == 1
+    assert tokenizer.decode([t for t in tokenized.labels if t != IGNORE]) == "d<|im_end|>"
+
+
+def test_template_whose_generation_prompt_is_not_what_precedes_the_last_reply_raises(tiny_tokenizer):
+    tokenizer = copy.deepcopy(tiny_tokenizer)
+    tokenizer.chat_template = tokenizer.chat_template.replace("'<|im_start|>assistant\\n'", "'<|im_start|>bot\\n'")
+    example = parse_record(chat(("user", "a"), ("assistant", "b")))
     example.where = "train.jsonl:4"
     with pytest.raises(HoneError) as caught:
         tokenize_example(example, tokenizer)
     error = caught.value
     assert error.where == "train.jsonl:4"
     assert "chat template renders the conversation up to message 1 differently" in error.what
-    assert "'b<|im_end|>" in error.what and "'(earlier reply)" in error.what
     assert "loss_on='all'" in error.hint
     # With every token a target the mask does not depend on the template, so it still works.
     assert tokenize_example(example, tokenizer, loss_on="all").labels

@@ -8,15 +8,19 @@ from hone.objectives.losses import head_matmul_dtype, linear_cross_entropy, line
 
 @pytest.mark.parametrize("chunk", [1, 7, 64])
 @pytest.mark.parametrize("weight_trains", [False, True])
-def test_linear_cross_entropy_matches_plain_cross_entropy(chunk, weight_trains):
+@pytest.mark.parametrize("softcap", [None, 3.0])
+def test_linear_cross_entropy_matches_plain_cross_entropy(chunk, weight_trains, softcap):
     torch.manual_seed(0)
     hidden = torch.randn(23, 16, dtype=torch.float64, requires_grad=True)
     weight = torch.randn(40, 16, dtype=torch.float64, requires_grad=weight_trains)
     targets = torch.randint(0, 40, (23,))
-    loss = linear_cross_entropy(hidden, weight, targets, chunk)
+    loss = linear_cross_entropy(hidden, weight, targets, chunk, softcap)
     grads = torch.autograd.grad(loss * 3.0, [hidden, weight] if weight_trains else [hidden])
 
-    ref = torch.nn.functional.cross_entropy(hidden @ weight.T, targets, reduction="sum")
+    logits = hidden @ weight.T
+    if softcap:  # soft-capped logits, as Gemma 2 computes them
+        logits = torch.tanh(logits / softcap) * softcap
+    ref = torch.nn.functional.cross_entropy(logits, targets, reduction="sum")
     ref_grads = torch.autograd.grad(ref * 3.0, [hidden, weight] if weight_trains else [hidden])
     assert loss.item() == pytest.approx(ref.item(), rel=1e-12)
     for g, r in zip(grads, ref_grads):

@@ -23,6 +23,15 @@ class DataConfig(Section):
     """Examples longer than this many tokens are truncated (and counted in the data report)."""
     loss_on: Literal["assistant", "all"] = "assistant"
     """Which chat tokens carry loss; raw `text` records always train on every token."""
+    chat_template: str | None = Field(None, description=(
+        "The chat template to train (and later serve) with: a family name (chatml, llama3, qwen2.5, qwen3, "
+        "gemma2, gemma3, mistral, phi3, smollm3, gpt-oss) or the path of a Jinja file; unset, the model's own. "
+        "A base model without a template needs one for chat data. The artifact records it, so `hone serve`, "
+        "`generate` and `eval` render prompts the same way."))
+    reasoning: Literal["train", "drop"] = Field("train", description=(
+        "Assistant reasoning (`reasoning_content` or `thinking` on a message): `train` renders it with the "
+        "template and trains it, and fixes a template's enable_thinking switch on; `drop` leaves it out and "
+        "fixes the switch off. The artifact's template keeps the switch, so serving thinks as training did."))
     packing: bool = True
     """Pack several examples per row (no attention across examples, positions restart)."""
     strict: bool = True

@@ -19,7 +19,8 @@ import re
 from dataclasses import dataclass
 
 ROLES = ("system", "user", "assistant")
-MESSAGE_KEYS = ("role", "content", "name", "weight")
+MESSAGE_KEYS = ("role", "content", "name", "weight", "reasoning_content", "thinking")
+REASONING_KEYS = ("reasoning_content", "thinking")  # an assistant's reasoning: OpenAI-style, Qwen-style
 
 # format name -> the keys that make a record claim it, and the shape shown in error messages.
 FORMAT_KEYS = {
@@ -136,7 +137,26 @@ def parse_message(message: object, field: str) -> dict:
             raise RecordError(f"{field}.weight", f"is set on a {role} message; only assistant messages take a weight")
         if type(weight) is not int or weight not in (0, 1):
             raise RecordError(f"{field}.weight", f"is {json.dumps(weight)}; expected 0 or 1")
-    return {"role": role, "content": content, "weight": weight}
+    parsed = {"role": role, "content": content, "weight": weight}
+    reasoning = message_reasoning(message, role, field)
+    if reasoning:
+        parsed["reasoning"] = reasoning
+    return parsed
+
+
+def message_reasoning(message: dict, role: str, field: str) -> str | None:
+    """An assistant message's reasoning, from `reasoning_content` or `thinking` (not both)."""
+    given = [key for key in REASONING_KEYS if message.get(key) is not None]
+    if not given:
+        return None
+    if role != "assistant":
+        raise RecordError(f"{field}.{given[0]}", f"is set on a {role} message; only assistant messages carry reasoning")
+    if len(given) > 1:
+        raise RecordError(f"{field}.thinking", "is given beside reasoning_content; give the reasoning once")
+    value = message[given[0]]
+    if not isinstance(value, str):
+        raise RecordError(f"{field}.{given[0]}", f"is {a_json_type(value)}; expected a string")
+    return value
 
 
 def content_text(content: object, field: str) -> str:

@@ -68,8 +68,14 @@ def prepare_data(data_config, tokenizer, *, seed: int) -> PreparedData:
         notes.append(f"replay: {len(replay)} general-text examples mixed in (data.replay={data_config.replay})")
 
     def tokenize(examples):
-        out = [tokenize_example(e, tokenizer, loss_on=data_config.loss_on, max_length=data_config.max_length)
+        out = [tokenize_example(e, tokenizer, loss_on=data_config.loss_on, max_length=data_config.max_length,
+                                reasoning=data_config.reasoning)
                for e in examples]
+        untrained = sum(e.untrained_replies for e in out)
+        if untrained:
+            notes.append(f"{untrained} earlier replies not trained: the chat template renders them differently "
+                         "once a later reply follows (it drops their reasoning or end token); the last reply of "
+                         "each conversation trains")
         truncated = sum(e.truncated for e in out)
         if truncated:
             notes.append(f"{truncated} examples truncated to data.max_length={data_config.max_length}")

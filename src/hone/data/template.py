@@ -12,7 +12,7 @@ generation request for that conversation starts from (`prompt_ids`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from hone.data.formats import Example
 from hone.errors import HoneError
@@ -28,18 +28,25 @@ class TokenizedExample:
     labels: list[int]
     where: str
     truncated: bool = False
+    untrained_replies: int = 0  # weight-1 replies the template re-renders once a later one follows
 
 
 def tokenize_example(
-    example: Example, tokenizer, *, loss_on: str = "assistant", max_length: int | None = None
+    example: Example, tokenizer, *, loss_on: str = "assistant", max_length: int | None = None,
+    reasoning: str = "train",
 ) -> TokenizedExample:
     """Tokenize one example; targets are weight-1 assistant turns (`loss_on="assistant"`) or every token ("all").
 
     Text examples get eos appended and every token is a target. Examples longer than `max_length`
-    are cut on the right and marked `truncated`.
+    are cut on the right and marked `truncated`. `reasoning="drop"` leaves assistant reasoning out;
+    "train" renders it, and refuses a template that would silently leave it out.
     """
     if loss_on not in ("assistant", "all"):
         raise HoneError(f"loss_on is {loss_on!r}; expected 'assistant' or 'all'", where=example.where)
+    if example.messages and reasoning == "drop":
+        example = replace(example, messages=[{k: v for k, v in m.items() if k != "reasoning"}
+                                             for m in example.messages])
+    untrained = 0
     if example.text is not None:
         input_ids = tokenizer(example.text, add_special_tokens=False)["input_ids"] + [eos_id(tokenizer)]
         labels = list(input_ids)
@@ -48,17 +55,20 @@ def tokenize_example(
         input_ids = list(tokenizer(full, add_special_tokens=False)["input_ids"])
         labels = list(input_ids)
     else:
-        input_ids, labels = tokenize_chat(example, tokenizer)
+        input_ids, labels, untrained = tokenize_chat(example, tokenizer)
     truncated = max_length is not None and len(input_ids) > max_length
     if truncated:
         input_ids, labels = input_ids[:max_length], labels[:max_length]
-    return TokenizedExample(input_ids=input_ids, labels=labels, where=example.where, truncated=truncated)
+    return TokenizedExample(input_ids=input_ids, labels=labels, where=example.where, truncated=truncated,
+                            untrained_replies=untrained)
 
 
-def tokenize_chat(example: Example, tokenizer) -> tuple[list[int], list[int]]:
-    """Token ids of the rendered conversation and labels that keep only weight-1 assistant turns."""
+def tokenize_chat(example: Example, tokenizer) -> tuple[list[int], list[int], int]:
+    """Token ids of the rendered conversation, labels that keep only weight-1 assistant turns, and how
+    many weight-1 replies stay untrained because the template re-renders them (`assistant_spans`)."""
     messages = example.messages or []
     full = render(messages, tokenizer, where=example.where)
+    check_rendered(messages, full, example.where)
     spans = assistant_spans(messages, full, tokenizer, where=example.where)
     input_ids, starts = tokenize_cut(full, [start for _, (start, _) in spans], tokenizer)
     trained = [span for i, span in spans if messages[i]["weight"] == 1]
@@ -66,7 +76,10 @@ def tokenize_chat(example: Example, tokenizer) -> tuple[list[int], list[int]]:
         token if any(start <= offset < end for start, end in trained) else IGNORE
         for token, offset in zip(input_ids, starts)
     ]
-    return input_ids, labels
+    located = {i for i, _ in spans}
+    untrained = sum(1 for i, m in enumerate(messages) if m["role"] == "assistant" and m["weight"] == 1
+                    and i not in located)
+    return input_ids, labels, untrained
 
 
 def tokenize_cut(text: str, cuts: list[int], tokenizer) -> tuple[list[int], list[int]]:
@@ -106,16 +119,24 @@ def tokenize_pieces(text: str, cuts: list[int], tokenizer) -> tuple[list[int], l
 
 
 def assistant_spans(messages: list[dict], full: str, tokenizer, *, where: str = "") -> list[tuple[int, tuple[int, int]]]:
-    """(message index, (start, end)) character span in `full` of each assistant turn's reply and end token."""
+    """(message index, (start, end)) character span in `full` of each assistant turn's reply and end token.
+
+    A reply that the template renders differently once a later reply follows (Qwen3 drops its
+    <think> block, GPT-OSS ends it with <|end|> instead of <|return|>) gets no span: what it would
+    train is not what the model sees or generates, so it stays context; the last reply must be sound."""
     spans = []
     for i, message in enumerate(messages):
         if message["role"] != "assistant":
             continue
         before = render(messages[:i], tokenizer, add_generation_prompt=True, where=where)
         through = render(messages[: i + 1], tokenizer, where=where)
-        for prefix in (before, through):
-            if not full.startswith(prefix):
-                raise prefix_error(i, prefix, full, where)
+        longer = (lambda: full) if i + 1 < len(messages) else (lambda: continued(messages, tokenizer))
+        through = without_closing_eos(through, longer, message["content"], tokenizer)
+        mismatch = next((prefix for prefix in (before, through) if not full.startswith(prefix)), None)
+        if mismatch is not None and any(m["role"] == "assistant" for m in messages[i + 1:]):
+            continue  # re-rendered once a later reply follows: context only (see `untrained_replies`)
+        if mismatch is not None:
+            raise prefix_error(i, mismatch, full, where)
         start, end = len(before), len(through.rstrip())
         if message["content"].strip() not in full[start:end]:
             raise HoneError(
@@ -127,6 +148,52 @@ def assistant_spans(messages: list[dict], full: str, tokenizer, *, where: str = 
     return spans
 
 
+def without_closing_eos(through: str, longer, reply: str, tokenizer) -> str:
+    """`through` less the eos a template appends only to a conversation's very end (Phi-3 does), when
+    that is what keeps it from being a prefix of a longer conversation (`longer()` renders one) and the
+    reply already has its own end-of-turn token before it, so the reply's span ends at that token in
+    every turn. (An eos right after the reply is the end of turn itself, as GPT-OSS's <|return|> is.)"""
+    eos = tokenizer.eos_token or ""
+    trimmed = through.rstrip()
+    if not (eos and trimmed.endswith(eos)):
+        return through
+    rest = trimmed[: -len(eos)]
+    if rest.rstrip().endswith(reply.strip()):
+        return through
+    text = longer()
+    return rest if not text.startswith(through) and text.startswith(rest) else through
+
+
+def continued(messages: list[dict], tokenizer) -> str:
+    """The conversation rendered with one more user turn (or as it is, where the template refuses that)."""
+    try:
+        return render([*messages, {"role": "user", "content": "..."}], tokenizer)
+    except HoneError:
+        return render(messages, tokenizer)
+
+
+def check_rendered(messages: list[dict], full: str, where: str) -> None:
+    """Refuse a system prompt or reasoning that the template silently leaves out of the rendering."""
+    for i, message in enumerate(messages):
+        if message["role"] == "system" and not rendered_system(message["content"], full):
+            raise HoneError(f"the chat template silently drops the system prompt (message {i})", where=where,
+                            hint="fold the system prompt into the first user message, or use a template that "
+                            "renders it (data.chat_template)")
+        if message.get("reasoning") and message["reasoning"].strip() not in full:
+            raise HoneError(
+                f"the chat template does not render the reasoning of message {i}, so it would not be trained",
+                where=where,
+                hint="set data.reasoning=drop to train without it, or a template that renders reasoning "
+                "(data.chat_template=qwen3 or gpt-oss)")
+
+
+def rendered_system(content: str, full: str) -> bool:
+    """Whether a system prompt appears in the rendering, apart from whitespace and the mode switches
+    (`/think`, `/no_think`) that templates such as SmolLM3's take out of it."""
+    words = " ".join(word for word in content.split() if not word.startswith("/"))
+    return words in " ".join(full.split())
+
+
 def prefix_error(index: int, prefix: str, full: str, where: str) -> HoneError:
     """The error for a template whose rendering of the first turns is not a prefix of the whole."""
     at = next((k for k, (a, b) in enumerate(zip(prefix, full)) if a != b), min(len(prefix), len(full)))
@@ -135,8 +202,7 @@ def prefix_error(index: int, prefix: str, full: str, where: str) -> HoneError:
         f"the whole conversation (first difference at character {at}: {prefix[at:at + 30]!r} vs {full[at:at + 30]!r}), "
         "so assistant turns cannot be located for the loss mask",
         where=where,
-        hint="use a template that renders earlier turns the same whatever follows them "
-        "(templates that drop reasoning from earlier replies do not), or set loss_on='all'",
+        hint="use a template that renders earlier turns the same whatever follows them, or set loss_on='all'",
     )
 
 
@@ -147,10 +213,27 @@ def prompt_ids(messages: list[dict], tokenizer, *, chat_template: str | None = N
     return list(tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
+def text_prompt_ids(text: str, tokenizer) -> list[int]:
+    """Token ids of a plain-text prompt (no chat template), with the special tokens the tokenizer adds
+    to a text of its own (a base model's BOS): how a base model is prompted."""
+    return list(tokenizer(text)["input_ids"])
+
+
+def plain_prompt(messages: list[dict]) -> str:
+    """A conversation as plain text for a model without a chat template (a base model continues it):
+    each message's content as a paragraph, ending with a newline so the answer starts on its own line."""
+    return "\n\n".join(m["content"] for m in messages if m["content"]) + "\n"
+
+
 def render(messages: list[dict], tokenizer, *, add_generation_prompt: bool = False, where: str = "",
            chat_template: str | None = None) -> str:
-    """The chat template applied to role/content only (hone's extra keys never reach the template)."""
+    """The chat template applied to role, content and reasoning (hone's other keys never reach it).
+
+    Reasoning goes in under both names templates read: `reasoning_content` and `thinking`."""
     plain = [{"role": m["role"], "content": m["content"]} for m in messages]
+    for message, given in zip(plain, messages):
+        if given.get("reasoning"):
+            message["reasoning_content"] = message["thinking"] = given["reasoning"]
     if not (chat_template or getattr(tokenizer, "chat_template", None)):
         raise HoneError(
             "the tokenizer has no chat template, so chat examples cannot be rendered",

@@ -30,6 +30,7 @@ def example_nll(model, tokenizer, examples: list[Example], *, max_length: int = 
 
     tokenized = [tokenize_example(e, tokenizer, max_length=max_length) for e in examples]
     head = model.get_output_embeddings().weight
+    softcap = getattr(model.config, "final_logit_softcapping", None)
     out: list[tuple[float, int]] = []
     model.eval()
     with torch.no_grad():
@@ -40,7 +41,7 @@ def example_nll(model, tokenizer, examples: list[Example], *, max_length: int = 
             keep = targets.ne(-100)
             rows = keep.nonzero()[:, 0]
             h, t = hidden[keep].float(), targets[keep]
-            nll = torch.cat([torch.nn.functional.cross_entropy(h[i:i + chunk_tokens] @ head.float().T,
+            nll = torch.cat([torch.nn.functional.cross_entropy(capped(h[i:i + chunk_tokens] @ head.float().T, softcap),
                                                                t[i:i + chunk_tokens], reduction="none")
                              for i in range(0, len(t), chunk_tokens)]) if len(t) else torch.zeros(0)
             sums = torch.zeros(targets.shape[0]).index_add_(0, rows, nll)
@@ -53,3 +54,10 @@ def perplexity(nll: list[tuple[float, int]]) -> float:
     """exp(total NLL / total tokens); inf when there are no tokens."""
     total, tokens = sum(s for s, _ in nll), sum(n for _, n in nll)
     return math.exp(min(total / tokens, 50.0)) if tokens else float("inf")
+
+
+def capped(logits, softcap: float | None):
+    """Logits soft-capped as the model's own head caps them (Gemma 2), else as they are."""
+    import torch
+
+    return torch.tanh(logits / softcap) * softcap if softcap else logits

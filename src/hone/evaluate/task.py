@@ -7,8 +7,9 @@ from typing import Callable
 
 from hone.data.prompts import task_item
 from hone.data.read import read_examples
+from hone.data.template import plain_prompt, text_prompt_ids
 from hone.errors import DataError
-from hone.models.generate import generate_batch
+from hone.models.generate import generate_batch, generate_from_ids
 from hone.rewards.metric import eval_grader, score_outputs
 
 
@@ -53,8 +54,13 @@ def evaluate_task(model, tokenizer, items: list[TaskItem], metric: str = "exact_
     scorer = eval_grader(metric, grader)  # a bad metric or spec fails before any generation
     conversations = [prompt(item.messages) if prompt else item.messages for item in items]
     with tqdm(total=len(items), desc="eval", unit="ex", disable=not progress) as bar:
-        predictions = generate_batch(model, tokenizer, conversations, max_new_tokens=max_new_tokens,
-                                     batch_size=batch_size, progress=bar.update)
+        if tokenizer.chat_template:
+            predictions = generate_batch(model, tokenizer, conversations, max_new_tokens=max_new_tokens,
+                                         batch_size=batch_size, progress=bar.update)
+        else:  # a base model: prompted with the conversation as plain text
+            encoded = [text_prompt_ids(plain_prompt(c), tokenizer) for c in conversations]
+            predictions = generate_from_ids(model, tokenizer, encoded, max_new_tokens=max_new_tokens,
+                                            batch_size=batch_size, progress=bar.update)
     records = [task_item(item.messages, item.reference, item.where) for item in items]
     _, metrics, grades = score_outputs(scorer, predictions, records)
     return EvalResult(metrics, predictions, items, grades)

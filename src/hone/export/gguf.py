@@ -1,8 +1,9 @@
-"""GGUF export for llama.cpp users: a llama-architecture transformers model directory -> one .gguf file.
+"""GGUF export for llama.cpp users: a llama or qwen2 transformers model directory -> one .gguf file.
 
 Written with the `gguf` package's `GGUFWriter` (no llama.cpp build needed). Tensor names come from
-gguf's own llama name map; q_proj and k_proj are permuted the way llama.cpp's converter does it
-(llama.cpp applies rotary embeddings to interleaved pairs, transformers to the two halves). The
+gguf's own name map of the architecture; for llama, q_proj and k_proj are permuted the way
+llama.cpp's converter does it (llama.cpp applies rotary embeddings to interleaved pairs there,
+transformers to the two halves). The
 tokenizer goes in as `tokenizer.ggml.*` metadata: the byte-level BPE tokens, their types (special
 tokens CONTROL, other added tokens USER_DEFINED), the merges, the special token ids and the chat
 template, so the file alone reproduces the tokenizer and the prompts hone trained on.
@@ -17,16 +18,16 @@ import json
 from pathlib import Path
 
 from hone.errors import ModelError
+from hone.models.families import GGUF_ARCHITECTURES as ARCHITECTURES
 
 DTYPES = ("f32", "f16", "q8_0")
-ARCHITECTURES = ("llama",)
 # llama.cpp's names for the split regex of a byte-level BPE pre-tokenizer.
 _GPT2_SPLIT = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"
 
 
 def write_gguf(model_dir: str | Path, out_path: str | Path, *, dtype: str = "f16") -> Path:
     """Write the model in `model_dir` (a transformers directory: a merged export or a base model)
-    to `out_path` as a llama GGUF file; returns the path written (atomically)."""
+    to `out_path` as a GGUF file of its architecture; returns the path written (atomically)."""
     import gguf
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -39,10 +40,11 @@ def write_gguf(model_dir: str | Path, out_path: str | Path, *, dtype: str = "f16
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_path.with_name(out_path.name + ".tmp")
-    writer = gguf.GGUFWriter(str(tmp), "llama")
+    arch = config["model_type"]
+    writer = gguf.GGUFWriter(str(tmp), arch)
     _write_hparams(writer, model.config, model_dir.name, dtype)
     _write_tokenizer(writer, tokenizer, model_dir, model.config.vocab_size)
-    names = gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA, config["num_hidden_layers"])
+    names = gguf.get_tensor_name_map(getattr(gguf.MODEL_ARCH, arch.upper()), config["num_hidden_layers"])
     heads, kv_heads = model.config.num_attention_heads, model.config.num_key_value_heads
     tied = bool(getattr(model.config, "tie_word_embeddings", False))
     for name, tensor in model.state_dict().items():
@@ -53,11 +55,11 @@ def write_gguf(model_dir: str | Path, out_path: str | Path, *, dtype: str = "f16
         target = names.get_name(name, try_suffixes=(".weight", ".bias"))
         if target is None:
             raise ModelError(f"no GGUF name for tensor {name}", where=str(model_dir),
-                             hint="only llama-architecture models export to GGUF")
+                             hint=f"only {', '.join(ARCHITECTURES)} models export to GGUF")
         data = tensor.detach().float().numpy()
-        if name.endswith("q_proj.weight"):
+        if arch == "llama" and name.endswith("q_proj.weight"):
             data = _permute(data, heads, heads)
-        elif name.endswith("k_proj.weight"):
+        elif arch == "llama" and name.endswith("k_proj.weight"):
             data = _permute(data, heads, kv_heads)
         _add_tensor(writer, target, data, dtype)
     writer.write_header_to_file()
@@ -77,6 +79,9 @@ def _read_config(model_dir: Path) -> dict:
     if config.get("model_type") not in ARCHITECTURES:
         raise ModelError(f"model type {config.get('model_type')!r} cannot be exported to GGUF yet",
                          where=str(model_dir), hint=f"supported: {', '.join(ARCHITECTURES)}")
+    if config.get("use_sliding_window"):
+        raise ModelError("a sliding attention window cannot be written to a GGUF file yet", where=str(model_dir),
+                         hint="export a model without use_sliding_window")
     return config
 
 

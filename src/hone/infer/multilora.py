@@ -155,6 +155,10 @@ def read_lora(directory: Path) -> tuple[dict[str, tuple[torch.Tensor, torch.Tens
             raise ModelError(f"the adapter holds {key!r}, which is not a LoRA weight hone can serve",
                              where=str(directory), hint="merge it into the base with `hone export` and serve that")
     rank = int(config["r"])
+    if config.get("target_parameters"):
+        raise ModelError(f"the adapter trains fused expert weights ({', '.join(config['target_parameters'])}), "
+                         "which cannot be served side by side with other adapters", where=str(directory),
+                         hint="merge it into its base (hone export --merge RUN --out DIR) and serve DIR")
     if config.get("rank_pattern") or config.get("alpha_pattern"):
         raise ModelError("per-layer ranks (rank_pattern/alpha_pattern) cannot be served side by side",
                          where=str(directory))

@@ -44,7 +44,8 @@ def write_artifact(directory: Path, model, method, config, source, tokenizer, me
         "method": config.method.model_dump(mode="json"),
         "objective": objective_state,
         "data": {"train": config.data.train, "validation": config.data.validation,
-                 "max_length": config.data.max_length, "loss_on": config.data.loss_on},
+                 "max_length": config.data.max_length, "loss_on": config.data.loss_on,
+                 "chat_template": config.data.chat_template, "reasoning": config.data.reasoning},
         "metrics": metrics,
     }
     (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))

@@ -11,13 +11,16 @@ segments' cumulative boundaries (`torch.nn.attention.varlen`, else the flash-att
 CPU, in fp32, or where neither kernel exists, each segment gets its own SDPA call. Under autocast
 the queries, keys and values are computed in autocast's dtype whatever dtype they arrive in: with
 fp32 master weights (full fine-tuning) the rotary embedding promotes them to fp32, which would
-otherwise send a bf16 run down the per-segment path (`segment_path` decides; tests pin it).
+otherwise send a bf16 run down the per-segment path (`segment_path` decides; tests pin it). A layer
+with a sliding window, soft-capped scores (Gemma 2) or attention sinks (GPT-OSS) runs the
+architecture's own eager attention per segment instead, with the window in each segment's causal mask.
 """
 
 from __future__ import annotations
 
 import inspect
 import math
+import sys
 from functools import lru_cache
 
 import torch
@@ -31,8 +34,13 @@ def segment_attention(module, query, key, value, attention_mask, dropout: float 
     from transformers.integrations.sdpa_attention import repeat_kv, sdpa_attention_forward
 
     if hone_segments is None:
+        if kwargs.get("softcap") is not None or kwargs.get("s_aux") is not None:  # SDPA has neither
+            return eager_of(module)(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
+                                    **kwargs)
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout,
                                       scaling=scaling, **kwargs)
+    if needs_eager(kwargs):
+        return _eager_segments(module, query, key, value, dropout, scaling, hone_segments, **kwargs)
     p = dropout if module.training else 0.0
     device = query.device.type
     cast = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else None
@@ -106,6 +114,44 @@ def varlen_kernel():
         return flash_attn_varlen_func(q, k, v, cu, cu, longest, longest, softmax_scale=scale, causal=True)
 
     return "flash_attn", attend
+
+
+def needs_eager(kwargs: dict) -> bool:
+    """A sliding window, soft-capped scores or attention sinks: features per-segment causal SDPA leaves
+    out (without segments, transformers' own mask holds the window and SDPA is right)."""
+    return any(kwargs.get(name) is not None for name in ("sliding_window", "softcap", "s_aux"))
+
+
+def eager_of(module):
+    """The architecture's own eager attention function (it applies soft-capping and sinks)."""
+    return sys.modules[type(module).__module__].eager_attention_forward
+
+
+def _eager_segments(module, query, key, value, dropout, scaling, segments, **kwargs):
+    """The architecture's eager attention run per segment, with a causal mask that also holds the
+    layer's sliding window."""
+    eager = eager_of(module)
+    window = kwargs.get("sliding_window")
+    rows = []
+    for q, k, v, bounds in zip(query.split(1), key.split(1), value.split(1), segments):
+        sizes = [e - s for s, e in bounds]
+        parts = [eager(module, qs, ks, vs, causal_window_mask(qs.shape[2], window, qs.dtype, qs.device),
+                       dropout=dropout, scaling=scaling, **kwargs)[0]
+                 for qs, ks, vs in zip(q.split(sizes, dim=2), k.split(sizes, dim=2), v.split(sizes, dim=2))]
+        rows.append(torch.cat(parts, dim=1) if len(parts) > 1 else parts[0])
+    return (torch.cat(rows, dim=0) if len(rows) > 1 else rows[0]), None
+
+
+def causal_window_mask(length: int, window: int | None, dtype, device) -> torch.Tensor:
+    """(1, 1, L, L) additive mask: token i sees tokens j <= i, and with a window only j > i - window
+    (transformers' sliding-window rule)."""
+    i = torch.arange(length, device=device)[:, None]
+    j = torch.arange(length, device=device)[None, :]
+    allowed = j <= i
+    if window is not None:
+        allowed &= j > i - window
+    return torch.zeros(length, length, dtype=dtype, device=device).masked_fill(
+        ~allowed, torch.finfo(dtype).min)[None, None]
 
 
 def torch_varlen(varlen_attn):

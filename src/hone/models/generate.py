@@ -23,6 +23,14 @@ def generate_batch(model, tokenizer, conversations: list[list[dict]], *, max_new
     """Complete each conversation's next assistant turn; prompts are rendered with the tokenizer's chat
     template (the artifact's, for a tuned model) and batched by length."""
     encoded = [prompt_ids(messages, tokenizer) for messages in conversations]
+    return generate_from_ids(model, tokenizer, encoded, max_new_tokens=max_new_tokens, temperature=temperature,
+                             top_p=top_p, seed=seed, batch_size=batch_size, progress=progress)
+
+
+def generate_from_ids(model, tokenizer, encoded: list[list[int]], *, max_new_tokens: int = 256,
+                      temperature: float = 0.0, top_p: float = 1.0, seed: int | None = None,
+                      batch_size: int = 16, progress=None) -> list[str]:
+    """Continue each token prompt (a rendered conversation, or plain text for a base model)."""
     generator = torch.Generator().manual_seed(seed) if seed is not None else None
     stop = stop_token_ids(model, tokenizer)
     model.eval()

@@ -23,29 +23,25 @@ _CORPUS = [
 
 def tiny_tokenizer(vocab_size: int = 512):
     """A byte-level BPE tokenizer with ChatML special tokens and the default model's chat template."""
+    fast = bpe_tokenizer(_CORPUS * 4, ["<|endoftext|>", "<|im_start|>", "<|im_end|>"], vocab_size,
+                         bos_token="<|im_start|>", eos_token="<|im_end|>", unk_token="<|endoftext|>",
+                         pad_token="<|im_end|>")
+    fast.chat_template = CHATML_TEMPLATE
+    return fast
+
+
+def bpe_tokenizer(corpus: list[str], specials: list[str], vocab_size: int, **special_tokens):
+    """A fast byte-level BPE tokenizer trained on `corpus`, holding `specials` (bos_token=... etc. name them)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
-        special_tokens=specials,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    tok.train_from_iterator(_CORPUS * 4, trainer=trainer)
-    fast = PreTrainedTokenizerFast(
-        tokenizer_object=tok,
-        bos_token="<|im_start|>",
-        eos_token="<|im_end|>",
-        unk_token="<|endoftext|>",
-        pad_token="<|im_end|>",
-    )
-    fast.chat_template = CHATML_TEMPLATE
-    return fast
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=specials, show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(corpus, trainer=trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, **special_tokens)
 
 
 def tiny_model(tokenizer, *, layers: int = 2, hidden: int = 64, seed: int = 0):

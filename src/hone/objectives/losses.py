@@ -22,7 +22,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, hidden, weight, targets, chunk_size, dtype):  # hidden (N, H), weight (V, H), targets (N,)
+    def forward(ctx, hidden, weight, targets, chunk_size, dtype, softcap):  # hidden (N, H), weight (V, H), targets (N,)
         need_h, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         grad_h = torch.empty_like(hidden) if need_h else None
         acc = torch.promote_types(dtype, torch.float32)  # at least fp32 for logits and the sum
@@ -34,6 +34,9 @@ class _LinearCrossEntropy(torch.autograd.Function):
             h = hidden[start:start + chunk_size].to(dtype)
             t = targets[start:start + chunk_size]
             logits = (h @ w.T).to(acc)  # (n, V); the matmul runs in `dtype`
+            if softcap:  # Gemma 2's final soft-capping: cap * tanh(logits / cap)
+                squashed = torch.tanh(logits / softcap)
+                logits = squashed * softcap
             log_probs = torch.log_softmax(logits, dim=-1)  # one fused pass
             del logits
             r = rows[: h.shape[0]]
@@ -41,6 +44,8 @@ class _LinearCrossEntropy(torch.autograd.Function):
             if need_h or need_w:
                 probs = log_probs.exp_()  # softmax, in place
                 probs[r, t] -= 1.0  # d loss / d logits
+                if softcap:
+                    probs *= 1.0 - squashed.square()  # through the tanh
                 probs = probs.to(dtype)
                 if need_h:
                     grad_h[start:start + chunk_size] = probs @ w
@@ -54,18 +59,19 @@ class _LinearCrossEntropy(torch.autograd.Function):
         grad_h, grad_w = ctx.saved_tensors
         gh = grad_h * grad_out if grad_h is not None else None
         gw = grad_w * grad_out if grad_w is not None else None
-        return gh, gw, None, None, None
+        return gh, gw, None, None, None, None
 
 
-def linear_cross_entropy(hidden, weight, targets, chunk_size: int = 1024):
-    """Sum over tokens of CE(hidden @ weight.T, targets).  hidden (N, H), weight (V, H), targets (N,).
-    Under autocast the matmuls run in autocast's dtype (`head_matmul_dtype`), the loss in fp32."""
+def linear_cross_entropy(hidden, weight, targets, chunk_size: int = 1024, softcap: float | None = None):
+    """Sum over tokens of CE(hidden @ weight.T, targets), the logits soft-capped at `softcap` when given.
+    hidden (N, H), weight (V, H), targets (N,). Under autocast the matmuls run in autocast's dtype
+    (`head_matmul_dtype`), the loss in fp32."""
     if hidden.shape[0] == 0:
         return hidden.sum() * 0.0 + weight.sum() * 0.0
     device = hidden.device.type
     dtype = head_matmul_dtype(device, hidden.dtype)
     with torch.autocast(device, enabled=False):
-        return _LinearCrossEntropy.apply(hidden, weight, targets, chunk_size, dtype)
+        return _LinearCrossEntropy.apply(hidden, weight, targets, chunk_size, dtype, softcap)
 
 
 class _LinearTokenLogProbs(torch.autograd.Function):

@@ -103,7 +103,8 @@ class SFT(Objective):
         keep = targets.ne(-100)
         head = model.get_output_embeddings().weight
         # the head's matmuls in autocast's dtype, softmax and loss in fp32 (also for an fp32 head)
-        loss_sum = linear_cross_entropy(hidden[keep], head, targets[keep], self.chunk_tokens)
+        loss_sum = linear_cross_entropy(hidden[keep], head, targets[keep], self.chunk_tokens,
+                                        getattr(model.config, "final_logit_softcapping", None))
         return loss_sum, {"loss_sum": loss_sum.detach().item(), "targets": int(keep.sum())}
 
     def report(self, parts: list[dict], loss: float, *, validation: bool) -> dict:

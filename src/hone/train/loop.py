@@ -13,6 +13,9 @@ from hone.config.load import dump_config
 from hone.config.schema import RunConfig
 from hone.data.batching import Batching
 from hone.methods import method_for
+from hone.data.template_check import check_template
+from hone.data.templates import apply_data_template
+from hone.models.families import check_trainable
 from hone.models.artifact import write_artifact
 from hone.models.attention import use_segment_attention
 from hone.models.load import load_model, load_tokenizer, resolve_model, set_threads
@@ -50,7 +53,9 @@ def run_training(config: RunConfig, run_dir: Path, *, resume: bool = False, prog
     set_threads(config.train.threads)
     source = resolve_model(config.model)
     objective = build_objective(config.objective)
-    data = objective.prepare(config.data, load_tokenizer(source), seed=config.train.seed)  # fail before any writes
+    tokenizer = apply_data_template(load_tokenizer(source), config.data)
+    check_template(tokenizer, source.id, system=False)  # system prompts: checked per conversation
+    data = objective.prepare(config.data, tokenizer, seed=config.train.seed)  # fail before any writes
     runtime = start_runtime(config.train, log)
     try:
         return _train(config, run_dir, runtime, source, objective, data, resume, progress and runtime.main,
@@ -73,6 +78,8 @@ def _train(config: RunConfig, run_dir: Path, runtime: Runtime, source, objective
     log(f"run: {run_dir} (resolved config in config.yaml)")
     log(data.summary())
     model, tokenizer, source = load_model(source)
+    apply_data_template(tokenizer, config.data)
+    check_trainable(model.config, config.objective.type)
 
     method = method_for(config.method.type)
     batching = Batching.for_run(config.data, tokenizer.pad_token_id, use_segment_attention(model))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request
 
-from hone.data.template import prompt_ids
+from hone.data.template import prompt_ids, text_prompt_ids
 from hone.serve import protocol
 from hone.serve.state import state_of
 from hone.serve.generation import prepare, respond
@@ -29,6 +29,6 @@ async def completions(body: protocol.CompletionRequest, request: Request):
     state.authorize(request, body.model)
     engine, adapter = await state.resolve(body.model)
     texts = body.prompts()
-    ids = [list(engine.tokenizer(text, add_special_tokens=False)["input_ids"]) for text in texts]
+    ids = [text_prompt_ids(text, engine.tokenizer) for text in texts]
     ex = prepare(state, request, body, "completion", ids, engine, adapter)
     return await respond(state, request, ex, None, texts)
