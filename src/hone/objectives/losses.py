@@ -11,7 +11,8 @@ class _LinearCrossEntropy(torch.autograd.Function):
     The gradients are computed chunk by chunk during the forward pass (as in fused
     linear-cross-entropy kernels) and only scaled in backward, so peak memory is one chunk of
     logits, and the flops equal a plain forward + backward. The matmuls run in the inputs' dtype
-    (bf16 inputs: bf16 matmuls); softmax, loss and accumulation are at least fp32.
+    (bf16 inputs: bf16 matmuls); softmax, loss and accumulation are at least fp32. Its second output
+    counts the tokens whose most likely prediction is the target (for token accuracy; no gradient).
     """
 
     @staticmethod
@@ -21,6 +22,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
         acc = torch.promote_types(hidden.dtype, torch.float32)  # at least fp32 for logits and the sum
         grad_w = torch.zeros_like(weight, dtype=acc) if need_w else None
         total = hidden.new_zeros((), dtype=acc)
+        hits = torch.zeros((), dtype=torch.long, device=hidden.device)
         rows = torch.arange(min(chunk_size, hidden.shape[0]), device=hidden.device)
         for start in range(0, hidden.shape[0], chunk_size):
             h = hidden[start:start + chunk_size]
@@ -30,6 +32,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
             del logits
             r = rows[: h.shape[0]]
             total -= log_probs[r, t].sum()
+            hits += log_probs.argmax(dim=-1).eq(t).sum()
             if need_h or need_w:
                 probs = log_probs.exp_()  # softmax, in place
                 probs[r, t] -= 1.0  # d loss / d logits
@@ -39,10 +42,11 @@ class _LinearCrossEntropy(torch.autograd.Function):
                 if need_w:
                     grad_w += (probs.T @ h).to(acc)
         ctx.save_for_backward(grad_h, grad_w.to(weight.dtype) if need_w else None)
-        return total
+        ctx.mark_non_differentiable(hits)
+        return total, hits
 
     @staticmethod
-    def backward(ctx, grad_out):
+    def backward(ctx, grad_out, _grad_hits):
         grad_h, grad_w = ctx.saved_tensors
         gh = grad_h * grad_out if grad_h is not None else None
         gw = grad_w * grad_out if grad_w is not None else None
@@ -51,9 +55,15 @@ class _LinearCrossEntropy(torch.autograd.Function):
 
 def linear_cross_entropy(hidden, weight, targets, chunk_size: int = 1024):
     """Sum over tokens of CE(hidden @ weight.T, targets).  hidden (N, H), weight (V, H), targets (N,)."""
+    return linear_cross_entropy_and_hits(hidden, weight, targets, chunk_size)[0]
+
+
+def linear_cross_entropy_and_hits(hidden, weight, targets, chunk_size: int = 1024):
+    """(summed CE as `linear_cross_entropy`, the number of tokens whose argmax is the target: an int)."""
     if hidden.shape[0] == 0:
-        return hidden.sum() * 0.0 + weight.sum() * 0.0
-    return _LinearCrossEntropy.apply(hidden, weight, targets, chunk_size)
+        return hidden.sum() * 0.0 + weight.sum() * 0.0, 0
+    total, hits = _LinearCrossEntropy.apply(hidden, weight, targets, chunk_size)
+    return total, int(hits)
 
 
 class _LinearTokenLogProbs(torch.autograd.Function):

@@ -11,7 +11,7 @@ from pydantic import Field
 from hone.config.base import Section
 from hone.data.pack import collate, pack_rows
 from hone.objectives.base import NoExtras
-from hone.objectives.losses import linear_cross_entropy
+from hone.objectives.losses import linear_cross_entropy_and_hits
 
 
 class Config(Section):
@@ -104,8 +104,10 @@ class SFT(NoExtras):
         head = model.get_output_embeddings().weight
         with torch.autocast(hidden.device.type, enabled=False):  # softmax and loss in fp32, also under autocast
             h = hidden[keep]
-            loss_sum = linear_cross_entropy(h, head.to(h.dtype), targets[keep], self.chunk_tokens)
-        return loss_sum, {"loss_sum": loss_sum.detach().item(), "targets": int(keep.sum())}
+            loss_sum, hits = linear_cross_entropy_and_hits(h, head.to(h.dtype), targets[keep], self.chunk_tokens)
+        return loss_sum, {"loss_sum": loss_sum.detach().item(), "targets": int(keep.sum()), "hits": hits}
 
     def report(self, parts: list[dict], loss: float, *, validation: bool) -> dict:
-        return {"ppl": math.exp(min(loss, 50.0))} if validation else {}
+        """Token accuracy (the share of target tokens predicted by argmax), and perplexity on validation."""
+        accuracy = {"mean_token_accuracy": sum(p["hits"] for p in parts) / max(sum(p["targets"] for p in parts), 1)}
+        return {"ppl": math.exp(min(loss, 50.0)), **accuracy} if validation else accuracy
