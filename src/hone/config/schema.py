@@ -52,6 +52,17 @@ class EarlyStoppingConfig(Section):
     max_items: int = Field(64, gt=0)
 
 
+class TrackingConfig(Section):
+    type: Literal["tensorboard"] = Field("tensorboard", description=(
+        "Where each step's and evaluation's metrics also go: TensorBoard event files (offline; needs the "
+        "`tracking` extra) under RUN/tracking/PROJECT/NAME; view with `tensorboard --logdir RUN/tracking`."))
+    project: str = Field("hone", min_length=1, description="The run group: the folder under RUN/tracking.")
+    name: str | None = Field(None, description="The run's name in the tracker (default: the run's name).")
+    entity: str | None = Field(None, description="The team or user the run belongs to, shown with its tags "
+                                                 "(OpenAI's wandb integration has this field).")
+    tags: list[str] = Field(default_factory=list, description="Labels shown with the run in the tracker.")
+
+
 class TrainConfig(Section):
     lr: float = Field(2e-4, gt=0)
     schedule: Literal["cosine", "linear", "constant"] = "cosine"
@@ -72,6 +83,12 @@ class TrainConfig(Section):
     """Validation loss every N steps (always at the end)."""
     save_every: int | None = Field(None, gt=0)
     """Checkpoint every N steps (always at the end), written atomically."""
+    checkpoint_models: int = Field(0, ge=0, description=(
+        "Keep the newest N checkpoints also as servable models, RUN/checkpoint_models/step-S written like "
+        "adapter/ (the fine-tuning service keeps 3 and serves them as ft:...:ckpt-step-S); 0: none. Not "
+        "written under FSDP, whose weights are whole only at the end."))
+    tracking: TrackingConfig | None = Field(None, description=(
+        "Send the metrics stream (metrics.jsonl's records) to an experiment tracker as well; none by default."))
     optimizer: Literal["adamw", "adamw_fused", "adamw_foreach", "adamw_8bit"] = "adamw"
     """AdamW as torch's default, fused or multi-tensor (foreach) kernels, or bitsandbytes' 8-bit AdamW
     (both moments in 8 bits: ~2 bytes of optimizer state per parameter instead of 8)."""

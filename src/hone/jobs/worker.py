@@ -15,6 +15,7 @@ import json
 import os
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import time
@@ -191,6 +192,9 @@ class Worker:
         return file_id
 
 
+RATE_WINDOW = 20  # steps whose wall-clock rate estimates a job's finish
+
+
 class Progress:
     """Turns the run's metrics.jsonl and checkpoints/ into job events, progress and checkpoint rows."""
 
@@ -225,8 +229,22 @@ class Progress:
             if steps:
                 last = max(steps, key=lambda r: r["step"])
                 self.store.update_job(self.job["id"], trained_tokens=self.tokens,
-                                      progress={"step": last["step"], "total_steps": last.get("total_steps")})
+                                      progress={"step": last["step"], "total_steps": last.get("total_steps"),
+                                                "estimated_finish": self._estimated_finish(last)})
         self._checkpoints()
+
+    def _estimated_finish(self, last: dict) -> int | None:
+        """When the run should end (unix seconds): the last step's time plus the steps left at the wall-clock
+        rate of the last (up to) 20 steps, evaluations and checkpoints between them included. The rate is the
+        median of the step-to-step times, so a pause inside the window does not count; None until two steps
+        carry their time."""
+        timed = sorted((r for r in self.records.values() if "loss" in r and "time" in r), key=lambda r: r["step"])
+        window = timed[-RATE_WINDOW:]
+        total = last.get("total_steps")
+        if len(window) < 2 or not total:
+            return None
+        rate = statistics.median((b["time"] - a["time"]) / (b["step"] - a["step"]) for a, b in zip(window, window[1:]))
+        return int(window[-1]["time"] + (total - window[-1]["step"]) * max(rate, 0.0))
 
     def _read(self) -> list[dict]:
         """The lines written since the last look; all of them again when the file was rewritten: a resumed run
@@ -257,10 +275,7 @@ class Progress:
                 continue  # its metrics line is not read yet
             self._seen_checkpoints.add(step)
             name = f"{fine_tuned_model_name(self.job)}:ckpt-step-{step}"
-            shown = {"step": step, "train_loss": metrics["loss"]}
-            if "val_loss" in metrics:
-                shown["valid_loss"] = metrics["val_loss"]
-            if self.store.add_checkpoint(self.job["id"], step, shown, name):
+            if self.store.add_checkpoint(self.job["id"], step, checkpoint_metrics(step, metrics), name):
                 self.store.add_event(self.job["id"], f"Checkpoint created at step {step}")
 
     def _passed_saves(self) -> set[int]:
@@ -273,6 +288,18 @@ class Progress:
         last = max(trained)
         return {step for step in trained if step % every == 0 and step < last}
 
+
+
+def checkpoint_metrics(step: int, record: dict) -> dict:
+    """OpenAI's seven checkpoint metrics from the step's merged metrics.jsonl records. hone validates on the
+    whole validation file, so `valid_*` and `full_valid_*` are the same numbers: those of the evaluation
+    at this step, or None when none ran here (no validation file, or train.eval_every skipped the step);
+    token accuracies are None for objectives that predict no tokens (DPO, GRPO, reward models)."""
+    return {"step": step, "train_loss": record["loss"],
+            "train_mean_token_accuracy": record.get("mean_token_accuracy"),
+            "valid_loss": record.get("val_loss"), "valid_mean_token_accuracy": record.get("val_mean_token_accuracy"),
+            "full_valid_loss": record.get("val_loss"),
+            "full_valid_mean_token_accuracy": record.get("val_mean_token_accuracy")}
 
 
 def _final_metrics(adapter: Path) -> dict:

@@ -17,6 +17,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from hone.models.artifact import write_artifact
+
 KEEP = 2
 
 
@@ -50,6 +52,19 @@ def _write(root: Path, final: Path, step: int, weights, optimizer_state, schedul
     _write_atomic(root / "latest", final.name)
     for old in sorted(_complete(root), key=_step_of)[:-KEEP]:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def write_checkpoint_model(run_dir: Path, step: int, keep: int, model, method, config, source, tokenizer,
+                           metrics: dict, **objective) -> Path:
+    """The model at `step` as a servable artifact, RUN/checkpoint_models/step-N (like RUN/adapter); only the
+    newest `keep` stay."""
+    root = Path(run_dir) / "checkpoint_models"
+    folder = write_artifact(root / f"step-{step}", model, method, config, source, tokenizer,
+                            {**metrics, "step": step}, **objective)
+    kept = sorted((p for p in root.glob("step-*") if p.name.split("-")[1].isdigit()), key=_step_of)
+    for old in kept[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+    return folder
 
 
 def latest_checkpoint(run_dir: Path) -> Path | None:

@@ -20,13 +20,14 @@ from hone.models.estimate import check_fits, stored_bytes
 from hone.models.load import load_model, load_tokenizer, resolve_model
 from hone.objectives import build_objective
 from hone.models.artifact import write_artifact
-from hone.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from hone.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, write_checkpoint_model
 from hone.train.distributed import Runtime, barrier, start_runtime, stop_runtime
 from hone.train.metrics import MetricsLog
 from hone.train.optim import build_optimizer, build_scheduler
 from hone.train.overfit import ValidationWatch
 from hone.train.precision import prepare_for_precision
 from hone.train.regularize import L2SP
+from hone.train.tracking import open_tracker
 
 
 @dataclass
@@ -104,7 +105,8 @@ def _train(config: RunConfig, run_dir: Path, runtime: Runtime, source, objective
     plan = StepPlan(data.train, objective, config, tokenizer.pad_token_id, segmented, shard=runtime.shard)
     optimizer = build_optimizer(model.parameters(), config.train)
     scheduler = build_scheduler(optimizer, config.train, plan.total_steps)
-    metrics = MetricsLog(run_dir / "metrics.jsonl", enabled=runtime.main)
+    metrics = MetricsLog(run_dir / "metrics.jsonl", enabled=runtime.main,
+                         tracker=open_tracker(config.train.tracking, run_dir, config.name or run_dir.name) if runtime.main else None)
     if hasattr(objective, "begin"):  # sees the start model, on its device, before a checkpoint is restored
         with runtime.autocast():
             objective.begin(model, data, config.data, tokenizer.pad_token_id, segmented)
@@ -120,6 +122,15 @@ def _train(config: RunConfig, run_dir: Path, runtime: Runtime, source, objective
     validation = objective.validation_batches(data.validation, config.data, tokenizer.pad_token_id, segmented)
     watch = ValidationWatch(config, run_dir, tokenizer, bool(validation), resumed_step=step, log=log)
     bar = _progress_bar(plan.total_steps, step, progress)
+
+    def save_step() -> None:
+        """A checkpoint at `step`, and its servable copy when train.checkpoint_models asks for one."""
+        save_checkpoint(run_dir, step, model, optimizer, scheduler, {"total_steps": plan.total_steps},
+                        runtime.scaler)
+        if config.train.checkpoint_models and runtime.main and runtime.strategy != "fsdp":
+            write_checkpoint_model(run_dir, step, config.train.checkpoint_models, model, method, config, source,
+                                   tokenizer, metrics.summary(), objective=objective, data=data)
+
     model.train()
     last_eval = None
     try:
@@ -130,7 +141,7 @@ def _train(config: RunConfig, run_dir: Path, runtime: Runtime, source, objective
             step += 1
             seconds = time.perf_counter() - started
             record = {"step": step, "total_steps": plan.total_steps, "epoch": round(plan.epoch_at(step), 4), **record,
-                      "tokens_per_s": record["tokens"] / seconds, "seconds": seconds}
+                      "tokens_per_s": record["tokens"] / seconds, "seconds": seconds, "time": round(time.time(), 3)}
             metrics.append(record)
             bar.update(1)
             bar.set_postfix(loss=f"{record['loss']:.4f}", tok_s=f"{record['tokens_per_s']:.0f}")
@@ -147,16 +158,16 @@ def _train(config: RunConfig, run_dir: Path, runtime: Runtime, source, objective
                               f"{watch.stopper.best_step}")
                     break
             if _every(step, config.train.save_every) and step < plan.total_steps:
-                save_checkpoint(run_dir, step, model, optimizer, scheduler, {"total_steps": plan.total_steps},
-                                runtime.scaler)
+                save_step()
     except KeyboardInterrupt:
         bar.close()
-        save_checkpoint(run_dir, step, model, optimizer, scheduler, {"total_steps": plan.total_steps},
-                        runtime.scaler)
+        metrics.close()
+        save_step()
         log(f"\ninterrupted at step {step}; checkpoint saved. Continue with: hone train --resume {run_dir}")
         raise
     bar.close()
-    save_checkpoint(run_dir, step, model, optimizer, scheduler, {"total_steps": plan.total_steps}, runtime.scaler)
+    metrics.close()
+    save_step()
     model.eval()
     summary = metrics.summary()
     if last_eval:
