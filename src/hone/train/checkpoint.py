@@ -55,12 +55,12 @@ def _write(root: Path, final: Path, step: int, weights, optimizer_state, schedul
 
 
 def write_checkpoint_model(run_dir: Path, step: int, keep: int, model, method, config, source, tokenizer,
-                           metrics: dict, **objective) -> Path:
+                           metrics: dict, **artifact_options) -> Path:
     """The model at `step` as a servable artifact, RUN/checkpoint_models/step-N (like RUN/adapter); only the
     newest `keep` stay."""
     root = Path(run_dir) / "checkpoint_models"
     folder = write_artifact(root / f"step-{step}", model, method, config, source, tokenizer,
-                            {**metrics, "step": step}, **objective)
+                            {**metrics, "step": step}, **artifact_options)
     kept = sorted((p for p in root.glob("step-*") if p.name.split("-")[1].isdigit()), key=_step_of)
     for old in kept[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
