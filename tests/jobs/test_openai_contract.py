@@ -218,7 +218,9 @@ def test_a_parameter_hone_cannot_honour_is_refused_by_name(trained, tiny_model_d
     _, client, job, _ = trained
     for integration, param in (({"type": "comet"}, "integrations[0].type"),
                                ({"type": "wandb", "wandb": {"project": "p", "secret": "x"}},
-                                "integrations[0].wandb.secret")):
+                                "integrations[0].wandb.secret"),
+                               ({"type": "wandb", "wandb": {"project": "../../elsewhere"}},  # a folder name
+                                "integrations[0].wandb.project")):
         with pytest.raises(openai.BadRequestError) as refused:
             client.fine_tuning.jobs.create(model=str(tiny_model_dir), training_file=job.training_file,
                                            integrations=[integration])

@@ -52,12 +52,17 @@ class EarlyStoppingConfig(Section):
     max_items: int = Field(64, gt=0)
 
 
+FOLDER_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"  # one path part, never "..": it names a folder in the run
+
+
 class TrackingConfig(Section):
     type: Literal["tensorboard"] = Field("tensorboard", description=(
         "Where each step's and evaluation's metrics also go: TensorBoard event files (offline; needs the "
         "`tracking` extra) under RUN/tracking/PROJECT/NAME; view with `tensorboard --logdir RUN/tracking`."))
-    project: str = Field("hone", min_length=1, description="The run group: the folder under RUN/tracking.")
-    name: str | None = Field(None, description="The run's name in the tracker (default: the run's name).")
+    project: str = Field("hone", pattern=FOLDER_NAME, max_length=100,
+                         description="The run group: the folder under RUN/tracking (letters, digits, . _ -).")
+    name: str | None = Field(None, pattern=FOLDER_NAME, max_length=100,
+                             description="The run's name in the tracker, its folder (default: the run's name).")
     entity: str | None = Field(None, description="The team or user the run belongs to, shown with its tags "
                                                  "(OpenAI's wandb integration has this field).")
     tags: list[str] = Field(default_factory=list, description="Labels shown with the run in the tracker.")

@@ -20,7 +20,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pydantic import ValidationError
+
 from hone.config.load import load_config
+from hone.config.schema import TrackingConfig
 from hone.data.pairs import PAIR_FORMATS
 from hone.data.prepare import SFT_FORMATS
 from hone.data.prompts import PROMPT_FORMATS
@@ -173,9 +176,16 @@ def tracking_keys(integrations) -> dict:
     if unknown:
         raise RequestError(f"integrations[0].wandb.{unknown[0]} is not supported; hone takes project, name, entity "
                            "and tags", param=f"integrations[0].wandb.{unknown[0]}")
-    if not isinstance(options.get("project"), str) or not options["project"]:
+    if "project" not in options:
         raise RequestError("integrations[0].wandb.project is required", param="integrations[0].wandb.project")
-    return {f"train.tracking.{k}": v for k, v in options.items() if v is not None}
+    given = {k: v for k, v in options.items() if v is not None}
+    try:
+        TrackingConfig(**given)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        where = f"integrations[0].wandb.{'.'.join(map(str, error['loc']))}"
+        raise RequestError(f"{where}: {error['msg']}", param=where) from None
+    return {f"train.tracking.{k}": v for k, v in given.items()}
 
 
 def job_integrations(config: dict) -> list[dict]:

@@ -194,7 +194,7 @@ class Store:
         query = sa.select(files).where(files.c.project_id == project_id)
         if purpose:
             query = query.where(files.c.purpose == purpose)
-        return self._page(query, files, project_id, after, limit, newest_first)
+        return self._page(query, files, files.c.project_id == project_id, after, limit, newest_first)
 
     def delete_file(self, project_id: str, file_id: str) -> bool:
         with self.engine.begin() as db:
@@ -226,7 +226,7 @@ class Store:
     def list_jobs(self, project_id: str, *, after: str | None = None, limit: int = 20,
                   metadata_filter: dict | None = None) -> list[dict]:
         query = sa.select(jobs).where(jobs.c.project_id == project_id)
-        rows = self._page(query, jobs, project_id, after, None, True)
+        rows = self._page(query, jobs, jobs.c.project_id == project_id, after, None, True)
         if metadata_filter:
             rows = [r for r in rows if all((r["metadata"] or {}).get(k) == v for k, v in metadata_filter.items())]
         return rows[:limit]
@@ -341,16 +341,7 @@ class Store:
         query = sa.select(permissions).where(permissions.c.checkpoint == checkpoint)
         if project_id is not None:
             query = query.where(permissions.c.project_id == project_id)
-        if after is not None:
-            with self.engine.connect() as db:
-                seq = db.execute(sa.select(permissions.c.seq).where(permissions.c.id == after,
-                                                                    permissions.c.checkpoint == checkpoint)).scalar()
-            if seq is None:
-                return []
-            query = query.where(permissions.c.seq < seq if newest_first else permissions.c.seq > seq)
-        query = query.order_by(permissions.c.seq.desc() if newest_first else permissions.c.seq).limit(limit)
-        with self.engine.connect() as db:
-            return [dict(r._mapping) for r in db.execute(query)]
+        return self._page(query, permissions, permissions.c.checkpoint == checkpoint, after, limit, newest_first)
 
     def delete_permission(self, checkpoint: str, permission_id: str) -> bool:
         with self.engine.begin() as db:
@@ -394,11 +385,11 @@ class Store:
             rows = rows[ids.index(after) + 1:] if after in ids else []
         return rows[:limit]
 
-    def _page(self, query, table, project_id, after, limit, newest_first) -> list[dict]:
+    def _page(self, query, table, scope, after, limit, newest_first) -> list[dict]:
+        """`query`'s rows in `seq` order, those after the row `after` (looked up within `scope`, a condition)."""
         if after is not None:
             with self.engine.connect() as db:
-                seq = db.execute(sa.select(table.c.seq).where(table.c.id == after,
-                                                              table.c.project_id == project_id)).scalar()
+                seq = db.execute(sa.select(table.c.seq).where(table.c.id == after, scope)).scalar()
             if seq is None:
                 return []
             query = query.where(table.c.seq < seq if newest_first else table.c.seq > seq)
