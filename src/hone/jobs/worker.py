@@ -155,9 +155,10 @@ class Worker:
             if returncode == 0:
                 adapter = Path(job["run_dir"]) / "adapter"
                 results = _final_metrics(adapter)
-                final = transition(store, current, "succeeded", expect=mine, adapter_dir=str(adapter),
-                                   fine_tuned_model=fine_tuned_model_name(current), trained_tokens=progress.tokens,
-                                   results=results, result_files=[self._results_file(current, progress)])
+                final = transition(store, current, "succeeded", expect=mine, worker=None, lease_until=None,
+                                   adapter_dir=str(adapter), fine_tuned_model=fine_tuned_model_name(current),
+                                   trained_tokens=progress.tokens, results=results,
+                                   result_files=[self._results_file(current, progress)])
                 scores = {k: v for k, v in results.items() if k.startswith("eval_")}
                 if scores:
                     store.add_event(job_id, "Evaluation: " + ", ".join(f"{k.removeprefix('eval_')}={v:.4g}"
@@ -166,9 +167,10 @@ class Worker:
                 store.add_event(job_id, f"New fine-tuned model created: {final['fine_tuned_model']}")
                 return "succeeded"
             message = job_error_message(log_path, returncode, current, self.settings.data_dir)
-            transition(store, current, "failed", expect=mine, trained_tokens=progress.tokens,
-                       error={"code": EXIT_CODES.get(returncode, "training_failed"), "message": message,
-                              "param": "training_file" if returncode == 3 else None})
+            error = {"code": EXIT_CODES.get(returncode, "training_failed"), "message": message,
+                     "param": "training_file" if returncode == 3 else None}
+            transition(store, current, "failed", expect=mine, worker=None, lease_until=None,
+                       trained_tokens=progress.tokens, error=error)
             store.add_event(job_id, message, level="error")
             return "failed"
         except ConflictError:  # cancelled or paused between the exit and now: the API's change stands

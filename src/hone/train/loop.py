@@ -105,8 +105,8 @@ def _train(config: RunConfig, run_dir: Path, runtime: Runtime, source, objective
     plan = StepPlan(data.train, objective, config, tokenizer.pad_token_id, segmented, shard=runtime.shard)
     optimizer = build_optimizer(model.parameters(), config.train)
     scheduler = build_scheduler(optimizer, config.train, plan.total_steps)
-    metrics = MetricsLog(run_dir / "metrics.jsonl", enabled=runtime.main,
-                         tracker=open_tracker(config.train.tracking, run_dir, config.name or run_dir.name) if runtime.main else None)
+    tracker = open_tracker(config.train.tracking, run_dir, config.name or run_dir.name) if runtime.main else None
+    metrics = MetricsLog(run_dir / "metrics.jsonl", enabled=runtime.main, tracker=tracker)
     if hasattr(objective, "begin"):  # sees the start model, on its device, before a checkpoint is restored
         with runtime.autocast():
             objective.begin(model, data, config.data, tokenizer.pad_token_id, segmented)
