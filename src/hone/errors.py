@@ -68,6 +68,10 @@ class NotFoundError(RequestError):
     """The object named does not exist, or belongs to another project (the two look the same)."""
 
 
+class ForbiddenError(RequestError):
+    """The caller sees the object but may not do this to it (delete a base model)."""
+
+
 class ConflictError(RequestError):
     """The object's current state does not allow the change (a job that ended, a file in use)."""
 

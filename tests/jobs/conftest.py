@@ -7,6 +7,7 @@ import subprocess
 import sys
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -104,6 +105,14 @@ def pizza_data(tmp_path_factory):
 @pytest.fixture
 def service(tmp_path, tiny_model_dir):
     """`hone service`'s one app on the tiny base: inference, files, jobs and dashboard."""
+    with running_service(tmp_path, tiny_model_dir) as svc:
+        yield svc
+
+
+@contextmanager
+def running_service(root: Path, tiny_model_dir: Path, **settings):
+    """The service app on uvicorn at 127.0.0.1, its database and data under `root`, two projects (alpha,
+    beta) with a key each; the workers a test started are killed when it leaves."""
     import torch
     import uvicorn
 
@@ -113,16 +122,16 @@ def service(tmp_path, tiny_model_dir):
     from hone.jobs.store import Store
     from hone.serve.settings import ServeSettings
 
-    db = tmp_path / "hone.db"
+    db = root / "hone.db"
     store = Store(db)
-    settings = ServiceSettings(data_dir=tmp_path / "data", lease_seconds=LEASE, max_active_jobs=3,
-                               max_upload_bytes=200_000, job_overrides={"train.threads": 1})
+    settings = ServiceSettings(**{"data_dir": root / "data", "lease_seconds": LEASE, "max_active_jobs": 3,
+                                  "max_upload_bytes": 200_000, "job_overrides": {"train.threads": 1}, **settings})
     keys = {}
     for name in ("alpha", "beta"):
         keys[name] = store.create_key(store.create_project(name)["id"])
     port = _free_port()
     torch.set_num_threads(1)
-    serve_settings = ServeSettings(model=str(tiny_model_dir), feedback_file=str(tmp_path / "feedback.jsonl"))
+    serve_settings = ServeSettings(model=str(tiny_model_dir), feedback_file=str(root / "feedback.jsonl"))
     app = create_service_app(store, settings, serve_settings=serve_settings,
                              engine=Engine.from_spec(str(tiny_model_dir)))
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
@@ -133,13 +142,15 @@ def service(tmp_path, tiny_model_dir):
         assert time.time() < deadline, "uvicorn did not start"
         time.sleep(0.05)
     svc = Service(f"http://127.0.0.1:{port}", db, settings.data_dir, store, keys, settings=settings)
-    yield svc
-    for proc in svc.workers:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGKILL)
-            proc.wait()
-    server.should_exit = True
-    thread.join(10)
+    try:
+        yield svc
+    finally:
+        for proc in svc.workers:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGKILL)
+                proc.wait()
+        server.should_exit = True
+        thread.join(10)
 
 
 def _free_port() -> int:

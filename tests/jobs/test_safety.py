@@ -139,9 +139,9 @@ def test_a_failed_job_names_its_file_by_id_never_a_server_path(tmp_path):
 def test_request_fields_hone_cannot_honour_are_refused_by_name(service, pizza_data, tiny_model_dir):
     client = service.client()
     file_id = upload(client, pizza_data[0]).json()["id"]
-    wandb = job_request(tiny_model_dir, file_id, steps=2, integrations=[{"type": "wandb", "wandb": {"project": "p"}}])
-    error = _error(client.post("/v1/fine_tuning/jobs", json=wandb), 400)
-    assert error["param"] == "integrations" and "integrations" in error["message"]
+    other = job_request(tiny_model_dir, file_id, steps=2, integrations=[{"type": "comet", "comet": {"project": "p"}}])
+    error = _error(client.post("/v1/fine_tuning/jobs", json=other), 400)  # wandb maps to hone's tracking; no other
+    assert error["param"] == "integrations[0].type" and "comet" in error["message"]
     assert _error(client.post("/v1/fine_tuning/jobs", json={**job_request(tiny_model_dir, file_id, steps=2),
                                                             "n_epochs": 3}), 400)["param"] == "n_epochs"
     assert client.post("/v1/fine_tuning/jobs", json=job_request(tiny_model_dir, file_id, steps=2,

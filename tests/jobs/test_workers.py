@@ -173,6 +173,25 @@ def test_progress_follows_a_resumed_run_that_rewrote_its_metrics(tmp_path):
     assert progress.records[11]["seconds"] == 0.123456789 and progress.records[7]["seconds"] == 0.123456789
 
 
+def test_estimated_finish_follows_the_wall_clock_rate_of_the_last_steps(tmp_path):
+    """Steps 3 s apart (evaluations included), a 1000 s pause between steps 4 and 5 (left out by the median):
+    at step 6 of 12 the finish is 6 steps of 3 s after step 6's time."""
+    from hone.jobs.worker import Progress
+    from hone.train.metrics import MetricsLog
+
+    store, job = running_job(tmp_path, "ftjob-1", save_every=5)
+    log = MetricsLog(tmp_path / "metrics.jsonl")
+    times = {1: 100.0, 2: 103.0, 3: 106.0, 4: 109.0, 5: 1109.0, 6: 1112.0}
+    progress = Progress(store, job, tmp_path)
+    log.append({**_step_record(1, 0.5), "time": times[1]})
+    progress.update()
+    assert store.get_job(None, job["id"])["progress"]["estimated_finish"] is None  # one step: no rate yet
+    for step in range(2, 7):
+        log.append({**_step_record(step, 0.5), "time": times[step]})
+    progress.update()
+    assert store.get_job(None, job["id"])["progress"]["estimated_finish"] == int(1112.0 + 6 * 3.0)
+
+
 def test_a_worker_that_cannot_follow_its_job_fails_it_and_lives_on(service, pizza_data, tiny_model_dir):
     """An error in the worker itself (here: a metrics line it cannot parse) fails that job with the error
     named, stops its trainer, and leaves the worker alive to run the next job."""

@@ -3,7 +3,8 @@ import torch
 
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from hone.objectives.losses import head_matmul_dtype, linear_cross_entropy, linear_token_log_probs
+from hone.objectives.losses import (head_matmul_dtype, linear_cross_entropy, linear_cross_entropy_and_hits,
+                                    linear_token_log_probs)
 
 
 @pytest.mark.parametrize("chunk", [1, 7, 64])
@@ -25,6 +26,16 @@ def test_linear_cross_entropy_matches_plain_cross_entropy(chunk, weight_trains, 
     assert loss.item() == pytest.approx(ref.item(), rel=1e-12)
     for g, r in zip(grads, ref_grads):
         torch.testing.assert_close(g, r)
+
+
+@pytest.mark.parametrize("chunk", [1, 5, 64])
+def test_hits_count_the_tokens_whose_argmax_is_the_target(chunk):
+    torch.manual_seed(1)
+    hidden, weight = torch.randn(17, 8), torch.randn(12, 8)
+    predicted = (hidden @ weight.T).argmax(-1)
+    targets = torch.where(torch.arange(17) % 3 == 0, predicted, (predicted + 1) % 12)  # every third is right
+    _, hits = linear_cross_entropy_and_hits(hidden, weight, targets, chunk)
+    assert hits == 6
 
 
 def test_uniform_logits_give_log_vocab_per_token():

@@ -47,6 +47,22 @@ class EarlyStoppingConfig(Section):
     """Validation examples answered per evaluation when `metric` is an `eval.metric` key."""
 
 
+FOLDER_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"  # one path part, never "..": it names a folder in the run
+
+
+class TrackingConfig(Section):
+    type: Literal["tensorboard"] = Field("tensorboard", description=(
+        "Where each step's and evaluation's metrics also go: TensorBoard event files (offline; needs the "
+        "`tracking` extra) under RUN/tracking/PROJECT/NAME; view with `tensorboard --logdir RUN/tracking`."))
+    project: str = Field("hone", pattern=FOLDER_NAME, max_length=100,
+                         description="The run group: the folder under RUN/tracking (letters, digits, . _ -).")
+    name: str | None = Field(None, pattern=FOLDER_NAME, max_length=100,
+                             description="The run's name in the tracker, its folder (default: the run's name).")
+    entity: str | None = Field(None, description="The team or user the run belongs to, shown with its tags "
+                                                 "(OpenAI's wandb integration has this field).")
+    tags: list[str] = Field(default_factory=list, description="Labels shown with the run in the tracker.")
+
+
 class TrainConfig(Section):
     """The optimizer, the schedule, batching, precision, devices and checkpoints."""
     lr: float = Field(2e-4, gt=0)
@@ -79,6 +95,12 @@ class TrainConfig(Section):
     keep_checkpoints: int = Field(1, ge=0)
     """How many of the newest step checkpoints stay on disk (older ones go as new ones are written); 0
     removes them all when the run ends. The best evaluation's weights stay while a step checkpoint does."""
+    checkpoint_models: int = Field(0, ge=0, description=(
+        "Keep the newest N checkpoints also as servable models, RUN/checkpoint_models/step-S written like "
+        "adapter/ (the fine-tuning service keeps 3 and serves them as ft:...:ckpt-step-S); 0: none. Not "
+        "written under FSDP, whose weights are whole only at the end."))
+    tracking: TrackingConfig | None = Field(None, description=(
+        "Send the metrics stream (metrics.jsonl's records) to an experiment tracker as well; none by default."))
     optimizer: Literal["adamw", "adamw_fused", "adamw_foreach", "adamw_8bit"] = "adamw"
     """AdamW as torch's default, fused or multi-tensor (foreach) kernels, or bitsandbytes' 8-bit AdamW
     (both moments in 8 bits: ~2 bytes of optimizer state per parameter instead of 8)."""

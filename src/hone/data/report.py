@@ -22,6 +22,7 @@ class DataReport:
     lines: int = 0  # non-blank lines, i.e. records
     valid: int = 0
     formats: dict[str, int] = field(default_factory=dict)
+    first_lines: dict[str, int] = field(default_factory=dict)  # format -> the first line holding one
     issues: list[Issue] = field(default_factory=list)
     duplicates: list[tuple[int, int]] = field(default_factory=list)  # (line, line it repeats)
     max_length: int | None = None
@@ -121,6 +122,7 @@ def check_file(path, tokenizer=None, *, max_length: int = 512, loss_on: str = "a
                         report.untrainable.append(line)
             report.valid += 1
             formats_seen[result.format] += 1
+            report.first_lines.setdefault(result.format, line)
             key = example_key(result)
             if key in first_line:
                 report.duplicates.append((line, first_line[key]))

@@ -25,13 +25,15 @@ from __future__ import annotations
 
 import ast
 import re
+import tempfile
+import time
 from pathlib import Path
 
 from pydantic import ValidationError
 
 from hone.errors import RequestError
 from hone.jobs.request import check_model
-from hone.rewards import SPEC, python_graders
+from hone.rewards import JUDGED, SPEC, grade_outputs, python_graders
 from hone.rewards.spec import spec_message, spec_path
 
 FIELDS = {  # the fields of each OpenAI grader that hone maps; any other field is refused by name
@@ -179,3 +181,56 @@ def write_sources(sources: dict[Path, str]) -> None:
     for path, code in sources.items():
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(code, encoding="utf-8")
+
+
+def validate_grader(spec, *, allow_python: bool = False) -> dict:
+    """`POST /v1/fine_tuning/alpha/graders/validate`: the grader as given, once hone can map and run it
+    (a 400 naming the offending field otherwise; python graders as the service's `--allow-python-graders` says)."""
+    with tempfile.TemporaryDirectory(prefix="hone-grader-") as folder:
+        hone_grader(spec, param="grader", run_dir=Path(folder), allow_python=allow_python)
+    return {"grader": spec}
+
+
+def run_grader(spec, model_sample, item, *, allow_python: bool = False) -> dict:
+    """`POST /v1/fine_tuning/alpha/graders/run`: grade one model sample against one item, as a reinforcement
+    job's reward would be, in OpenAI's response shape. A python grader's source lives in a throwaway
+    folder for the call and runs as it would in a job: sandboxed, and only where the service allows python graders."""
+    if not isinstance(model_sample, str):
+        raise RequestError("model_sample is required: the model's output as a string", param="model_sample")
+    if item is not None and not isinstance(item, dict):
+        raise RequestError("item must be an object: the record the sample answers", param="item")
+    with tempfile.TemporaryDirectory(prefix="hone-grader-") as folder:
+        hone, sources = hone_grader(spec, param="grader", run_dir=Path(folder), allow_python=allow_python)
+        write_sources(sources)
+        started = time.perf_counter()
+        grade = grade_outputs(SPEC.validate_python(hone), [model_sample], [item or {}])[0]
+        seconds = time.perf_counter() - started
+    kind = spec["type"]
+    name = spec.get("name") or kind
+    sub = {key: value["score"] for key, value in grade.details.items()
+           if kind == "multi" and isinstance(value, dict) and "score" in value}
+    return {"reward": grade.score, "sub_rewards": sub, "model_grader_token_usage_per_model": {},
+            "metadata": {"name": name, "type": kind, "execution_time": seconds, "scores": {name: grade.score, **sub},
+                         "token_usage": None, "sampled_model_name": None, "errors": _errors(kind, grade)},
+            "hone": {"reason": grade.reason}}
+
+
+def _errors(kind: str, grade) -> dict:
+    """OpenAI's error flags for a grade: hone's graders say only whether, and why, a grade failed."""
+    flags = dict.fromkeys(("formula_parse_error", "invalid_variable_error", "model_grader_parse_error",
+                           "model_grader_refusal_error", "model_grader_server_error", "other_error",
+                           "python_grader_runtime_error", "python_grader_server_error", "sample_parse_error",
+                           "truncated_observation_error", "unresponsive_reward_error"), False)
+    details = dict.fromkeys(("model_grader_server_error_details", "python_grader_runtime_error_details",
+                             "python_grader_server_error_type"))
+    if grade.error:
+        if kind == "python":
+            flags["python_grader_runtime_error"] = True
+            details["python_grader_runtime_error_details"] = grade.reason
+        elif kind in JUDGED:
+            flags["model_grader_parse_error"] = True
+        elif "template" in grade.reason or "no field" in grade.reason:
+            flags["invalid_variable_error"] = True
+        else:
+            flags["other_error"] = True
+    return {**flags, **details}

@@ -6,8 +6,10 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from hone.data.report import check_file as check_data_file
 from hone.errors import RequestError
 from hone.jobs.store import Store
+from hone.models.load import context_length, load_tokenizer, resolve_model
 from hone.models.registry import SHIPPED_MODELS
 
 MIN_TRAINING_EXAMPLES = 10  # as OpenAI's fine-tuning API asks
@@ -46,15 +48,34 @@ def check_file(store: Store, project_id: str, file_id, param: str) -> dict:
 def check_formats(row: dict, formats: tuple[str, ...], method: str, param: str, *, minimum: int = 1) -> None:
     """The uploaded file's records fit the job's method (`formats`), and there are at least `minimum`."""
     report = row["report"] or {}
-    wrong = sorted(set(report.get("formats") or {}) - set(formats))
+    wrong = sorted(set(report.get("formats") or {}) - set(formats), key=lambda f: (report.get("first_lines") or {})
+                   .get(f, 0))
     if wrong:
+        line = (report.get("first_lines") or {}).get(wrong[0])
         found = ", ".join(f"{report['formats'][f]} {FORMAT_NAMES.get(f, f)}" for f in wrong)
-        raise RequestError(f"{param}: file {row['id']} has {found} records; a {method} job trains on "
-                           f"{' or '.join(FORMAT_NAMES.get(f, f) for f in formats)} records", param=param,
-                           code=f"invalid_{param}")
+        raise RequestError(f"{param}: file {row['id']}{f' line {line}' if line else ''} is a "
+                           f"{FORMAT_NAMES.get(wrong[0], wrong[0])} record (the file has {found} records); a "
+                           f"{method} job trains on {' or '.join(FORMAT_NAMES.get(f, f) for f in formats)} records",
+                           param=param, code=f"invalid_{param}")
     if report.get("valid", 0) < minimum:
         raise RequestError(f"{param}: file {row['id']} has {report.get('valid', 0)} examples; a job needs at least "
                            f"{minimum}", param=param, code=f"invalid_{param}")
+
+
+def check_example_lengths(row: dict, model: str, param: str, loss_on: str = "assistant") -> None:
+    """Every example of the file fits the model's context window (its max_position_embeddings), counted
+    with the model's own tokenizer and chat template, as OpenAI limits the tokens of one example."""
+    source = resolve_model(model)
+    limit = context_length(source)
+    if not limit:
+        return
+    report = check_data_file(row["path"], load_tokenizer(source), max_length=limit, loss_on=loss_on)
+    if report.truncated:
+        line, length = report.truncated[0]
+        more = f" ({len(report.truncated)} examples are over)" if len(report.truncated) > 1 else ""
+        raise RequestError(f"{param}: file {row['id']} line {line} has {length} tokens; {model} takes at most "
+                           f"{limit} tokens per example{more}. Shorten or split the example", param=param,
+                           code=f"invalid_{param}")
 
 
 def check_suffix(suffix) -> str | None:

@@ -20,14 +20,17 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pydantic import ValidationError
+
 from hone.config.load import load_config
+from hone.config.schema import TrackingConfig
 from hone.data.pairs import PAIR_FORMATS
 from hone.data.prepare import SFT_FORMATS
 from hone.data.prompts import PROMPT_FORMATS
 from hone.errors import ConflictError, HoneError, NotFoundError, QuotaError, RequestError
 from hone.jobs.graders import check_python_graders, hone_grader, write_sources
-from hone.jobs.request import (MIN_TRAINING_EXAMPLES, check_file, check_formats, check_hone_overrides, check_metadata,
-                               check_model, check_suffix)
+from hone.jobs.request import (MIN_TRAINING_EXAMPLES, check_example_lengths, check_file, check_formats,
+                               check_hone_overrides, check_metadata, check_model, check_suffix)
 from hone.jobs.store import Store, new_id
 
 STATUSES = ("validating_files", "queued", "running", "paused", "succeeded", "failed", "cancelled")
@@ -40,6 +43,7 @@ TRANSITIONS = {
 }
 ENDED = ("succeeded", "failed", "cancelled")
 
+CHECKPOINT_MODELS = 3  # a job's newest checkpoints kept as callable models, as OpenAI keeps the last 3 epochs'
 BASE_LR = 2e-4  # learning_rate_multiplier 1.0 means this LoRA learning rate
 GROUP_SIZE = 8  # compute_multiplier 1.0 means this many completions sampled per prompt
 REASONING_TOKENS = {"low": 64, "medium": 128, "high": 256}  # reasoning_effort -> objective.max_new_tokens
@@ -126,7 +130,11 @@ def create_job(store: Store, settings: ServiceSettings, project_id: str, request
     check_formats(training, formats, method["type"], "training_file", minimum=MIN_TRAINING_EXAMPLES)
     if validation:
         check_formats(validation, formats, method["type"], "validation_file")
-    config_keys = {**settings.job_overrides, **overrides, **check_hone_overrides(request.get("hone")),
+    for row, param in ((training, "training_file"), (validation, "validation_file")):
+        if row:
+            check_example_lengths(row, model, param)
+    config_keys = {"train.checkpoint_models": CHECKPOINT_MODELS, **settings.job_overrides, **overrides,
+                   **tracking_keys(request.get("integrations")), **check_hone_overrides(request.get("hone")),
                    "model": model, "name": job_id, "output_dir": str(run_dir.parent),
                    "data.train": training["path"], "train.seed": seed}
     if validation:
@@ -147,6 +155,48 @@ def create_job(store: Store, settings: ServiceSettings, project_id: str, request
     store.add_event(job_id, f"Validating training file: {training['id']}"
                     + (f" and validation file: {validation['id']}" if validation else ""))
     return transition(store, job, "queued")
+
+
+def tracking_keys(integrations) -> dict:
+    """OpenAI's `integrations` as hone config keys: a `wandb` integration becomes train.tracking (TensorBoard
+    event files in the job's run, offline: hone sends nothing to another service), with its project, name,
+    entity and tags. Any other type, or a second integration, is refused by name."""
+    if not integrations:
+        return {}
+    if not isinstance(integrations, list) or len(integrations) > 1:
+        raise RequestError("integrations takes at most one integration, of type wandb", param="integrations")
+    given = integrations[0]
+    if not isinstance(given, dict) or given.get("type") != "wandb":
+        kind = given.get("type") if isinstance(given, dict) else given
+        raise RequestError(f"integrations[0].type {kind!r} is not supported; hone maps type wandb to its own "
+                           "offline tracking (TensorBoard event files in the job's run)", param="integrations[0].type")
+    extra = sorted(set(given) - {"type", "wandb"})
+    options = given.get("wandb")
+    if extra or not isinstance(options, dict):
+        raise RequestError("integrations[0] is {\"type\": \"wandb\", \"wandb\": {\"project\": ...}}",
+                           param=f"integrations[0].{extra[0] if extra else 'wandb'}")
+    unknown = sorted(set(options) - {"project", "name", "entity", "tags"})
+    if unknown:
+        raise RequestError(f"integrations[0].wandb.{unknown[0]} is not supported; hone takes project, name, entity "
+                           "and tags", param=f"integrations[0].wandb.{unknown[0]}")
+    if "project" not in options:
+        raise RequestError("integrations[0].wandb.project is required", param="integrations[0].wandb.project")
+    given = {k: v for k, v in options.items() if v is not None}
+    try:
+        TrackingConfig(**given)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        where = f"integrations[0].wandb.{'.'.join(map(str, error['loc']))}"
+        raise RequestError(f"{where}: {error['msg']}", param=where) from None
+    return {f"train.tracking.{k}": v for k, v in given.items()}
+
+
+def job_integrations(config: dict) -> list[dict]:
+    """The job's integrations in OpenAI's shape, from the train.tracking it runs with."""
+    tracking = (config.get("train") or {}).get("tracking")
+    if not tracking:
+        return []
+    return [{"type": "wandb", "wandb": {k: tracking.get(k) for k in ("project", "name", "entity", "tags")}}]
 
 
 def resolve_method(request: dict, *, examples: int, run_dir: Path,

@@ -102,6 +102,22 @@ checkpoints = sa.Table(
     sa.Column("created_at", sa.Integer, nullable=False),
     sa.UniqueConstraint("job_id", "step"),
 )
+permissions = sa.Table(  # a checkpoint's model granted to another project (OpenAI's checkpoint permissions)
+    "checkpoint_permissions", metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("seq", sa.Integer, nullable=False),
+    sa.Column("checkpoint", sa.String(300), nullable=False, index=True),  # the checkpoint's model name
+    sa.Column("owner_id", sa.String(64), sa.ForeignKey("projects.id"), nullable=False),
+    sa.Column("project_id", sa.String(64), sa.ForeignKey("projects.id"), nullable=False, index=True),
+    sa.Column("created_at", sa.Integer, nullable=False),
+    sa.UniqueConstraint("checkpoint", "project_id"),
+)
+deleted_models = sa.Table(  # fine-tuned and checkpoint models deleted through the API: no longer callable
+    "deleted_models", metadata,
+    sa.Column("name", sa.String(300), primary_key=True),
+    sa.Column("project_id", sa.String(64), sa.ForeignKey("projects.id"), nullable=False),
+    sa.Column("deleted_at", sa.Integer, nullable=False),
+)
 
 ACTIVE = ("validating_files", "queued", "running", "paused")
 
@@ -151,6 +167,10 @@ class Store:
                                                 hint=key[-4:], created_at=int(time.time())))
         return key
 
+    def project_exists(self, project_id: str) -> bool:
+        with self.engine.connect() as db:
+            return db.execute(sa.select(projects.c.id).where(projects.c.id == project_id)).first() is not None
+
     def project_for_key(self, key: str) -> str | None:
         with self.engine.connect() as db:
             return db.execute(sa.select(api_keys.c.project_id).where(
@@ -174,7 +194,7 @@ class Store:
         query = sa.select(files).where(files.c.project_id == project_id)
         if purpose:
             query = query.where(files.c.purpose == purpose)
-        return self._page(query, files, project_id, after, limit, newest_first)
+        return self._page(query, files, files.c.project_id == project_id, after, limit, newest_first)
 
     def delete_file(self, project_id: str, file_id: str) -> bool:
         with self.engine.begin() as db:
@@ -206,7 +226,7 @@ class Store:
     def list_jobs(self, project_id: str, *, after: str | None = None, limit: int = 20,
                   metadata_filter: dict | None = None) -> list[dict]:
         query = sa.select(jobs).where(jobs.c.project_id == project_id)
-        rows = self._page(query, jobs, project_id, after, None, True)
+        rows = self._page(query, jobs, jobs.c.project_id == project_id, after, None, True)
         if metadata_filter:
             rows = [r for r in rows if all((r["metadata"] or {}).get(k) == v for k, v in metadata_filter.items())]
         return rows[:limit]
@@ -269,13 +289,64 @@ class Store:
         return row.status if row is not None and row.worker == worker else None
 
     def fine_tuned_models(self, project_id: str | None = None) -> list[dict]:
-        """Succeeded jobs' models: name, base model, adapter directory, project (for the inference server)."""
+        """Succeeded jobs' models not deleted: name, base model, adapter directory, project (for the
+        inference server)."""
         query = sa.select(jobs.c.fine_tuned_model, jobs.c.model, jobs.c.adapter_dir, jobs.c.project_id,
-                          jobs.c.finished_at).where(jobs.c.status == "succeeded")
+                          jobs.c.finished_at).where(jobs.c.status == "succeeded", _not_deleted(jobs.c.fine_tuned_model))
         if project_id is not None:
             query = query.where(jobs.c.project_id == project_id)
         with self.engine.connect() as db:
             return [dict(r._mapping) for r in db.execute(query.order_by(jobs.c.seq))]
+
+    def checkpoint_models(self, project_id: str | None = None, *, granted: bool = False) -> list[dict]:
+        """Checkpoints' models not deleted, in `fine_tuned_models`' shape (adapter_dir None when the run keeps
+        no servable copy of that step): the project's own, or (`granted`) those other projects granted it."""
+        query = sa.select(checkpoints.c.fine_tuned_model_checkpoint.label("fine_tuned_model"), jobs.c.model,
+                          jobs.c.run_dir, checkpoints.c.step, jobs.c.project_id,
+                          checkpoints.c.created_at.label("finished_at")).join(jobs, jobs.c.id == checkpoints.c.job_id)
+        query = query.where(_not_deleted(checkpoints.c.fine_tuned_model_checkpoint))
+        if granted:
+            query = query.join(permissions, permissions.c.checkpoint == checkpoints.c.fine_tuned_model_checkpoint
+                               ).where(permissions.c.project_id == project_id)
+        elif project_id is not None:
+            query = query.where(jobs.c.project_id == project_id)
+        with self.engine.connect() as db:
+            rows = [dict(r._mapping) for r in db.execute(query.order_by(jobs.c.seq, checkpoints.c.step))]
+        for row in rows:
+            folder = Path(row.pop("run_dir")) / "checkpoint_models" / f"step-{row.pop('step')}"
+            row["adapter_dir"] = str(folder) if (folder / "hone.json").is_file() else None
+        return rows
+
+    def delete_model(self, project_id: str, name: str) -> None:
+        with self.engine.begin() as db:
+            db.execute(deleted_models.insert().values(name=name, project_id=project_id, deleted_at=int(time.time())))
+            db.execute(permissions.delete().where(permissions.c.checkpoint == name))
+
+    # -- checkpoint permissions ----------------------------------------------------------------
+    def add_permission(self, owner_id: str, checkpoint: str, project_id: str) -> dict:
+        """Grant `project_id` the checkpoint's model; the existing grant when there is one."""
+        with self.engine.begin() as db:
+            found = db.execute(sa.select(permissions).where(permissions.c.checkpoint == checkpoint,
+                                                            permissions.c.project_id == project_id)).first()
+            if found is not None:
+                return dict(found._mapping)
+            seq = db.execute(sa.select(sa.func.coalesce(sa.func.max(permissions.c.seq), 0) + 1)).scalar()
+            row = {"id": new_id("cp"), "seq": seq, "checkpoint": checkpoint, "owner_id": owner_id,
+                   "project_id": project_id, "created_at": int(time.time())}
+            db.execute(permissions.insert().values(**row))
+        return row
+
+    def list_permissions(self, checkpoint: str, *, project_id: str | None = None, after: str | None = None,
+                         limit: int = 10, newest_first: bool = True) -> list[dict]:
+        query = sa.select(permissions).where(permissions.c.checkpoint == checkpoint)
+        if project_id is not None:
+            query = query.where(permissions.c.project_id == project_id)
+        return self._page(query, permissions, permissions.c.checkpoint == checkpoint, after, limit, newest_first)
+
+    def delete_permission(self, checkpoint: str, permission_id: str) -> bool:
+        with self.engine.begin() as db:
+            return db.execute(permissions.delete().where(permissions.c.id == permission_id,
+                                                         permissions.c.checkpoint == checkpoint)).rowcount == 1
 
     # -- events and checkpoints ----------------------------------------------------------------
     def add_event(self, job_id: str, message: str, *, level: str = "info", type: str = "message",
@@ -314,11 +385,11 @@ class Store:
             rows = rows[ids.index(after) + 1:] if after in ids else []
         return rows[:limit]
 
-    def _page(self, query, table, project_id, after, limit, newest_first) -> list[dict]:
+    def _page(self, query, table, scope, after, limit, newest_first) -> list[dict]:
+        """`query`'s rows in `seq` order, those after the row `after` (looked up within `scope`, a condition)."""
         if after is not None:
             with self.engine.connect() as db:
-                seq = db.execute(sa.select(table.c.seq).where(table.c.id == after,
-                                                              table.c.project_id == project_id)).scalar()
+                seq = db.execute(sa.select(table.c.seq).where(table.c.id == after, scope)).scalar()
             if seq is None:
                 return []
             query = query.where(table.c.seq < seq if newest_first else table.c.seq > seq)
@@ -327,6 +398,10 @@ class Store:
             query = query.limit(limit)
         with self.engine.connect() as db:
             return [dict(r._mapping) for r in db.execute(query)]
+
+
+def _not_deleted(name_column):
+    return name_column.not_in(sa.select(deleted_models.c.name))
 
 
 def _sqlite_pragmas(connection, _record) -> None:

@@ -15,6 +15,7 @@ import json
 import os
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import time
@@ -166,9 +167,10 @@ class Worker:
             if returncode == 0:
                 adapter = Path(job["run_dir"]) / "adapter"
                 results = _final_metrics(adapter)
-                final = transition(store, current, "succeeded", expect=mine, adapter_dir=str(adapter),
-                                   fine_tuned_model=fine_tuned_model_name(current), trained_tokens=progress.tokens,
-                                   results=results, result_files=[self._results_file(current, progress)])
+                final = transition(store, current, "succeeded", expect=mine, worker=None, lease_until=None,
+                                   adapter_dir=str(adapter), fine_tuned_model=fine_tuned_model_name(current),
+                                   trained_tokens=progress.tokens, results=results,
+                                   result_files=[self._results_file(current, progress)])
                 scores = {k: v for k, v in results.items() if k.startswith("eval_")}
                 if scores:
                     store.add_event(job_id, "Evaluation: " + ", ".join(f"{k.removeprefix('eval_')}={v:.4g}"
@@ -181,9 +183,10 @@ class Worker:
                 for issue in message.splitlines()[1:]:
                     if issue.startswith("  ") and not issue.startswith("  hint:"):
                         progress.grader_failure(progress.last_step, issue.strip())
-            transition(store, current, "failed", expect=mine, trained_tokens=progress.tokens,
-                       error={"code": EXIT_CODES.get(returncode, "training_failed"), "message": message,
-                              "param": "training_file" if returncode == 3 else None})
+            error = {"code": EXIT_CODES.get(returncode, "training_failed"), "message": message,
+                     "param": "training_file" if returncode == 3 else None}
+            transition(store, current, "failed", expect=mine, worker=None, lease_until=None,
+                       trained_tokens=progress.tokens, error=error)
             store.add_event(job_id, message, level="error")
             return "failed"
         except ConflictError:  # cancelled or paused between the exit and now: the API's change stands
@@ -205,6 +208,9 @@ class Worker:
                                                 "purpose": "fine-tune-results", "bytes": path.stat().st_size,
                                                 "path": str(path), "report": None, "created_at": int(time.time())})
         return file_id
+
+
+RATE_WINDOW = 20  # steps whose wall-clock rate estimates a job's finish
 
 
 class Progress:
@@ -249,7 +255,8 @@ class Progress:
             if steps:
                 last = max(steps, key=lambda r: r["step"])
                 self.store.update_job(self.job["id"], trained_tokens=self.tokens,
-                                      progress={"step": last["step"], "total_steps": last.get("total_steps")})
+                                      progress={"step": last["step"], "total_steps": last.get("total_steps"),
+                                                "estimated_finish": self._estimated_finish(last)})
         self._checkpoints()
 
     def grader_failure(self, step: int, failure: str) -> None:
@@ -271,6 +278,18 @@ class Progress:
         for path, name in self.paths.items():
             text = text.replace(path, name)
         return text
+    def _estimated_finish(self, last: dict) -> int | None:
+        """When the run should end (unix seconds): the last step's time plus the steps left at the wall-clock
+        rate of the last (up to) 20 steps, evaluations and checkpoints between them included. The rate is the
+        median of the step-to-step times, so a pause inside the window does not count; None until two steps
+        carry their time."""
+        timed = sorted((r for r in self.records.values() if "loss" in r and "time" in r), key=lambda r: r["step"])
+        window = timed[-RATE_WINDOW:]
+        total = last.get("total_steps")
+        if len(window) < 2 or not total:
+            return None
+        rate = statistics.median((b["time"] - a["time"]) / (b["step"] - a["step"]) for a, b in zip(window, window[1:]))
+        return int(window[-1]["time"] + (total - window[-1]["step"]) * max(rate, 0.0))
 
     def _read(self) -> list[dict]:
         """The lines written since the last look; all of them again when the file was rewritten: a resumed run
@@ -301,10 +320,7 @@ class Progress:
                 continue  # its metrics line is not read yet
             self._seen_checkpoints.add(step)
             name = f"{fine_tuned_model_name(self.job)}:ckpt-step-{step}"
-            shown = {"step": step, "train_loss": metrics["loss"]}
-            if "val_loss" in metrics:
-                shown["valid_loss"] = metrics["val_loss"]
-            if self.store.add_checkpoint(self.job["id"], step, shown, name):
+            if self.store.add_checkpoint(self.job["id"], step, checkpoint_metrics(step, metrics), name):
                 self.store.add_event(self.job["id"], f"Checkpoint created at step {step}")
 
     def _passed_saves(self) -> set[int]:
@@ -317,6 +333,18 @@ class Progress:
         last = max(trained)
         return {step for step in trained if step % every == 0 and step < last}
 
+
+
+def checkpoint_metrics(step: int, record: dict) -> dict:
+    """OpenAI's seven checkpoint metrics from the step's merged metrics.jsonl records. hone validates on the
+    whole validation file, so `valid_*` and `full_valid_*` are the same numbers: those of the evaluation
+    at this step, or None when none ran here (no validation file, or train.eval_every skipped the step);
+    token accuracies are None for objectives that predict no tokens (DPO, GRPO, reward models)."""
+    return {"step": step, "train_loss": record["loss"],
+            "train_mean_token_accuracy": record.get("mean_token_accuracy"),
+            "valid_loss": record.get("val_loss"), "valid_mean_token_accuracy": record.get("val_mean_token_accuracy"),
+            "full_valid_loss": record.get("val_loss"),
+            "full_valid_mean_token_accuracy": record.get("val_mean_token_accuracy")}
 
 
 def _final_metrics(adapter: Path) -> dict:

@@ -59,6 +59,13 @@ def resolve_model(spec: str) -> ModelSource:
     )
 
 
+def context_length(source: ModelSource) -> int | None:
+    """The longest sequence the model was built for (its config's max_position_embeddings), if it says."""
+    from transformers import AutoConfig
+
+    return getattr(AutoConfig.from_pretrained(source.path), "max_position_embeddings", None)
+
+
 def load_tokenizer(spec: str | ModelSource):
     from transformers import AutoTokenizer
 

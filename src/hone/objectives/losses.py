@@ -18,7 +18,8 @@ class _LinearCrossEntropy(torch.autograd.Function):
     linear-cross-entropy kernels) and only scaled in backward, so peak memory is one chunk of
     logits, and the flops equal a plain forward + backward. The matmuls run in `dtype` (bf16 under
     bf16 autocast, also for an fp32 head); softmax, loss and accumulation are at least fp32, and the
-    gradients come back in the inputs' own dtypes.
+    gradients come back in the inputs' own dtypes. Its second output counts the tokens whose most
+    likely prediction is the target (for token accuracy; no gradient).
     """
 
     @staticmethod
@@ -28,6 +29,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
         acc = torch.promote_types(dtype, torch.float32)  # at least fp32 for logits and the sum
         grad_w = torch.zeros_like(weight, dtype=acc) if need_w else None
         total = hidden.new_zeros((), dtype=acc)
+        hits = torch.zeros((), dtype=torch.long, device=hidden.device)
         rows = torch.arange(min(chunk_size, hidden.shape[0]), device=hidden.device)
         w = weight.to(dtype)
         for start in range(0, hidden.shape[0], chunk_size):
@@ -41,6 +43,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
             del logits
             r = rows[: h.shape[0]]
             total -= log_probs[r, t].sum()
+            hits += log_probs.argmax(dim=-1).eq(t).sum()
             if need_h or need_w:
                 probs = log_probs.exp_()  # softmax, in place
                 probs[r, t] -= 1.0  # d loss / d logits
@@ -52,10 +55,11 @@ class _LinearCrossEntropy(torch.autograd.Function):
                 if need_w:
                     grad_w += (probs.T @ h).to(acc)
         ctx.save_for_backward(grad_h, grad_w.to(weight.dtype) if need_w else None)
-        return total
+        ctx.mark_non_differentiable(hits)
+        return total, hits
 
     @staticmethod
-    def backward(ctx, grad_out):
+    def backward(ctx, grad_out, _grad_hits):
         grad_h, grad_w = ctx.saved_tensors
         gh = grad_h * grad_out if grad_h is not None else None
         gw = grad_w * grad_out if grad_w is not None else None
@@ -66,12 +70,18 @@ def linear_cross_entropy(hidden, weight, targets, chunk_size: int = 1024, softca
     """Sum over tokens of CE(hidden @ weight.T, targets), the logits soft-capped at `softcap` when given.
     hidden (N, H), weight (V, H), targets (N,). Under autocast the matmuls run in autocast's dtype
     (`head_matmul_dtype`), the loss in fp32."""
+    return linear_cross_entropy_and_hits(hidden, weight, targets, chunk_size, softcap)[0]
+
+
+def linear_cross_entropy_and_hits(hidden, weight, targets, chunk_size: int = 1024, softcap: float | None = None):
+    """(summed CE as `linear_cross_entropy`, the number of tokens whose argmax is the target: an int)."""
     if hidden.shape[0] == 0:
-        return hidden.sum() * 0.0 + weight.sum() * 0.0
+        return hidden.sum() * 0.0 + weight.sum() * 0.0, 0
     device = hidden.device.type
     dtype = head_matmul_dtype(device, hidden.dtype)
     with torch.autocast(device, enabled=False):
-        return _LinearCrossEntropy.apply(hidden, weight, targets, chunk_size, dtype, softcap)
+        total, hits = _LinearCrossEntropy.apply(hidden, weight, targets, chunk_size, dtype, softcap)
+    return total, int(hits)
 
 
 class _LinearTokenLogProbs(torch.autograd.Function):

@@ -13,7 +13,7 @@ from hone.data.prepare import SFT_FORMATS as FORMATS
 from hone.data.pack import collate, pack_rows
 from hone.data.prepare import prepare_data
 from hone.objectives.base import Objective, ObjectiveKind
-from hone.objectives.losses import linear_cross_entropy
+from hone.objectives.losses import linear_cross_entropy_and_hits
 
 
 class Config(Section):
@@ -103,12 +103,14 @@ class SFT(Objective):
         keep = targets.ne(-100)
         head = model.get_output_embeddings().weight
         # the head's matmuls in autocast's dtype, softmax and loss in fp32 (also for an fp32 head)
-        loss_sum = linear_cross_entropy(hidden[keep], head, targets[keep], self.chunk_tokens,
-                                        getattr(model.config, "final_logit_softcapping", None))
-        return loss_sum, {"loss_sum": loss_sum.detach().item(), "targets": int(keep.sum())}
+        loss_sum, hits = linear_cross_entropy_and_hits(hidden[keep], head, targets[keep], self.chunk_tokens,
+                                                       getattr(model.config, "final_logit_softcapping", None))
+        return loss_sum, {"loss_sum": loss_sum.detach().item(), "targets": int(keep.sum()), "hits": hits}
 
     def report(self, parts: list[dict], loss: float, *, validation: bool) -> dict:
-        return {"ppl": math.exp(min(loss, 50.0))} if validation else {}
+        """Token accuracy (the share of target tokens predicted by argmax), and perplexity on validation."""
+        accuracy = {"mean_token_accuracy": sum(p["hits"] for p in parts) / max(sum(p["targets"] for p in parts), 1)}
+        return {"ppl": math.exp(min(loss, 50.0)), **accuracy} if validation else accuracy
 
 
 KIND = ObjectiveKind("sft", Config, build, FORMATS)

@@ -15,7 +15,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from hone.errors import ConflictError, HoneError, NotFoundError, QuotaError, RequestError, TooLargeError
+from hone.errors import ConflictError, ForbiddenError, HoneError, NotFoundError, QuotaError, RequestError, TooLargeError
 from hone.infer.registry import UnknownModel
 
 log = logging.getLogger("hone.serve")
@@ -41,13 +41,14 @@ class ApiError(HoneError):
 
 # hone's error kinds -> (HTTP status, OpenAI error type); the first kind the error is wins
 STATUSES = ((UnknownModel, 404, "invalid_request_error"), (NotFoundError, 404, "invalid_request_error"),
-            (ConflictError, 409, "invalid_request_error"), (QuotaError, 429, "rate_limit_error"),
+            (ConflictError, 409, "invalid_request_error"), (ForbiddenError, 403, "permission_error"),
+            (QuotaError, 429, "rate_limit_error"),
             (TooLargeError, 413, "invalid_request_error"))
 
 
 def from_hone_error(error: HoneError) -> ApiError:
-    """hone's error kinds → HTTP: an unknown model or object is 404, a state conflict 409, a quota 429, a
-    size limit 413; anything else the caller got wrong is 400."""
+    """hone's error kinds → HTTP: an unknown model or object is 404, a state conflict 409, a forbidden change
+    403, a quota 429, a size limit 413; anything else the caller got wrong is 400."""
     message = f"{error.what}" + (f" (hint: {error.hint})" if error.hint else "")
     status, kind = next(((s, k) for cls, s, k in STATUSES if isinstance(error, cls)), (400, "invalid_request_error"))
     if isinstance(error, UnknownModel):

@@ -30,6 +30,7 @@ class ProjectKey:
     base: str
     store: Store
     _models: dict | None = field(default=None, repr=False)
+    _checkpoints: set | None = field(default=None, repr=False)
 
     @property
     def id(self) -> str:
@@ -45,8 +46,15 @@ class ProjectKey:
         """The bases the project's models were tuned from, callable by their names too."""
         return {row["model"] for row in self.models().values()}
 
+    def checkpoints(self) -> set[str]:
+        """The checkpoint models the project may call (`ft:...:ckpt-step-N`): its own, and those granted to it."""
+        if self._checkpoints is None:
+            self._checkpoints = {r["fine_tuned_model"] for r in self.store.checkpoint_models(self.project)} | \
+                {r["fine_tuned_model"] for r in self.store.checkpoint_models(self.project, granted=True)}
+        return self._checkpoints
+
     def allows(self, model: str) -> bool:
-        return model == self.base or model in self.models() or model in self.bases()
+        return model == self.base or model in self.models() or model in self.bases() or model in self.checkpoints()
 
 
 class ProjectAuthenticator:
@@ -87,7 +95,7 @@ class FineTunedCatalog:
         """(the base spec, the adapter name or None) for a finished model or a base one was tuned from;
         a model tuned from the served base under another name (same weights' hash) runs on `served`."""
         rows = self.store.fine_tuned_models()
-        row = next((r for r in rows if r["fine_tuned_model"] == name), None)
+        row = self._row(name)
         if row is None:
             if any(r["model"] == name for r in rows):
                 return name, None
@@ -100,7 +108,7 @@ class FineTunedCatalog:
 
     def register(self, engine, name: str) -> None:
         """Make the finished model `name` callable in `engine`, its base's engine."""
-        row = next((r for r in self.store.fine_tuned_models() if r["fine_tuned_model"] == name), None)
+        row = self._row(name)
         if row is None or not row["adapter_dir"]:
             raise unknown_model(name)
         try:
@@ -111,3 +119,8 @@ class FineTunedCatalog:
                                f"does not fit {engine.source.id!r}: {error.what}", param="model",
                                code="model_base_mismatch") from None
             raise
+
+    def _row(self, name: str) -> dict | None:
+        """The finished or checkpoint model `name` (any project's: the key was checked before)."""
+        return next((r for r in self.store.fine_tuned_models() + self.store.checkpoint_models()
+                     if r["fine_tuned_model"] == name), None)

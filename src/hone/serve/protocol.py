@@ -13,6 +13,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from hone.jobs.service import job_integrations
+
 
 class StreamOptions(BaseModel):
     include_usage: bool = False
@@ -318,6 +320,8 @@ class JobObject(BaseModel):
             trained_tokens=row["trained_tokens"], training_file=row["training_file"],
             validation_file=row["validation_file"], metadata=row["metadata"], method=method,
             user_provided_suffix=row["suffix"], progress=row["progress"], results=row["results"],
+            estimated_finish=(row["progress"] or {}).get("estimated_finish") if row["status"] == "running" else None,
+            integrations=job_integrations(row["config"]),
             report=f"/v1/fine_tuning/jobs/{row['id']}/report" if has_report else None)
 
 
@@ -404,16 +408,8 @@ class JobRequest(BaseModel):
     hyperparameters: dict | None = None
     """The legacy form of `method.supervised.hyperparameters`."""
     integrations: list[dict] | None = None
-    """Accepted only empty: hone sends no job's progress to other services."""
+    """One of type wandb: the job's metrics go to hone's offline tracking (`hone.jobs.service.tracking_keys`)."""
     hone: dict | None = None
-
-    @field_validator("integrations")
-    @classmethod
-    def _no_integrations(cls, value):
-        if value:
-            raise ValueError("hone has no integrations: a job's progress is read from its events, checkpoints "
-                             "and result file (and the dashboard)")
-        return value
 
 
 class WorkerCount(BaseModel):
@@ -427,3 +423,65 @@ class WorkerCount(BaseModel):
 class ServiceStatus(BaseModel):
     object: Literal["service.status"] = "service.status"
     workers: WorkerCount
+
+
+# -- checkpoint permissions, graders, model deletion ----------------------------------------------
+class PermissionRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    project_ids: list[str] = Field(min_length=1)
+    """The hone projects (ids, `proj-...`) that may call the checkpoint's model."""
+
+
+class CheckpointPermission(BaseModel):
+    id: str
+    object: Literal["checkpoint.permission"] = "checkpoint.permission"
+    created_at: int
+    project_id: str
+
+    @classmethod
+    def from_row(cls, row: dict) -> "CheckpointPermission":
+        return cls(id=row["id"], created_at=row["created_at"], project_id=row["project_id"])
+
+
+class CheckpointPermissionList(_Page):
+    data: list[CheckpointPermission]
+
+
+class CheckpointPermissionDeleted(BaseModel):
+    id: str
+    object: Literal["checkpoint.permission"] = "checkpoint.permission"
+    deleted: bool
+
+
+class GraderValidateRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    grader: dict
+    """An OpenAI grader object (string_check, text_similarity, python, score_model, label_model, multi)."""
+
+
+class GraderRunRequest(GraderValidateRequest):
+    model_sample: str
+    """The model's output, the grader's `sample` (`output_json` when it parses as JSON)."""
+    item: dict | None = None
+    """The record the sample answers, the grader's `item`."""
+
+
+class GraderValidateResponse(BaseModel):
+    grader: dict
+
+
+class GraderRunResponse(BaseModel):
+    model_config = ConfigDict(protected_namespaces=())
+    reward: float
+    sub_rewards: dict
+    model_grader_token_usage_per_model: dict
+    metadata: dict
+    """name, type, execution_time, scores, token_usage, sampled_model_name and OpenAI's `errors` flags."""
+    hone: dict
+    """hone's addition: the grader's `reason` for the score."""
+
+
+class ModelDeleted(BaseModel):
+    id: str
+    object: Literal["model"] = "model"
+    deleted: bool

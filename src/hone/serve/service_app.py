@@ -11,7 +11,7 @@ from hone.jobs.store import Store
 from hone.paths import private_dir
 from hone.serve.app import create_app
 from hone.serve.projects import FineTunedCatalog, ProjectAuthenticator
-from hone.serve.routes import files, fine_tuning, service_status
+from hone.serve.routes import files, fine_tuning, model_access, service_status
 from hone.serve.settings import ServeSettings
 
 DASHBOARD = Path(__file__).resolve().parent.parent / "dashboard"
@@ -40,6 +40,7 @@ def create_service_app(store: Store, settings: ServiceSettings, *, serve_setting
     app.state.hone.body_limits["/v1/files"] = (settings.max_upload_bytes + UPLOAD_ENVELOPE, "file_too_large", "file")
     app.include_router(files.router, prefix="/v1")
     app.include_router(fine_tuning.router, prefix="/v1")
+    app.include_router(model_access.router, prefix="/v1")
     app.include_router(service_status.router, prefix="/v1")
     if dashboard and (DASHBOARD / "index.html").is_file():
         app.mount("/", StaticFiles(directory=DASHBOARD, html=True), name="dashboard")

@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from hone.models.artifact import write_artifact
 from hone.train.distributed import barrier, full_optimizer_state, full_trainable_state, is_main, load_full_state
 
 
@@ -61,6 +62,17 @@ def prune_checkpoints(run_dir: Path, keep: int) -> None:
         shutil.rmtree(old, ignore_errors=True)
     if not _complete(root):
         shutil.rmtree(root, ignore_errors=True)
+def write_checkpoint_model(run_dir: Path, step: int, keep: int, model, method, config, source, tokenizer,
+                           metrics: dict, **artifact_options) -> Path:
+    """The model at `step` as a servable artifact, RUN/checkpoint_models/step-N (like RUN/adapter); only the
+    newest `keep` stay."""
+    root = Path(run_dir) / "checkpoint_models"
+    folder = write_artifact(root / f"step-{step}", model, method, config, source, tokenizer,
+                            {**metrics, "step": step}, **artifact_options)
+    kept = sorted((p for p in root.glob("step-*") if p.name.split("-")[1].isdigit()), key=_step_of)
+    for old in kept[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+    return folder
 
 
 def latest_checkpoint(run_dir: Path) -> Path | None:

@@ -21,7 +21,8 @@ from hone.models.attention import use_segment_attention
 from hone.models.load import load_model, load_tokenizer, resolve_model, set_threads
 from hone.models.storage import stored_bytes
 from hone.objectives import build_objective
-from hone.train.checkpoint import latest_checkpoint, load_checkpoint, prune_checkpoints, save_checkpoint
+from hone.train.checkpoint import (latest_checkpoint, load_checkpoint, prune_checkpoints, save_checkpoint,
+                                   write_checkpoint_model)
 from hone.train.distributed import Runtime, barrier, start_runtime, stop_runtime
 from hone.train.estimate import check_fits
 from hone.train.kernels import resolve_kernels
@@ -31,6 +32,7 @@ from hone.train.overfit import ValidationWatch
 from hone.train.precision import prepare_for_precision
 from hone.train.regularize import L2SP
 from hone.train.step import StepPlan, optimizer_step
+from hone.train.tracking import open_tracker
 
 
 @dataclass
@@ -111,7 +113,8 @@ def _train(config: RunConfig, run_dir: Path, runtime: Runtime, source, objective
     plan = StepPlan(data.train, objective, config, batching, shard=runtime.shard)
     optimizer = build_optimizer(model.parameters(), config.train)
     scheduler = build_scheduler(optimizer, config.train, plan.total_steps)
-    metrics = MetricsLog(run_dir / "metrics.jsonl", enabled=runtime.main)
+    tracker = open_tracker(config.train.tracking, run_dir, config.name or run_dir.name) if runtime.main else None
+    metrics = MetricsLog(run_dir / "metrics.jsonl", enabled=runtime.main, tracker=tracker)
     with runtime.autocast():  # the objective sees the start model, on its device, before a checkpoint is restored
         objective.begin(model, data, batching, method)
     step = 0
@@ -127,9 +130,15 @@ def _train(config: RunConfig, run_dir: Path, runtime: Runtime, source, objective
     watch = ValidationWatch(config, run_dir, tokenizer, bool(validation), resumed_step=step, log=log)
     bar = _progress_bar(plan.total_steps, step, progress)
 
-    def save(at: int) -> None:
-        save_checkpoint(run_dir, at, model, optimizer, scheduler, {"total_steps": plan.total_steps}, runtime.scaler,
-                        keep=config.train.keep_checkpoints)
+    def save(at: int, *, checkpoint: bool = True) -> None:
+        """A checkpoint at `at` (kept as train.keep_checkpoints says), and its servable copy when
+        train.checkpoint_models asks for one."""
+        if checkpoint:
+            save_checkpoint(run_dir, at, model, optimizer, scheduler, {"total_steps": plan.total_steps},
+                            runtime.scaler, keep=config.train.keep_checkpoints)
+        if config.train.checkpoint_models and runtime.main and runtime.strategy != "fsdp":
+            write_checkpoint_model(run_dir, at, config.train.checkpoint_models, model, method, config, source,
+                                   tokenizer, metrics.summary(), objective=objective, data=data)
 
     model.train()
     last_eval = None
@@ -141,7 +150,7 @@ def _train(config: RunConfig, run_dir: Path, runtime: Runtime, source, objective
             step += 1
             seconds = time.perf_counter() - started
             record = {"step": step, "total_steps": plan.total_steps, "epoch": round(plan.epoch_at(step), 4), **record,
-                      "tokens_per_s": record["tokens"] / seconds, "seconds": seconds}
+                      "tokens_per_s": record["tokens"] / seconds, "seconds": seconds, "time": round(time.time(), 3)}
             metrics.append(record)
             bar.update(1)
             bar.set_postfix(loss=f"{record['loss']:.4f}", tok_s=f"{record['tokens_per_s']:.0f}")
@@ -161,12 +170,13 @@ def _train(config: RunConfig, run_dir: Path, runtime: Runtime, source, objective
                 save(step)
     except KeyboardInterrupt:
         bar.close()
+        metrics.close()
         save(step)
         log(f"\ninterrupted at step {step}; checkpoint saved. Continue with: hone train --resume {run_dir}")
         raise
     bar.close()
-    if config.train.save_every and config.train.keep_checkpoints:
-        save(step)
+    metrics.close()
+    save(step, checkpoint=bool(config.train.save_every and config.train.keep_checkpoints))
     model.eval()
     summary = metrics.summary()
     if last_eval:

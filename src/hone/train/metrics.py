@@ -7,15 +7,25 @@ from pathlib import Path
 
 
 class MetricsLog:
-    def __init__(self, path: Path, enabled: bool = True) -> None:
+    """The metrics stream: appended to metrics.jsonl, and passed on to `tracker` (`hone.train.tracking`)."""
+
+    def __init__(self, path: Path, enabled: bool = True, tracker=None) -> None:
         self.path = Path(path)
         self.enabled = enabled  # False on ranks other than 0: one process writes the file
+        self.tracker = tracker
 
     def append(self, record: dict) -> None:
         if not self.enabled:
             return
         with open(self.path, "a", encoding="utf-8") as f:
             f.write(json.dumps(record) + "\n")
+        if self.tracker is not None:
+            self.tracker.log(record)
+
+    def close(self) -> None:
+        if self.tracker is not None:
+            self.tracker.close()
+            self.tracker = None
 
     def records(self) -> list[dict]:
         if not self.path.is_file():

@@ -18,7 +18,7 @@ async def list_models(request: Request):
     return protocol.ModelList(data=_cards(state, state.authorize(request))).model_dump()
 
 
-@router.get("/v1/models/{name}")
+@router.get("/v1/models/{name:path}")
 async def get_model(name: str, request: Request):
     state = state_of(request)
     card = next((card for card in _cards(state, state.authorize(request, name)) if card.id == name), None)
