@@ -41,6 +41,8 @@ class Method:
     - `side_by_side(config)`: whether an artifact made with this method config is plain LoRA weights
       on linear layers, which `hone serve` batches with other adapters on one shared base.
     - `needs_weights`: `hone estimate` must build the model with real weights, not meta tensors.
+    - `whole_model`: the artifact is a complete transformers model directory, so it carries the
+      tokenizer and chat template too (`AutoModelForCausalLM` and `AutoTokenizer` load it as it is).
     Optional hooks (defaults above): `check_run(run)` rejects settings of the rest of the run the
     method cannot work with (raise ValueError naming the key); `describe(model)` returns a line the
     training log prints after `apply` (empty: none).
@@ -56,6 +58,7 @@ class Method:
     merge_precision: str = "fp32"
     side_by_side: Callable[..., bool] = only_with_its_own_base
     needs_weights: bool = False
+    whole_model: bool = False
     check_run: Callable[..., None] = accept_any_run
     describe: Callable[..., str] = nothing_to_say
 

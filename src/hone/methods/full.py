@@ -16,9 +16,6 @@ from hone.methods.base import Method
 from hone.methods.weights import load_into
 
 
-WHOLE_MODEL = True  # the artifact is a whole model, so it carries its tokenizer too (`write_artifact`)
-
-
 class Config(Section):
     type: Literal["full"] = "full"
 
@@ -44,4 +41,4 @@ def merge(model):
     return model
 
 
-METHOD = Method("full", Config, apply, save, load, merge=merge)
+METHOD = Method("full", Config, apply, save, load, merge=merge, whole_model=True)

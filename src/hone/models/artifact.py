@@ -29,7 +29,7 @@ def write_artifact(directory: Path, model, method, config, source, tokenizer, me
     tmp = directory.with_name(directory.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     method.save(model, tmp)
-    if getattr(method, "WHOLE_MODEL", False):  # loadable by any transformers code, tokenizer included
+    if method.whole_model:  # loadable by any transformers code, tokenizer included
         tokenizer.save_pretrained(tmp)
     objective_state = config.objective.model_dump(mode="json")
     if objective is not None:
