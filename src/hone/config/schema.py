@@ -23,7 +23,8 @@ ObjectiveConfig = Annotated[Union[tuple(OBJECTIVE_CONFIGS.values())], Field(disc
 class DataConfig(Section):
     train: str | None = None
     """Training JSONL: chat `messages`, `prompt`/`completion`, alpaca or raw `text` records (sft);
-    preference pairs (dpo, reward); labelled `{"text", "label"}` records (classify); prompts (grpo:
+    preference pairs (dpo, orpo, simpo, reward; kto takes them too); judged completions `{"prompt",
+    "completion", "label": true|false}` (kto); labelled `{"text", "label"}` records (classify); prompts (grpo:
     conversations ending with a user turn plus grader fields, or chat records)."""
     validation: str | None = None
     """Validation JSONL; when absent, `validation_fraction` of `train` is held out deterministically."""

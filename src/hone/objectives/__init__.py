@@ -28,7 +28,7 @@ from __future__ import annotations
 from types import ModuleType
 from typing import Protocol
 
-from hone.objectives import classify, dpo, grpo, reward, sft
+from hone.objectives import classify, dpo, grpo, kto, orpo, reward, sft, simpo
 
 
 class Objective(Protocol):
@@ -55,7 +55,8 @@ class Objective(Protocol):
     def manifest(self, data) -> dict: ...
 
 
-OBJECTIVES: dict[str, ModuleType] = {"sft": sft, "dpo": dpo, "reward": reward, "classify": classify, "grpo": grpo}
+OBJECTIVES: dict[str, ModuleType] = {"sft": sft, "dpo": dpo, "kto": kto, "orpo": orpo, "simpo": simpo, "reward": reward,
+                                     "classify": classify, "grpo": grpo}
 OBJECTIVE_CONFIGS = {name: module.Config for name, module in OBJECTIVES.items()}
 
 
