@@ -99,3 +99,13 @@ def linear_token_log_probs(hidden, weight, targets, chunk_size: int = 1024):
     if hidden.shape[0] == 0:
         return hidden.sum(dim=-1) * 0.0
     return _LinearTokenLogProbs.apply(hidden, weight, targets, chunk_size)
+
+
+@torch.no_grad()
+def linear_token_entropy(hidden, weight, chunk_size: int = 1024):
+    """Entropy of softmax(hidden @ weight.T) per token (N,), chunk by chunk, without gradients."""
+    out = hidden.new_empty(hidden.shape[0], dtype=torch.promote_types(hidden.dtype, torch.float32))
+    for start in range(0, hidden.shape[0], chunk_size):
+        log_probs = torch.log_softmax((hidden[start:start + chunk_size] @ weight.T).to(out.dtype), dim=-1)
+        out[start:start + chunk_size] = -(log_probs.exp() * log_probs).sum(dim=-1)
+    return out
