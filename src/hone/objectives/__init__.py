@@ -28,7 +28,7 @@ from __future__ import annotations
 from types import ModuleType
 from typing import Protocol
 
-from hone.objectives import classify, dpo, grpo, kto, orpo, reward, sft, simpo
+from hone.objectives import classify, distill, dpo, grpo, kto, orpo, reward, sft, simpo
 
 
 class Objective(Protocol):
@@ -56,7 +56,7 @@ class Objective(Protocol):
 
 
 OBJECTIVES: dict[str, ModuleType] = {"sft": sft, "dpo": dpo, "kto": kto, "orpo": orpo, "simpo": simpo, "reward": reward,
-                                     "classify": classify, "grpo": grpo}
+                                     "classify": classify, "grpo": grpo, "distill": distill}
 OBJECTIVE_CONFIGS = {name: module.Config for name, module in OBJECTIVES.items()}
 
 
