@@ -28,6 +28,7 @@ from hone.config.base import Section
 from hone.data.formats import Example
 from hone.data.pack import collate
 from hone.data.prepare import PreparedData
+from hone.data.prompts import PROMPT_FORMATS as FORMATS
 from hone.data.prompts import prepare_prompts
 from hone.data.template import IGNORE, TokenizedExample, tokenize_example
 from hone.errors import ConfigError

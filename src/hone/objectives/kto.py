@@ -20,6 +20,7 @@ import torch
 from pydantic import Field
 
 from hone.config.base import Section
+from hone.data.judged import JUDGED_FORMATS as FORMATS
 from hone.data.judged import judged_length, prepare_judged
 from hone.methods import reference_policy
 from hone.objectives.base import NoExtras

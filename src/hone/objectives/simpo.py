@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from pydantic import Field
 
 from hone.config.base import Section
+from hone.data.pairs import PAIR_FORMATS as FORMATS
 from hone.objectives.base import NoExtras, PairUnits
 from hone.objectives.dpo import pair_report, sequence_log_probs
 
