@@ -76,22 +76,6 @@ def _nll(adapter, items):
 
 
 @pytest.fixture(scope="module")
-def sharp_model_dir(tmp_path_factory):
-    """The tiny model with embeddings (and so the tied output head) scaled up 4x: peaked enough that a
-    small LoRA learns a fixed reply within a few dozen steps."""
-    from hone.models.tiny import tiny_model, tiny_tokenizer
-
-    tokenizer = tiny_tokenizer()
-    model = tiny_model(tokenizer)
-    with torch.no_grad():
-        model.get_input_embeddings().weight.mul_(4)
-    path = tmp_path_factory.mktemp("sharp-tiny")
-    model.save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
-
-
-@pytest.fixture(scope="module")
 def task_runs(tmp_path_factory, sharp_model_dir):
     from hone.api import train
 

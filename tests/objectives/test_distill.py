@@ -45,21 +45,6 @@ ANSWER = "cat dog cow"
 
 
 @pytest.fixture(scope="module")
-def sharp_model_dir(tmp_path_factory):
-    """The tiny model with embeddings (and the tied head) scaled 4x, so a LoRA learns a reply quickly."""
-    from hone.models.tiny import tiny_model, tiny_tokenizer
-
-    tokenizer = tiny_tokenizer()
-    model = tiny_model(tokenizer)
-    with torch.no_grad():
-        model.get_input_embeddings().weight.mul_(4)
-    path = tmp_path_factory.mktemp("sharp-tiny")
-    model.save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
-
-
-@pytest.fixture(scope="module")
 def teacher(tmp_path_factory, sharp_model_dir):
     """A LoRA run that answers every 'Name animal' prompt with the same reply, and the prompt files."""
     from hone.api import train

@@ -57,22 +57,6 @@ def test_group_advantages_by_hand():
 
 
 @pytest.fixture(scope="module")
-def sharp_model_dir(tmp_path_factory):
-    """The tiny model with embeddings (and so the tied output head) scaled up 4x: its next-token
-    distributions are peaked enough that a LoRA can move them within a few steps."""
-    from hone.models.tiny import tiny_model, tiny_tokenizer
-
-    tokenizer = tiny_tokenizer()
-    model = tiny_model(tokenizer)
-    with torch.no_grad():
-        model.get_input_embeddings().weight.mul_(4)
-    path = tmp_path_factory.mktemp("sharp-tiny")
-    model.save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
-
-
-@pytest.fixture(scope="module")
 def prompt_files(tmp_path_factory):
     """Graded prompts (OpenAI's RFT shape): the grader reads `{{item.letter}}`."""
     out = tmp_path_factory.mktemp("prompts")

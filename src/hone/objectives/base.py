@@ -34,3 +34,6 @@ class PairUnits:
 
     def validation_batches(self, units, data_config, pad_id: int, segmented: bool) -> list[dict]:
         return pair_batches(units, data_config, pad_id, segmented)
+
+    def units(self, batch) -> int:
+        return int(batch["n_pairs"])

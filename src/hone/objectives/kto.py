@@ -22,9 +22,8 @@ from pydantic import Field
 from hone.config.base import Section
 from hone.data.judged import JUDGED_FORMATS as FORMATS
 from hone.data.judged import judged_length, prepare_judged
-from hone.methods import reference_policy
 from hone.objectives.base import NoExtras
-from hone.objectives.dpo import sequence_log_probs, store_reference_log_probs
+from hone.objectives.dpo import StoredReference, sequence_log_probs
 from hone.objectives.heads import collate_sequences
 
 
@@ -62,7 +61,7 @@ def kto_loss(policy, reference, policy_kl, reference_kl, desirable, beta: float,
     return losses, beta * ratio.detach(), z0
 
 
-class KTO(NoExtras):
+class KTO(StoredReference, NoExtras):
     """Judged completions in, KTO loss out; the unit is a completion (with its mismatched KL sample)."""
 
     name = "kto"
@@ -90,25 +89,13 @@ class KTO(NoExtras):
         return [self.collate(units[i:i + per_batch], data_config, pad_id, segmented)
                 for i in range(0, len(units), per_batch)]
 
-    def begin(self, model, data, data_config, pad_id: int, segmented: bool) -> None:
-        """Without an adapter, keep the start model's log-probs of both sequences on each unit."""
-        if hasattr(model, "disable_adapter"):
-            return
-        units = data.train + data.validation
-        store_reference_log_probs(model, units, self.config.loss_chunk_tokens,
-                                  self.validation_batches(units, data_config, pad_id, segmented))
-
     def units(self, batch) -> int:
         return len(batch["desirable"])
 
     def loss(self, model, batch):
         c = self.config
         policy, _ = sequence_log_probs(model, batch, c.loss_chunk_tokens)
-        if "reference" in batch:
-            reference = batch["reference"].to(policy.dtype)
-        else:
-            with torch.no_grad(), reference_policy(model):
-                reference, _ = sequence_log_probs(model, batch, c.loss_chunk_tokens)
+        reference = self.reference_log_probs(model, batch, policy.dtype)
         desirable = batch["desirable"].to(policy.device)
         losses, rewards, z0 = kto_loss(policy[0::2], reference[0::2], policy[1::2], reference[1::2], desirable,
                                        c.beta, c.desirable_weight, c.undesirable_weight)

@@ -19,7 +19,7 @@ from pydantic import Field
 from hone.config.base import Section
 from hone.data.pairs import PAIR_FORMATS as FORMATS
 from hone.objectives.base import NoExtras, PairUnits
-from hone.objectives.dpo import pair_report, sequence_log_probs
+from hone.objectives.dpo import mean_log_probs, pair_parts, pair_report
 
 
 class Config(Section):
@@ -57,19 +57,12 @@ class ORPO(PairUnits, NoExtras):
     def __init__(self, config: Config) -> None:
         self.config = config
 
-    def units(self, batch) -> int:
-        return int(batch["n_pairs"])
-
     def loss(self, model, batch):
-        c = self.config
-        sums, counts = sequence_log_probs(model, batch, c.loss_chunk_tokens)
-        means = sums / counts.clamp(min=1)
-        losses, log_odds = orpo_loss(means[0::2], means[1::2], c.weight)
+        means = mean_log_probs(model, batch, self.config.loss_chunk_tokens)
+        losses, log_odds = orpo_loss(means[0::2], means[1::2], self.config.weight)
         loss_sum = losses.sum()
-        chosen, rejected = means[0::2].detach(), means[1::2].detach()
-        return loss_sum, {"loss_sum": loss_sum.item(), "pairs": len(losses), "log_odds_sum": log_odds.sum().item(),
-                          "chosen_reward_sum": chosen.sum().item(), "rejected_reward_sum": rejected.sum().item(),
-                          "correct": int((chosen > rejected).sum())}
+        parts = pair_parts(loss_sum, means[0::2].detach(), means[1::2].detach())
+        return loss_sum, {**parts, "log_odds_sum": log_odds.sum().item()}
 
     def report(self, parts: list[dict], loss: float, *, validation: bool) -> dict:
         """Rewards are the mean token log-probs of each reply; `log_odds_ratio` the mean odds-ratio term."""

@@ -16,7 +16,7 @@ from pydantic import Field
 from hone.config.base import Section
 from hone.data.pairs import PAIR_FORMATS as FORMATS
 from hone.objectives.base import NoExtras, PairUnits
-from hone.objectives.dpo import pair_report, sequence_log_probs
+from hone.objectives.dpo import mean_log_probs, pair_parts, pair_report
 
 
 class Config(Section):
@@ -49,18 +49,11 @@ class SimPO(PairUnits, NoExtras):
     def __init__(self, config: Config) -> None:
         self.config = config
 
-    def units(self, batch) -> int:
-        return int(batch["n_pairs"])
-
     def loss(self, model, batch):
-        c = self.config
-        sums, counts = sequence_log_probs(model, batch, c.loss_chunk_tokens)
-        means = sums / counts.clamp(min=1)
-        losses, chosen, rejected = simpo_loss(means[0::2], means[1::2], c.beta, c.gamma)
+        means = mean_log_probs(model, batch, self.config.loss_chunk_tokens)
+        losses, chosen, rejected = simpo_loss(means[0::2], means[1::2], self.config.beta, self.config.gamma)
         loss_sum = losses.sum()
-        return loss_sum, {"loss_sum": loss_sum.item(), "pairs": len(losses),
-                          "chosen_reward_sum": chosen.sum().item(), "rejected_reward_sum": rejected.sum().item(),
-                          "correct": int((chosen > rejected).sum())}
+        return loss_sum, pair_parts(loss_sum, chosen, rejected)
 
     def report(self, parts: list[dict], loss: float, *, validation: bool) -> dict:
         return pair_report(parts)
