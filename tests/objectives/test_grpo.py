@@ -424,5 +424,11 @@ def test_grpo_variants_train_and_report_training_health(loss, prompt_files, shar
         assert ("dropped_groups" in r) == (loss == "dapo") and ("overlong_penalty" in r) == (loss == "dapo")
     if loss == "dapo":  # 6 // 5 = 1 token of buffer: a 6-token completion loses the whole penalty
         assert all(r["dropped_groups"] == r["zero_std_fraction"] and r["overlong_penalty"] <= 0 for r in steps)
+        from hone.evaluate.report import render_page
+        from hone.models.artifact import read_manifest
+
+        page = render_page(loss, read_manifest(result.adapter_dir), records(result.run_dir, "step"), None, None,
+                           result.run_dir)
+        assert 'id="training-health"' in page and (result.run_dir / "health.png").stat().st_size > 0
     saved = load_file(result.adapter_dir / "adapter_model.safetensors")
     assert any(t.abs().sum() > 0 for n, t in saved.items() if "lora_B" in n)
