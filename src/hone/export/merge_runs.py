@@ -20,7 +20,7 @@ import json
 import math
 import os
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -109,7 +109,6 @@ class MergedRuns:
     rank: int | None = None
     error: float = 0.0
     """The relative Frobenius error of refactoring the merged LoRA deltas at `rank` (0: exact)."""
-    notes: list[str] = field(default_factory=list)
 
     def render(self) -> str:
         what = f"one LoRA adapter of rank {self.rank}" if self.kind == "adapter" else "one model"
@@ -117,7 +116,7 @@ class MergedRuns:
                 f"into {what}; wrote {self.out}")
         if self.kind == "adapter":
             line += f"\n  refactoring error {self.error:.2%} of the merged deltas' norm"
-        return "\n".join([line, *(f"  {n}" for n in self.notes)])
+        return line
 
 
 def merge_runs(runs: list, out, *, method: str = "linear", weights: list[float] | None = None,

@@ -131,12 +131,12 @@ class Config(Section):
             eps = data.pop("clip_eps")
             data.setdefault("epsilon_low", eps)
             data.setdefault("epsilon_high", eps)
-        loss = data.get("loss", "grpo")
-        buffer = data.get("max_new_tokens", 128) // 5 if loss == "dapo" else 0
+        loss, tokens = data.get("loss", "grpo"), data.get("max_new_tokens", 128)
+        buffer = tokens // 5 if loss == "dapo" and isinstance(tokens, int) else 0
         return {**LOSS_DEFAULTS[loss], "overlong_buffer": buffer, **data}
 
     @model_validator(mode="after")
-    def _one_reward(self):
+    def _one_reward_and_a_buffer_that_fits(self):
         if (self.grader is None) == (self.reward_model is None):
             raise ValueError("set exactly one of objective.grader (a grader spec) and objective.reward_model "
                              "(a reward run)")
