@@ -153,3 +153,16 @@ def test_malformed_job_requests_get_400_never_500(service, pizza_data, tiny_mode
         response = client.get(path)
         assert response.status_code in (400, 404) and response.json()["error"]["message"], path
     assert client.get("/v1/files?after=nope").json()["data"] == []  # an unknown cursor: nothing after it
+
+
+def test_a_dpo_job_can_train_kto_simpo_or_orpo_with_its_beta(service, pizza_data, tiny_model_dir):
+    """OpenAI's dpo method has one slot, beta; hone's `objective.type` picks the preference objective it sets."""
+    client = service.client()
+    file_id = upload(client, pizza_data[0]).json()["id"]
+    for objective in ("kto", "simpo", "orpo"):
+        request = job_request(tiny_model_dir, file_id, steps=2, hone={"objective.type": objective},
+                              method={"type": "dpo", "dpo": {"hyperparameters": {"beta": 0.25}}})
+        job = client.post("/v1/fine_tuning/jobs", json=request).json()
+        config = service.store.get_job(None, job["id"])["config"]["objective"]
+        assert (config["type"], config["beta"]) == (objective, 0.25)
+        client.post(f"/v1/fine_tuning/jobs/{job['id']}/cancel")

@@ -234,5 +234,5 @@ def test_preference_objective_options_are_checked():
         load_config(None, ["objective=kto", "objective.beta=0"])
     with pytest.raises(ConfigError, match="objective.gamma"):
         load_config(None, ["objective=simpo", "objective.gamma=-1"])
-    with pytest.raises(ConfigError, match="objective.weight"):
-        load_config(None, ["objective=orpo", "objective.weight=0"])
+    with pytest.raises(ConfigError, match="objective.beta"):
+        load_config(None, ["objective=orpo", "objective.beta=0"])

@@ -1,6 +1,6 @@
 """ORPO: odds-ratio preference optimisation, SFT and preference in one loss, no reference model (Hong et al. 2024).
 
-On preference pairs: L = NLL(chosen) + lambda * L_OR, with L_OR = -log sigmoid(log odds(y_w) - log odds(y_l))
+On preference pairs: L = NLL(chosen) + lambda * L_OR (lambda is `beta` here), with L_OR = -log sigmoid(log odds(y_w) - log odds(y_l))
 and odds(y) = P(y|x) / (1 - P(y|x)), where log P(y|x) is the reply's mean token log-prob (the paper's
 eqs. 4-7). Nothing is compared with a reference, so every method works without a second pass.
 Where hone departs from the paper: the NLL is each pair's chosen reply's mean token NLL, averaged
@@ -24,8 +24,9 @@ from hone.objectives.dpo import mean_log_probs, pair_parts, pair_report
 
 class Config(Section):
     type: Literal["orpo"] = "orpo"
-    weight: float = Field(0.1, gt=0, description="lambda: the weight of the odds-ratio term beside the chosen "
-                                                 "reply's NLL (the paper's 0.1 to 1).")
+    beta: float = Field(0.1, gt=0, description="lambda: the weight of the odds-ratio term beside the chosen "
+                                               "reply's NLL (the paper's 0.1 to 1); named beta as DPO's strength is, "
+                                               "so a fine-tuning job's dpo beta sets it.")
     loss_chunk_tokens: int = Field(1024, gt=0, description="Target tokens per chunk of output-head logits.")
 
 
@@ -59,7 +60,7 @@ class ORPO(PairUnits, NoExtras):
 
     def loss(self, model, batch):
         means = mean_log_probs(model, batch, self.config.loss_chunk_tokens)
-        losses, log_odds = orpo_loss(means[0::2], means[1::2], self.config.weight)
+        losses, log_odds = orpo_loss(means[0::2], means[1::2], self.config.beta)
         loss_sum = losses.sum()
         parts = pair_parts(loss_sum, means[0::2].detach(), means[1::2].detach())
         return loss_sum, {**parts, "log_odds_sum": log_odds.sum().item()}
