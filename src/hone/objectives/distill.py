@@ -14,6 +14,8 @@ token distributions over different vocabularies cannot be compared, so a teacher
 tokenizer is said so in the data report and taught at the sequence level.
 Where hone departs from GKD: one reply per prompt per step, always the student's (lambda = 1); the
 teacher's distribution is taken at the sampling temperature, as the student's.
+Not yet: the sequence path's answers are not kept in the run directory, so a resumed run asks the
+teacher again (the same answers only at temperature 0).
 """
 
 from __future__ import annotations
