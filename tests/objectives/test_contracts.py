@@ -12,7 +12,7 @@ from hone.methods import METHODS
 from hone.objectives import OBJECTIVES, build_objective
 from hone.objectives.base import Objective, ObjectiveKind
 
-SETTINGS = {"grpo": {"grader": {"type": "exact_match"}}}
+SETTINGS = {"grpo": {"grader": {"type": "exact_match"}}, "distill": {"teacher": "runs/teacher"}}
 
 
 def test_every_registered_objective_declares_its_kind_and_builds_an_objective():
