@@ -14,6 +14,7 @@ from hone.evaluate.compare import compare_contenders as compare
 from hone.evaluate.forgetting import check_forgetting, render_table
 from hone.evaluate.task import EvalResult, evaluate_task, read_task
 from hone.export.gguf import write_gguf
+from hone.export.merge_runs import merge_runs  # noqa: F401 (hone.merge_runs, `hone merge`)
 from hone.methods import METHODS
 from hone.methods.tuned import load_for_inference, load_tuned
 from hone.models.artifact import adapter_dir, read_manifest, update_manifest, update_metrics

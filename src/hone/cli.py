@@ -8,6 +8,7 @@ import json
 import os
 import sys
 
+import hone
 from hone.errors import ConfigError, HoneError
 from hone.library_noise import silence_library_noise
 from hone.models.registry import DEFAULT_MODEL
@@ -156,6 +157,19 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--gguf", metavar="FILE", help="write a llama.cpp GGUF file here")
     export.add_argument("--dtype", choices=["f32", "f16", "q8_0"], default="f16", help="GGUF weight type (default f16)")
     export.set_defaults(run=_export)
+
+    merge = commands.add_parser("merge", help="combine runs on one base into one adapter or model", description=(
+        "Task vectors (each run's change to the base) merged by linear sum, TIES, DARE or SLERP: LoRA runs "
+        "give one LoRA adapter (each layer's merged delta factored again by SVD), full fine-tunes one model."))
+    merge.add_argument("runs", nargs="+", metavar="RUN", help="run directories (or their adapter/) on the same base")
+    merge.add_argument("--method", choices=["linear", "ties", "dare", "slerp"], default="linear")
+    merge.add_argument("--weights", type=_weights, help="one weight per run, comma-separated (default: 1/n each; "
+                       "ties 1 each; slerp: the two runs' shares)")
+    merge.add_argument("--density", type=float, default=0.5, help="ties, dare: the fraction of each delta kept")
+    merge.add_argument("--rank", type=int, help="LoRA: the merged adapter's rank (default: the sum of the runs')")
+    merge.add_argument("--seed", type=int, default=0, help="dare: the seed of the drop masks")
+    merge.add_argument("--out", metavar="DIR", required=True, help="the merged adapter or model directory to write")
+    merge.set_defaults(run=_merge)
 
     service = commands.add_parser("service", help="the fine-tuning API (OpenAI's shape) and inference on the "
                                   "base and its tuned models, with workers and dashboard")
@@ -410,6 +424,19 @@ def _export(args) -> int:
         if args.gguf:
             path = export_gguf(source, args.gguf, dtype=args.dtype)
             print(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MiB, {args.dtype})")
+    return 0
+
+
+def _weights(value: str) -> list[float]:
+    try:
+        return [float(w) for w in value.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r}: give numbers separated by commas, e.g. 0.5,0.5") from None
+
+
+def _merge(args) -> int:
+    print(hone.merge_runs(args.runs, args.out, method=args.method, weights=args.weights, density=args.density,
+                     rank=args.rank, seed=args.seed).render())
     return 0
 
 

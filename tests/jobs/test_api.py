@@ -156,3 +156,20 @@ def test_malformed_job_requests_get_400_never_500(service, pizza_data, tiny_mode
         response = client.get(path)
         assert response.status_code in (400, 404) and response.json()["error"]["message"], path
     assert client.get("/v1/files?after=nope").json()["data"] == []  # an unknown cursor: nothing after it
+
+
+def test_a_dpo_job_can_train_kto_simpo_or_orpo_with_its_beta(service, tiny_model_dir, tmp_path):
+    """OpenAI's dpo method has one slot, beta; hone's `objective.type` picks the preference objective it sets."""
+    client = service.client()
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text("".join(json.dumps({"prompt": f"Order {i}", "chosen": "yes", "rejected": "no"}) + "\n"
+                             for i in range(10)))
+    file_id = upload(client, pairs).json()["id"]
+    for objective in ("kto", "simpo", "orpo"):
+        request = job_request(tiny_model_dir, file_id, steps=2, hone={"objective.type": objective},
+                              method={"type": "dpo", "dpo": {"hyperparameters": {"beta": 0.25}}})
+        job = client.post("/v1/fine_tuning/jobs", json=request).json()
+        assert "id" in job, job
+        config = service.store.get_job(None, job["id"])["config"]["objective"]
+        assert (config["type"], config["beta"]) == (objective, 0.25)
+        client.post(f"/v1/fine_tuning/jobs/{job['id']}/cancel")

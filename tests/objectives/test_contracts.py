@@ -12,7 +12,7 @@ from hone.methods import METHODS
 from hone.objectives import OBJECTIVES, build_objective
 from hone.objectives.base import Objective, ObjectiveKind
 
-SETTINGS = {"grpo": {"grader": {"type": "exact_match"}}}
+SETTINGS = {"grpo": {"grader": {"type": "exact_match"}}, "distill": {"teacher": "runs/teacher"}}
 
 
 def test_every_registered_objective_declares_its_kind_and_builds_an_objective():
@@ -53,6 +53,21 @@ def test_dpo_scores_its_reference_before_training_only_without_an_adapter(tiny_t
     objective = build_objective(OBJECTIVES["dpo"].Config())
     objective.begin(tiny_model(tiny_tokenizer), data, Batching(tiny_tokenizer.pad_token_id), METHODS[method])
     assert all((pair.reference is not None) == scored for pair in data.train)
+
+
+@pytest.mark.parametrize("method, scored", [("lora", False), ("full", True)])
+def test_kto_stores_both_sequences_reference_only_without_an_adapter(tiny_tokenizer, preference_files, method,
+                                                                     scored):
+    from hone.models.tiny import tiny_model
+
+    objective = build_objective(OBJECTIVES["kto"].Config())
+    data = objective.prepare(DataConfig(train=str(preference_files[0]), validation_fraction=0, max_length=384),
+                             tiny_tokenizer, seed=0)
+    data.train = data.train[:4]
+    objective.begin(tiny_model(tiny_tokenizer), data, Batching(tiny_tokenizer.pad_token_id), METHODS[method])
+    assert all((unit.reference is not None) == scored for unit in data.train)
+    if scored:  # the completion's and its mismatched KL sample's summed log-probs
+        assert all(len(unit.reference) == 2 and unit.reference[0] != unit.reference[1] for unit in data.train)
 
 
 def test_batching_carries_the_run_settings_and_is_frozen():

@@ -57,22 +57,6 @@ def test_group_advantages_by_hand():
 
 
 @pytest.fixture(scope="module")
-def sharp_model_dir(tmp_path_factory):
-    """The tiny model with embeddings (and so the tied output head) scaled up 4x: its next-token
-    distributions are peaked enough that a LoRA can move them within a few steps."""
-    from hone.models.tiny import tiny_model, tiny_tokenizer
-
-    tokenizer = tiny_tokenizer()
-    model = tiny_model(tokenizer)
-    with torch.no_grad():
-        model.get_input_embeddings().weight.mul_(4)
-    path = tmp_path_factory.mktemp("sharp-tiny")
-    model.save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
-
-
-@pytest.fixture(scope="module")
 def prompt_files(tmp_path_factory):
     """Graded prompts (OpenAI's RFT shape): the grader reads `{{item.letter}}`."""
     out = tmp_path_factory.mktemp("prompts")
@@ -330,3 +314,121 @@ def test_the_pizza_grpo_example_validates_and_grades():
     right, wrong_quantity, prose = (g.score for g in grade_outputs(config.objective.grader, [
         reference, reference.replace("2", "1"), "A large pizza."], [{"reference": reference}] * 3))
     assert right == pytest.approx(1.0) and 0.2 < wrong_quantity < 1.0 and prose == 0.0
+
+
+def test_clip_higher_lets_a_rising_ratio_through():
+    """DAPO's asymmetric clip: with 1 + 0.7 above, token (0,1)'s ratio 1.6487 is no longer clipped."""
+    beta = 0.1
+    loss, _, clipped = grpo_loss(LOGP, OLD, REF, ADV, MASK, 0.2, beta, normalization="token", clip_high=0.7)
+    per_token = [-1.0, -(math.exp(0.5) - beta * K3), 1.6]  # token (1,0) still clipped below at 0.8
+    assert loss.item() == pytest.approx(sum(per_token) / 3, abs=1e-6)
+    assert clipped.tolist() == [[False, False], [True, False]]
+
+
+def test_gspo_loss_by_hand():
+    from hone.objectives.grpo import gspo_loss
+
+    # Sequence ratios: row 0 exp(mean(0, 0.5)) = e^0.25 = 1.2840 -> clipped to 1.2 (A = 1);
+    # row 1 exp(-0.3) = 0.7408, A = -2: min(-1.4816, 0.8 * -2) = -1.6 (clipped). Every token of a row
+    # carries its row's surrogate; the KL stays per token.
+    beta = 0.1
+    loss, kl, clipped = gspo_loss(LOGP, OLD, REF, ADV, MASK, 0.2, beta, normalization="sequence")
+    row0 = (-1.2 - (1.2 - beta * K3)) / 2
+    assert loss.item() == pytest.approx((row0 + 1.6) / 2, abs=1e-6)
+    assert clipped.tolist() == [[True, True], [True, False]]
+    unclipped, _, none = gspo_loss(LOGP, OLD, REF, ADV, MASK, 0.5, 0.0, normalization="sequence")
+    assert unclipped.item() == pytest.approx((-math.exp(0.25) + 2 * math.exp(-0.3)) / 2, abs=1e-6)
+    assert not none.any()
+
+
+def test_gspo_gradient_is_the_sequence_mean_at_ratio_one():
+    """At ratio 1 each token of completion i gets -A_i / (|y_i| B) with `sequence` normalisation."""
+    from hone.objectives.grpo import gspo_loss
+
+    logp = LOGP.clone().requires_grad_()
+    gspo_loss(logp, logp.detach(), logp.detach(), ADV, MASK, 3e-4, 0.0, normalization="sequence")[0].backward()
+    torch.testing.assert_close(logp.grad, torch.tensor([[-1 / 4, -1 / 4], [1.0, 0.0]]))
+
+
+def test_cispo_loss_by_hand_keeps_the_gradient_of_clipped_tokens():
+    from hone.objectives.grpo import cispo_loss
+
+    # Weights sg(clip(ratio, 0.8, 1.2)): [1, 1.2] and [0.8]; per token -(w A logp - beta kl).
+    beta = 0.1
+    logp = LOGP.clone().requires_grad_()
+    loss, _, clipped = cispo_loss(logp, OLD, REF, ADV, MASK, 0.2, beta, clip_high=0.2)
+    per_token = [-(1 * 1 * -1.0), -(1.2 * 1 * -2.0 - beta * K3), -(0.8 * -2 * -0.5)]
+    assert loss.item() == pytest.approx(sum(per_token) / 3, abs=1e-6)
+    assert clipped.tolist() == [[False, True], [True, False]]
+    loss.backward()  # d/d logp of -(w A logp - beta kl) / 3; kl's own gradient: beta (1 - exp(ref - logp)) / 3
+    kl_grad = torch.tensor([[0.0, beta * (1 - math.exp(0.5))], [0.0, 0.0]]) / 3
+    expected = torch.tensor([[-1.0, -1.2], [1.6, 0.0]]) / 3 + kl_grad
+    torch.testing.assert_close(logp.grad, expected)
+    assert logp.grad[0, 1] != 0  # a clipped token still learns (the PPO clip would zero it)
+
+
+def test_overlong_penalty_and_dynamic_sampling_by_hand():
+    from hone.objectives.grpo import overlong_penalty, varied_groups
+
+    # max 10, buffer 4: no penalty up to 6 tokens, then -(length - 6) / 4, -1 from 10 on.
+    assert overlong_penalty([5, 6, 8, 10, 12], 10, 4).tolist() == [0.0, 0.0, -0.5, -1.0, -1.0]
+    assert overlong_penalty([5, 12], 10, 0).tolist() == [0.0, 0.0]
+    assert overlong_penalty([9], 10, 4, penalty=0.5).tolist() == [-0.375]
+    assert varied_groups(torch.tensor([[1.0, 1.0], [0.0, 1.0], [0.5, 0.5]])).tolist() == [False, True, False]
+
+
+def test_grpo_loss_variants_set_their_defaults_and_explicit_settings_win():
+    from hone.config.load import load_config
+    from hone.errors import ConfigError
+
+    grader = 'objective.grader={"type": "string_check"}'
+
+    def objective(*overrides):
+        return load_config(None, ["objective=grpo", grader, *overrides]).objective
+
+    dapo = objective("objective.loss=dapo", "objective.max_new_tokens=100")
+    assert (dapo.loss_normalization, dapo.epsilon_low, dapo.epsilon_high, dapo.dynamic_sampling,
+            dapo.overlong_buffer) == ("token", 0.2, 0.28, True, 20)
+    plain = objective()
+    assert (plain.loss, plain.loss_normalization, plain.dynamic_sampling, plain.overlong_buffer) == \
+        ("grpo", "sequence", False, 0)
+    dr = objective("objective.loss=dr_grpo")
+    assert (dr.scale_rewards, dr.loss_normalization) == (False, "constant")
+    assert objective("objective.loss=gspo").epsilon_high == 4e-4
+    assert objective("objective.loss=dapo", "objective.loss_normalization=sequence").loss_normalization == "sequence"
+    old = objective("objective.clip_eps=0.3")
+    assert (old.epsilon_low, old.epsilon_high) == (0.3, 0.3)
+    with pytest.raises(ConfigError, match="overlong_buffer 50 is longer than max_new_tokens 10"):
+        objective("objective.max_new_tokens=10", "objective.overlong_buffer=50")
+    with pytest.raises(ConfigError, match="objective.loss"):
+        objective("objective.loss=ppo")
+
+
+@pytest.mark.parametrize("loss", ["dapo", "dr_grpo", "gspo", "cispo"])
+def test_grpo_variants_train_and_report_training_health(loss, prompt_files, sharp_model_dir):
+    from safetensors.torch import load_file
+
+    from hone.api import train
+
+    result = train(None, [f"model={sharp_model_dir}", f"data.train={prompt_files[0]}",
+                          f"data.validation={prompt_files[1]}", f"output_dir={prompt_files[0].parent}",
+                          f"name={loss}", "objective=grpo", f"objective.loss={loss}",
+                          'objective.grader={"type": "string_check", "operation": "contains", '
+                          '"reference": "{{item.letter}}"}', "objective.group_size=4", "objective.max_new_tokens=6",
+                          "train.batch_size=4", "train.lr=3e-2", "train.max_steps=3", "train.threads=1"],
+                   progress=False, log=lambda *a: None)
+    steps = records(result.run_dir, "entropy")
+    assert len(steps) == 3
+    for r in steps:
+        assert r["entropy"] > 0 and 0 <= r["zero_std_fraction"] <= 1 and r["clip_fraction"] == 0
+        assert ("dropped_groups" in r) == (loss == "dapo") and ("overlong_penalty" in r) == (loss == "dapo")
+    if loss == "dapo":  # 6 // 5 = 1 token of buffer: a 6-token completion loses the whole penalty
+        assert all(r["dropped_groups"] == r["zero_std_fraction"] and r["overlong_penalty"] <= 0 for r in steps)
+        from hone.evaluate.report import render_page
+        from hone.models.artifact import read_manifest
+
+        page = render_page(loss, read_manifest(result.adapter_dir), records(result.run_dir, "step"), None, None,
+                           result.run_dir)
+        assert 'id="training-health"' in page and (result.run_dir / "health.png").stat().st_size > 0
+    saved = load_file(result.adapter_dir / "adapter_model.safetensors")
+    assert any(t.abs().sum() > 0 for n, t in saved.items() if "lora_B" in n)

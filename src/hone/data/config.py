@@ -13,7 +13,8 @@ class DataConfig(Section):
     """Where the examples come from and how they become token rows."""
     train: str | None = None
     """Training JSONL: chat `messages`, `prompt`/`completion`, alpaca or raw `text` records (sft);
-    preference pairs (dpo, reward); labelled `{"text", "label"}` records (classify); prompts (grpo:
+    preference pairs (dpo, orpo, simpo, reward; kto takes them too); judged completions `{"prompt",
+    "completion", "label": true|false}` (kto); labelled `{"text", "label"}` records (classify); prompts (grpo:
     conversations ending with a user turn plus grader fields, or chat records)."""
     validation: str | None = None
     """Validation JSONL; when absent, `validation_fraction` of `train` is held out deterministically."""

@@ -1,12 +1,13 @@
 """Training record formats, detected per JSONL record: chat, prompt/completion, alpaca, text
-(supervised), preference (chosen/rejected pairs), graded prompts (RL against a grader) and labelled
-text (classification).
+(supervised), preference (chosen/rejected pairs), judged completions (one reply marked good or bad,
+for KTO), graded prompts (RL against a grader) and labelled text (classification).
 
 Every format except `text` and `labelled` becomes a list of chat messages, so templating and loss
 masking have a single path. Detection is by keys: a record holding a preference key
 (`chosen`/`rejected`, `preferred_output`/`non_preferred_output`) is a preference record, one
 holding `label` is a labelled record, whatever else it holds (their `prompt`/`messages`/`input`/
-`text` keys belong to them); a record whose `messages` end with a user turn is a graded prompt
+`text` keys belong to them) unless it also holds `completion`, which makes it a judged completion;
+a record whose `messages` end with a user turn is a graded prompt
 (OpenAI's reinforcement fine-tuning shape: every other key is data for the grader); otherwise a record claims a format when it holds any of that format's
 keys, and claiming none or two is an error that lists the shapes hone accepts.
 """
@@ -42,6 +43,7 @@ FORMAT_SHAPES = {
     "preference": '{"prompt": ... | "messages": [...], "chosen": ..., "rejected": ...} or OpenAI\'s '
                   '{"input": {"messages": [...]}, "preferred_output": [...], "non_preferred_output": [...]}',
     "labelled": '{"text": ..., "label": ...}',
+    "judged": '{"prompt": ... | "messages": [...], "completion": ..., "label": true | false}',
     "graded_prompt": '{"messages": [..., {"role": "user", "content": ...}], ...fields a grader reads as '
                      '{{item.<field>}}}',
 }
@@ -64,6 +66,8 @@ class Example:
     rejected: list[dict] | None = None
     label: str | None = None
     item: dict | None = None  # a graded prompt's other fields, for the grader
+    completion: list[dict] | None = None  # a judged completion's reply (assistant messages)
+    desirable: bool | None = None  # a judged completion's verdict
 
 
 class RecordError(ValueError):
@@ -81,6 +85,8 @@ def parse_record(obj: dict) -> Example:
         raise RecordError("", f"is {a_json_type(obj)}; expected a JSON object")
     if any(key in obj for key in DOMINANT_KEYS["preference"]):
         return parse_preference(obj)
+    if "label" in obj and "completion" in obj:
+        return parse_judged(obj)
     if ends_with_user_turn(obj.get("messages")):
         return parse_graded_prompt(obj)
     for name, keys in DOMINANT_KEYS.items():
@@ -245,6 +251,18 @@ def parse_preference(obj: dict) -> Example:
     return Example(format="preference", messages=messages, chosen=chosen, rejected=rejected)
 
 
+def parse_judged(obj: dict) -> Example:
+    """One reply judged good or bad (KTO's unpaired data): `{"prompt"|"messages", "completion", "label": bool}`."""
+    if ("prompt" in obj) == ("messages" in obj):
+        raise RecordError("", 'needs exactly one of "prompt" and "messages" beside completion/label')
+    field = "prompt" if "prompt" in obj else "messages"
+    label = obj["label"]
+    if not isinstance(label, bool):
+        raise RecordError("label", f"is {a_json_type(label)}; expected true (a desirable completion) or false")
+    return Example(format="judged", messages=preference_prompt(obj[field], field),
+                   completion=preference_reply(obj, "completion"), desirable=label)
+
+
 def preference_prompt(prompt: object, field: str) -> list[dict]:
     """The prompt as messages ending with a user turn; earlier assistant turns get weight 0."""
     if isinstance(prompt, str):
@@ -317,6 +335,7 @@ PARSERS = {
     "preference": parse_preference,
     "labelled": parse_labelled,
     "graded_prompt": parse_graded_prompt,
+    "judged": parse_judged,
 }
 
 
@@ -381,6 +400,8 @@ def example_key(example: Example) -> str:
         if example.chosen is not None:
             normalized += [[[m["role"], squash(m["content"])] for m in side]
                            for side in (example.chosen, example.rejected or [])]
+        if example.completion is not None:
+            normalized += [[[m["role"], squash(m["content"])] for m in example.completion], example.desirable]
         if example.item:
             normalized.append(json.dumps(example.item, sort_keys=True, ensure_ascii=False))
     payload = json.dumps(normalized, ensure_ascii=False, separators=(",", ":"))

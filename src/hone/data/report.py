@@ -6,7 +6,7 @@ import math
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 
-from hone.data.formats import example_key
+from hone.data.formats import Example, example_key
 from hone.data.pairs import tokenize_pair
 from hone.data.prepare import expected_shapes, wrong_format_issue
 from hone.data.read import Issue, iter_records
@@ -148,6 +148,8 @@ def tokenize_for_report(example, tokenizer, loss_on: str):
     if example.format == "preference":
         pair = tokenize_pair(example, tokenizer, max_length=None)
         return max(pair.chosen, pair.rejected, key=lambda side: len(side.input_ids))
+    if example.format == "judged":
+        example = Example(format="chat", messages=[*example.messages, *example.completion], where=example.where)
     return tokenize_example(example, tokenizer, loss_on=loss_on)
 
 

@@ -46,6 +46,20 @@ def loss_curves(series: dict[str, list[dict]], title: str = "loss") -> bytes:
     return _png(plt, fig)
 
 
+def metric_curves(records: list[dict], keys: list[str], title: str) -> bytes:
+    """One line per metric key over the steps that record it (training-health figures of a run)."""
+    plt, fig, ax = _figure()
+    for key in keys:
+        points = [(r["step"], r[key]) for r in records if key in r and "step" in r]
+        if points:
+            ax.plot(*zip(*points), marker=".", linewidth=1, label=key)
+    ax.set_xlabel("step")
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    return _png(plt, fig)
+
+
 def grouped_bars(groups: dict[str, dict[str, float]], title: str, ylabel: str = "") -> bytes:
     """One cluster of bars per metric key, one bar per group (contender or run)."""
     import numpy as np

@@ -1,6 +1,7 @@
 """`hone report RUN`: one self-contained HTML page (plots embedded, also written beside it as PNG).
 
-Sections: status, loss curves, the three-contender metric table, the forgetting table, and the
+Sections: status, loss curves, training health (RL runs: reward, its spread, entropy, KL, clipping), the
+three-contender metric table, the forgetting table, and the
 per-example diffs (prompt, expected, base output, tuned output, score) with the biggest wins and
 losses first. Evaluations come from the cache, so a second report of the same run is instant.
 """
@@ -19,6 +20,7 @@ from hone.models.artifact import adapter_dir, read_manifest
 from hone.train.metrics import MetricsLog
 
 DIFF_ROWS = 10
+HEALTH_METRICS = ("reward", "reward_std", "zero_std_fraction", "dropped_groups", "entropy", "kl", "clip_fraction")
 
 
 def write_report(run: str | Path, *, out_dir: str | Path | None = None, comparison: Comparison | dict | None = None,
@@ -65,6 +67,13 @@ def render_page(name: str, manifest: dict, records: list[dict], comparison: dict
     parts += [f'<p class="warning">warning: {_e(w)}</p>' for w in warnings]
     parts.append('<h2 id="loss-curves">Train and validation loss</h2>')
     parts.append(_image(out, "loss", plots.loss_curves({name: records}, title="train and validation loss")))
+    health = [k for k in HEALTH_METRICS if any(k in r for r in records)]
+    if "zero_std_fraction" in health:  # a run that samples groups (grpo)
+        parts.append('<h2 id="training-health">Training health</h2>')
+        parts.append("<p>Per step: mean reward and its within-group std, the fraction of groups with zero "
+                     "advantage, the policy's entropy on its replies, the KL to the reference and the clip "
+                     "fraction.</p>")
+        parts.append(_image(out, "health", plots.metric_curves(records, health, title="training health")))
     if comparison:
         parts += _contender_section(comparison, out)
         parts += _diff_section(comparison)

@@ -52,6 +52,18 @@ def concise_pairs(n: int, seed: int = 0, *, openai: bool = False) -> list[dict]:
             for item in generate_orders(n, seed)]
 
 
+def judged_completions(n: int, seed: int = 0) -> list[dict]:
+    """Unpaired KTO records: each order gets one reply, the concise JSON (label true) or a chatty one (false)."""
+    rng = random.Random(f"judged:{seed}")
+    records = []
+    for i, item in enumerate(generate_orders(n, seed)):
+        answer = order_json(item["order"])
+        good = i % 2 == 0
+        records.append({"messages": [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": item["text"]}],
+                        "completion": answer if good else chatty(answer, rng), "label": good})
+    return records
+
+
 def reward_pairs(n: int, seed: int = 0) -> list[dict]:
     rng = random.Random(f"reward:{seed}")
     pairs = []

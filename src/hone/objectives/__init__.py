@@ -27,10 +27,11 @@ adapter method unless `beta` is 0).
 
 from __future__ import annotations
 
-from hone.objectives import classify, dpo, grpo, reward, sft
+from hone.objectives import classify, distill, dpo, grpo, kto, orpo, reward, sft, simpo
 from hone.objectives.base import Objective, ObjectiveKind
 
-OBJECTIVES: dict[str, ObjectiveKind] = {module.KIND.name: module.KIND for module in (sft, dpo, reward, classify, grpo)}
+OBJECTIVES: dict[str, ObjectiveKind] = {
+    module.KIND.name: module.KIND for module in (sft, dpo, kto, orpo, simpo, reward, classify, grpo, distill)}
 OBJECTIVE_CONFIGS = {name: kind.Config for name, kind in OBJECTIVES.items()}
 
 

@@ -85,3 +85,6 @@ class PairUnits:
 
     def validation_batches(self, units, batching: Batching) -> list[dict]:
         return pair_batches(units, batching)
+
+    def units(self, batch) -> int:
+        return int(batch["n_pairs"])

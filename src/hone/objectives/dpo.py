@@ -98,6 +98,12 @@ def sequence_log_probs(model, batch, chunk_tokens: int):
     return sums, counts
 
 
+def mean_log_probs(model, batch, chunk_tokens: int):
+    """Each sequence's mean target-token log-prob (N,): the length-normalised log-likelihood."""
+    sums, counts = sequence_log_probs(model, batch, chunk_tokens)
+    return sums / counts.clamp(min=1)
+
+
 @torch.no_grad()
 def store_reference_log_probs(model, pairs, chunk_tokens: int, batches) -> None:
     """Set each pair's `reference` to the model's summed (chosen, rejected) log-probs; `batches` are
@@ -110,7 +116,30 @@ def store_reference_log_probs(model, pairs, chunk_tokens: int, batches) -> None:
         pair.reference = (chosen, rejected)
 
 
-class DPO(PairUnits, Objective):
+class StoredReference:
+    """An objective scored against its start policy, whose units hold two sequences each (a pair; a KTO
+    completion and its KL sample): the adapter switched off, or without an adapter the start model's
+    log-probs of both, stored on the unit by `begin` (see the module)."""
+
+    config: Config
+
+    def begin(self, model, data, batching: Batching, method) -> None:
+        """Without an adapter, keep the start model's log-probs of every unit on the unit (see the module)."""
+        if method.adapter:
+            return
+        units = data.train + data.validation
+        store_reference_log_probs(model, units, self.config.loss_chunk_tokens,
+                                  self.validation_batches(units, batching))
+
+    def reference_log_probs(self, model, batch, dtype):
+        """(N,) summed log-probs of the batch's sequences under the start policy."""
+        if "reference" in batch:
+            return batch["reference"].to(dtype)
+        with torch.no_grad(), reference_policy(model):
+            return sequence_log_probs(model, batch, self.config.loss_chunk_tokens)[0]
+
+
+class DPO(PairUnits, StoredReference, Objective):
     """Preference pairs in, DPO loss out; the unit is a pair."""
 
     name = "dpo"
@@ -118,24 +147,10 @@ class DPO(PairUnits, Objective):
     def __init__(self, config: Config) -> None:
         self.config = config
 
-    def begin(self, model, data, batching: Batching, method) -> None:
-        """Without an adapter, keep the start model's log-probs of every pair on the pair (see the module)."""
-        if method.adapter:
-            return
-        store_reference_log_probs(model, data.train + data.validation, self.config.loss_chunk_tokens,
-                                  self.validation_batches(data.train + data.validation, batching))
-
-    def units(self, batch) -> int:
-        return int(batch["n_pairs"])
-
     def loss(self, model, batch):
         c = self.config
         policy, counts = sequence_log_probs(model, batch, c.loss_chunk_tokens)
-        if "reference" in batch:
-            reference = batch["reference"].to(policy.dtype)
-        else:
-            with torch.no_grad(), reference_policy(model):
-                reference, _ = sequence_log_probs(model, batch, c.loss_chunk_tokens)
+        reference = self.reference_log_probs(model, batch, policy.dtype)
         scale = counts.clamp(min=1) if c.variant == "ipo" else torch.ones_like(counts)
         policy_s, reference_s = policy / scale, reference / scale
         losses, chosen, rejected = dpo_loss(policy_s[0::2], policy_s[1::2], reference_s[0::2], reference_s[1::2],
@@ -146,12 +161,16 @@ class DPO(PairUnits, Objective):
             chosen = c.beta * (policy[0::2] - reference[0::2]).detach()
             rejected = c.beta * (policy[1::2] - reference[1::2]).detach()
         loss_sum = losses.sum()
-        return loss_sum, {"loss_sum": loss_sum.item(), "pairs": len(losses),
-                          "chosen_reward_sum": chosen.sum().item(), "rejected_reward_sum": rejected.sum().item(),
-                          "correct": int((chosen > rejected).sum())}
+        return loss_sum, pair_parts(loss_sum, chosen, rejected)
 
     def report(self, parts: list[dict], loss: float, *, validation: bool) -> dict:
         return pair_report(parts)
+
+
+def pair_parts(loss_sum, chosen, rejected) -> dict:
+    """A pair objective's step parts: the summed loss and the (B,) detached rewards of both replies."""
+    return {"loss_sum": loss_sum.item(), "pairs": len(chosen), "chosen_reward_sum": chosen.sum().item(),
+            "rejected_reward_sum": rejected.sum().item(), "correct": int((chosen > rejected).sum())}
 
 
 def pair_report(parts: list[dict]) -> dict:

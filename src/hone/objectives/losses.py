@@ -132,3 +132,19 @@ def linear_token_log_probs(hidden, weight, targets, chunk_size: int = 1024):
         if hidden.shape[0] == 0:
             return hidden.sum(dim=-1) * 0.0
         return _LinearTokenLogProbs.apply(hidden, weight, targets, chunk_size, dtype)
+
+
+@torch.no_grad()
+def linear_token_entropy(hidden, weight, chunk_size: int = 1024):
+    """Entropy of softmax(hidden @ weight.T) per token (N,), chunk by chunk, without gradients; the
+    matmuls run in `head_matmul_dtype`, the softmax in at least fp32."""
+    device = hidden.device.type
+    dtype = head_matmul_dtype(device, hidden.dtype)
+    out = hidden.new_empty(hidden.shape[0], dtype=torch.promote_types(hidden.dtype, torch.float32))
+    with torch.autocast(device, enabled=False):
+        head = weight.to(dtype)
+        for start in range(0, hidden.shape[0], chunk_size):
+            logits = hidden[start:start + chunk_size].to(dtype) @ head.T
+            log_probs = torch.log_softmax(logits.to(out.dtype), dim=-1)
+            out[start:start + chunk_size] = -(log_probs.exp() * log_probs).sum(dim=-1)
+    return out

@@ -50,9 +50,6 @@ class RewardModel(PairUnits, Objective):
     def manifest(self, data) -> dict:
         return {"head": "head.safetensors"}
 
-    def units(self, batch) -> int:
-        return int(batch["n_pairs"])
-
     def loss(self, model, batch):
         scores = head_outputs(model, batch)[:, 0]  # (2B,): chosen, rejected, chosen, ...
         chosen, rejected = scores[0::2], scores[1::2]
