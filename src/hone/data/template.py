@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from hone.data.formats import Example
+from hone.data.tools import hone_rendering, native_messages, renders_tools_natively, uses_tools
 from hone.errors import HoneError
 
 IGNORE = -100  # label of a token that is not a training target (the Hugging Face convention)
@@ -44,7 +45,7 @@ def tokenize_example(
         input_ids = tokenizer(example.text, add_special_tokens=False)["input_ids"] + [eos_id(tokenizer)]
         labels = list(input_ids)
     elif loss_on == "all":
-        full = render(example.messages or [], tokenizer, where=example.where)
+        full = render(example.messages or [], tokenizer, where=example.where, tools=example.tools)
         input_ids = list(tokenizer(full, add_special_tokens=False)["input_ids"])
         labels = list(input_ids)
     else:
@@ -58,8 +59,8 @@ def tokenize_example(
 def tokenize_chat(example: Example, tokenizer) -> tuple[list[int], list[int]]:
     """Token ids of the rendered conversation and labels that keep only weight-1 assistant turns."""
     messages = example.messages or []
-    full = render(messages, tokenizer, where=example.where)
-    spans = assistant_spans(messages, full, tokenizer, where=example.where)
+    full = render(messages, tokenizer, where=example.where, tools=example.tools)
+    spans = assistant_spans(messages, full, tokenizer, where=example.where, tools=example.tools)
     input_ids, starts = tokenize_cut(full, [start for _, (start, _) in spans], tokenizer)
     trained = [span for i, span in spans if messages[i]["weight"] == 1]
     labels = [
@@ -105,14 +106,16 @@ def tokenize_pieces(text: str, cuts: list[int], tokenizer) -> tuple[list[int], l
     return ids, starts
 
 
-def assistant_spans(messages: list[dict], full: str, tokenizer, *, where: str = "") -> list[tuple[int, tuple[int, int]]]:
-    """(message index, (start, end)) character span in `full` of each assistant turn's reply and end token."""
+def assistant_spans(messages: list[dict], full: str, tokenizer, *, where: str = "",
+                    tools: list[dict] | None = None) -> list[tuple[int, tuple[int, int]]]:
+    """(message index, (start, end)) character span in `full` of each assistant turn's reply (its text and
+    tool calls) and end token; tool results and the tools listing fall outside every span."""
     spans = []
     for i, message in enumerate(messages):
         if message["role"] != "assistant":
             continue
-        before = render(messages[:i], tokenizer, add_generation_prompt=True, where=where)
-        through = render(messages[: i + 1], tokenizer, where=where)
+        before = render(messages[:i], tokenizer, add_generation_prompt=True, where=where, tools=tools)
+        through = render(messages[: i + 1], tokenizer, where=where, tools=tools)
         for prefix in (before, through):
             if not full.startswith(prefix):
                 raise prefix_error(i, prefix, full, where)
@@ -140,33 +143,63 @@ def prefix_error(index: int, prefix: str, full: str, where: str) -> HoneError:
     )
 
 
-def prompt_ids(messages: list[dict], tokenizer, *, chat_template: str | None = None) -> list[int]:
-    """Token ids a generation request starts from: the conversation plus the assistant generation prompt
-    (rendered with `chat_template` when given, e.g. an adapter's recorded one, else the tokenizer's)."""
-    text = render(messages, tokenizer, add_generation_prompt=True, chat_template=chat_template)
+def prompt_ids(messages: list[dict], tokenizer, *, chat_template: str | None = None,
+               tools: list[dict] | None = None) -> list[int]:
+    """Token ids a generation request starts from: the conversation (and `tools`) plus the assistant
+    generation prompt (rendered with `chat_template` when given, e.g. an adapter's recorded one, else the
+    tokenizer's)."""
+    text = render(messages, tokenizer, add_generation_prompt=True, chat_template=chat_template, tools=tools)
     return list(tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
 def render(messages: list[dict], tokenizer, *, add_generation_prompt: bool = False, where: str = "",
-           chat_template: str | None = None) -> str:
-    """The chat template applied to role/content only (hone's extra keys never reach the template)."""
-    plain = [{"role": m["role"], "content": m["content"]} for m in messages]
-    if not (chat_template or getattr(tokenizer, "chat_template", None)):
+           chat_template: str | None = None, tools: list[dict] | None = None) -> str:
+    """The chat template applied to role/content (hone's extra keys never reach the template).
+
+    A conversation with `tools`, tool calls or tool results goes to a template that renders tools itself
+    in its own shape, and to any other template in hone's rendering (`hone.data.tools`).
+    """
+    template = chat_template or getattr(tokenizer, "chat_template", None)
+    if not template:
         raise HoneError(
             "the tokenizer has no chat template, so chat examples cannot be rendered",
             where=where,
             hint="use an instruct/chat model, or give the data as {\"text\": ...} records",
         )
+
+    def apply(conversation: list[dict], listed: list[dict] | None) -> str:
+        return tokenizer.apply_chat_template(conversation, tools=listed, tokenize=False,
+                                             add_generation_prompt=add_generation_prompt, chat_template=chat_template)
+
+    native = None
+    if uses_tools(messages, tools):
+        native = template_renders_tools(template, tokenizer)
     try:
-        text = tokenizer.apply_chat_template(plain, tokenize=False, add_generation_prompt=add_generation_prompt,
-                                             chat_template=chat_template)
+        if native:
+            return apply(native_messages(messages), tools or None)
+        if native is False:
+            return apply(hone_rendering(messages, tools), None)
+        return apply([{"role": m["role"], "content": m["content"]} for m in messages], None)
     except Exception as error:  # jinja raises arbitrary exceptions (e.g. raise_exception in the template)
         raise HoneError(
             f"the chat template failed to render this conversation: {error}",
             where=where,
-            hint="check the message roles and order against what the model's template accepts",
+            hint="check the message roles and order against what the model's template accepts"
+            + ("; hone renders tool results as 'tool' turns, which this template may not take" if native is False
+               else ""),
         ) from error
-    return text
+
+
+NATIVE_TOOLS: dict[str, bool] = {}  # template text -> whether it renders tools itself
+
+
+def template_renders_tools(template: str, tokenizer) -> bool:
+    """Whether `template` renders tools itself (probed once per template, see `renders_tools_natively`)."""
+    if template not in NATIVE_TOOLS:
+        NATIVE_TOOLS[template] = renders_tools_natively(
+            lambda conversation, listed: tokenizer.apply_chat_template(conversation, tools=listed, tokenize=False,
+                                                                       chat_template=template))
+    return NATIVE_TOOLS[template]
 
 
 def eos_id(tokenizer) -> int:
