@@ -109,7 +109,7 @@ def parse_chat(obj: dict) -> Example:
         raise RecordError("parallel_tool_calls", f"is {a_json_type(parallel)}; expected true or false")
     parsed = [parse_message(message, f"messages[{i}]", tools=True) for i, message in enumerate(messages)]
     check_conversation(parsed)
-    check_tool_turns(parsed, tools, parallel)
+    check_tool_turns(parsed, tools or [], parallel)
     return Example(format="chat", messages=parsed, tools=tools)
 
 

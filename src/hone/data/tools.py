@@ -114,8 +114,8 @@ def arguments_object(arguments: str, field: str) -> dict:
 
 
 def check_tool_turns(messages: list[dict], tools: list[dict] | None, parallel: bool) -> None:
-    """Cross-checks over a conversation: calls name listed functions, each tool message answers an
-    earlier unanswered call, and no turn holds several calls when `parallel` is false."""
+    """Cross-checks over a conversation: calls name listed functions (unless `tools` is None), each tool
+    message answers an earlier unanswered call, and no turn holds several calls when `parallel` is false."""
     names = {tool["function"]["name"] for tool in tools or []}
     open_calls: set[str] = set()
     for i, message in enumerate(messages):
@@ -125,7 +125,7 @@ def check_tool_turns(messages: list[dict], tools: list[dict] | None, parallel: b
                               "false; give one call per assistant turn or drop parallel_tool_calls")
         for k, call in enumerate(calls):
             name = call["function"]["name"]
-            if name not in names:
+            if tools is not None and name not in names:
                 listed = ", ".join(sorted(names)) if names else "none (the record has no tools)"
                 raise RecordError(f"messages[{i}].tool_calls[{k}].function.name",
                                   f"calls {name!r}, which is not in tools; listed: {listed}")
@@ -158,14 +158,16 @@ def tools_text(tools: list[dict]) -> str:
     return "\n".join([TOOLS_HEADER, *(json.dumps(tool["function"], ensure_ascii=False) for tool in tools)])
 
 
+def reply_text(message: dict) -> str:
+    """An assistant message as hone renders it: its text, then a `<tool_call>` line per call."""
+    if not message.get("tool_calls"):
+        return message["content"]
+    return "\n".join(part for part in (message["content"].strip(), calls_text(message["tool_calls"])) if part)
+
+
 def hone_rendering(messages: list[dict], tools: list[dict] | None) -> list[dict]:
     """Role/content messages for a template without tool support (see the module docstring)."""
-    plain = []
-    for message in messages:
-        content = message["content"]
-        if message.get("tool_calls"):
-            content = "\n".join(part for part in (content.strip(), calls_text(message["tool_calls"])) if part)
-        plain.append({"role": message["role"], "content": content})
+    plain = [{"role": message["role"], "content": reply_text(message)} for message in messages]
     if tools:
         listing = tools_text(tools)
         if plain and plain[0]["role"] == "system":

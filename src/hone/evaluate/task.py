@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from hone.data.read import read_examples
+from hone.data.tools import reply_text
 from hone.errors import DataError
 from hone.evaluate.metrics import metric_for, score
 from hone.infer.generate import generate_batch
@@ -14,8 +15,9 @@ from hone.infer.generate import generate_batch
 @dataclass
 class TaskItem:
     messages: list[dict]  # the conversation up to (not including) the reference turn
-    reference: str
+    reference: str  # the reference turn's text; its tool calls as <tool_call> lines (hone.data.tools)
     where: str
+    tools: list[dict] | None = None  # the record's function tools, offered to the model
 
 
 @dataclass
@@ -27,15 +29,21 @@ class EvalResult:
 
 
 def read_task(path: str) -> list[TaskItem]:
-    """Held-out items: every chat-like record's last assistant turn is the reference."""
+    """Held-out items: every chat-like record's last assistant turn is the reference (with a function-calling
+    record, its calls; the record's tools are offered when generating)."""
     examples, _ = read_examples(path, strict=True)
     items = []
     for ex in examples:
         if not ex.messages or ex.messages[-1]["role"] != "assistant":
             raise DataError("the last message must be the assistant's reference answer", where=ex.where)
-        items.append(TaskItem([{k: m[k] for k in ("role", "content")} for m in ex.messages[:-1]],
-                              ex.messages[-1]["content"], ex.where))
+        items.append(held_out(ex))
     return items
+
+
+def held_out(example) -> TaskItem:
+    """A chat example ending with an assistant turn as an item: the turns before it, its text (and calls)."""
+    return TaskItem([{k: v for k, v in m.items() if k != "weight"} for m in example.messages[:-1]],
+                    reply_text(example.messages[-1]), example.where, example.tools)
 
 
 def evaluate_task(model, tokenizer, items: list[TaskItem], metric: str, *,
@@ -58,7 +66,8 @@ def evaluate_task(model, tokenizer, items: list[TaskItem], metric: str, *,
     conversations = [prompt(item.messages) if prompt else item.messages for item in items]
     with tqdm(total=len(items), desc="eval", unit="ex", disable=not progress) as bar:
         predictions = generate_batch(model, tokenizer, conversations, max_new_tokens=max_new_tokens,
-                                     batch_size=batch_size, progress=bar.update)
+                                     batch_size=batch_size, progress=bar.update,
+                                     tools=[item.tools for item in items])
     if grader is not None:
         return _graded(grader, predictions, items)
     metrics = score(metric, predictions, [item.reference for item in items])

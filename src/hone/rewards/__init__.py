@@ -3,7 +3,7 @@
 Each grader family is a module with `Config` (a pydantic model whose `type` literal names it) and
 `build(config)`, which returns an object with `name` and `grade(samples, items) -> list[Grade]`.
 Specs follow OpenAI's grader shapes where they exist (`string_check`, `text_similarity`,
-`score_model`, `multi`); `json`, `numeric`, `python` and `model` are hone's. The same spec serves
+`score_model`, `multi`); `json`, `numeric`, `python`, `model` and `tool_call` are hone's. The same spec serves
 `hone grader`, `hone eval --grader`, `eval.grader` in a run config and, later, RL rewards.
 """
 
@@ -15,7 +15,7 @@ from typing import Annotated, Any, Protocol, Union
 from pydantic import Field, TypeAdapter
 
 from hone.rewards import (json_match, label_model, model_judge, multi, numeric, python_function, string_check,
-                          text_similarity)
+                          text_similarity, tool_call)
 from hone.rewards.grade import Grade, as_sample, failed
 
 GRADERS: dict[str, ModuleType] = {
@@ -28,6 +28,7 @@ GRADERS: dict[str, ModuleType] = {
     "score_model": model_judge,
     "label_model": label_model,
     "multi": multi,
+    "tool_call": tool_call,
 }
 JUDGED = ("model", "score_model", "label_model")
 GRADER_CONFIGS = list(dict.fromkeys(module.Config for module in GRADERS.values()))

@@ -120,7 +120,7 @@ class TaskScore:
         from hone.data.pack import split_validation
         from hone.data.read import read_examples
         from hone.evaluate.metrics import metric_for
-        from hone.evaluate.task import TaskItem
+        from hone.evaluate.task import held_out
 
         data = config.data
         if data.validation:
@@ -129,8 +129,7 @@ class TaskScore:
             examples = split_validation(read_examples(data.train, strict=data.strict)[0],
                                         data.validation_fraction, config.train.seed)[1]
         chats = [e for e in examples if e.messages and e.messages[-1]["role"] == "assistant"]
-        self.items = [TaskItem([{k: m[k] for k in ("role", "content")} for m in e.messages[:-1]],
-                               e.messages[-1]["content"], e.where) for e in chats][:config.train.early_stopping.max_items]
+        self.items = [held_out(e) for e in chats][:config.train.early_stopping.max_items]
         self.metric, self.key = config.eval.metric, config.train.early_stopping.metric
         self.max_new_tokens, self.tokenizer = config.eval.max_new_tokens, tokenizer
         keys = metric_for(self.metric)(self.items[0].reference, self.items[0].reference) if self.items else {}
