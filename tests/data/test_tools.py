@@ -137,3 +137,11 @@ def test_a_template_with_tool_support_renders_them_its_own_way_and_the_mask_foll
     assert '<call name=get_weather>{"city": "Paris"}</call>' in text
     assert targets(tokenize_example(example, tokenizer), tokenizer) == (
         '<call name=get_weather>{"city": "Paris"}</call><|im_end|>It is 18C and sunny.<|im_end|>')
+
+
+def test_the_default_models_template_gets_hones_rendering_and_the_same_mask(default_tokenizer):
+    assert not template_renders_tools(default_tokenizer.chat_template, default_tokenizer)
+    tokenized = tokenize_example(parse_record(weather_record()), default_tokenizer)
+    assert targets(tokenized, default_tokenizer) == (
+        '<tool_call>{"name": "get_weather", "arguments": {"city": "Paris"}}</tool_call><|im_end|>'
+        "It is 18C and sunny.<|im_end|>")
