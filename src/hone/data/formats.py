@@ -18,7 +18,7 @@ import json
 import re
 from dataclasses import dataclass
 
-from hone.data.record_errors import RecordError, a_json_type
+from hone.data.record_errors import RecordError, a_json_type, typed_objects
 from hone.data.tools import check_tool_turns, parse_tool_calls_field, parse_tools
 
 ROLES = ("system", "user", "assistant", "tool")
@@ -173,12 +173,7 @@ def content_text(content: object, field: str) -> str:
     if not isinstance(content, list):
         raise RecordError(field, f"is {a_json_type(content)}; expected a string or an array of text parts")
     texts = []
-    for i, part in enumerate(content):
-        where = f"{field}[{i}]"
-        if not isinstance(part, dict):
-            raise RecordError(where, f"is {a_json_type(part)}; expected {{\"type\": \"text\", \"text\": ...}}")
-        if part.get("type") != "text":
-            raise RecordError(f"{where}.type", f"is {json.dumps(part.get('type'))}; only \"text\" parts are supported")
+    for where, part in typed_objects(content, field, "text", "parts", '{"type": "text", "text": ...}'):
         text = part.get("text")
         if not isinstance(text, str):
             raise RecordError(f"{where}.text", f"is {a_json_type(text)}; expected a string")

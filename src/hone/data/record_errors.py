@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterator
+
 
 class RecordError(ValueError):
     """A record does not fit its format; `field` is a path into the record such as `messages[2].role`."""
@@ -35,3 +38,15 @@ def a_json_type(value: object) -> str:
     if name == "null":
         return name
     return f"an {name}" if name[0] in "aeiou" else f"a {name}"
+
+
+def typed_objects(values: list, field: str, kind: str, noun: str, shape: str) -> Iterator[tuple[str, dict]]:
+    """(field path, object) for each of `values`, each checked to be an object whose `type` is `kind`
+    (content parts, tools); `shape` is what the error shows as expected."""
+    for i, value in enumerate(values):
+        where = f"{field}[{i}]"
+        if not isinstance(value, dict):
+            raise RecordError(where, f"is {a_json_type(value)}; expected {shape}")
+        if value.get("type") != kind:
+            raise RecordError(f"{where}.type", f"is {json.dumps(value.get('type'))}; only \"{kind}\" {noun} are supported")
+        yield where, value

@@ -24,7 +24,7 @@ import json
 import re
 import uuid
 
-from hone.data.record_errors import RecordError, a_json_type
+from hone.data.record_errors import RecordError, a_json_type, typed_objects
 
 TOOLS_HEADER = ("You can call these functions. To call one, answer with a line "
                 '<tool_call>{"name": <function name>, "arguments": <arguments object>}</tool_call> '
@@ -40,12 +40,7 @@ def parse_tools(tools: object, field: str = "tools") -> list[dict]:
                           '{"type": "function", "function": {"name": ..., "parameters": {...}}}')
     names: set[str] = set()
     parsed = []
-    for i, tool in enumerate(tools):
-        where = f"{field}[{i}]"
-        if not isinstance(tool, dict):
-            raise RecordError(where, f"is {a_json_type(tool)}; expected a tool object")
-        if tool.get("type") != "function":
-            raise RecordError(f"{where}.type", f"is {json.dumps(tool.get('type'))}; only \"function\" tools are supported")
+    for where, tool in typed_objects(tools, field, "function", "tools", '{"type": "function", "function": {...}}'):
         function = tool.get("function")
         if not isinstance(function, dict):
             raise RecordError(f"{where}.function", f"is {a_json_type(function)}; expected {{\"name\": ..., "
