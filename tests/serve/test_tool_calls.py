@@ -99,3 +99,26 @@ def test_hone_eval_scores_call_accuracy_per_item(tool_server, tmp_path):
     assert paris.score == 1.0 and paris.details["function_accuracy"] == 1.0
     assert rome_grade.score == 0.0  # it learned Paris only
     assert result.metrics["grader_score"] == 0.5
+
+
+def test_parallel_tool_calls_false_keeps_the_first_call_and_unknown_functions_stay_text():
+    from hone.serve.generation import Exchange, _final
+    from hone.serve.protocol import ChatCompletionRequest
+
+    tools = call_record()["tools"]
+    text = ('<tool_call>{"name": "get_weather", "arguments": {"city": "Paris"}}</tool_call>\n'
+            '<tool_call>{"name": "get_time", "arguments": {"city": "Paris"}}</tool_call>\n'
+            '<tool_call>{"name": "get_news", "arguments": {}}</tool_call>')
+
+    def reply(**extra):
+        body = ChatCompletionRequest(model="m", messages=ASK, tools=tools, **extra)
+        ex = Exchange("chat", "chatcmpl-1", "m", None, [[1]], body, tools=body.offered_tools(),
+                      texts={0: text}, finish={0: "stop"}, tokens={0: 3})
+        return _final(ex)["choices"][0]
+
+    both = reply()
+    assert [c["function"]["name"] for c in both["message"]["tool_calls"]] == ["get_weather", "get_time"]
+    assert both["message"]["content"] == '<tool_call>{"name": "get_news", "arguments": {}}</tool_call>'
+    assert [c["function"]["name"] for c in reply(parallel_tool_calls=False)["message"]["tool_calls"]] == \
+        ["get_weather"]
+    assert reply(tool_choice="none")["message"] == {"role": "assistant", "content": text}
