@@ -126,8 +126,10 @@ def evaluate(file: str | Path, *, adapter: str | Path | None = None, model: str 
 
 def generate(prompt: str | list[dict] | list[list[dict]], *, adapter: str | Path | None = None,
              model: str | None = None, system: str | None = None, max_new_tokens: int = 256,
-             temperature: float = 0.0, top_p: float = 1.0, seed: int | None = None, raw: bool = False):
-    """Complete a prompt (a string, a message list, or a list of message lists) with a base or tuned model.
+             temperature: float = 0.0, top_p: float = 1.0, seed: int | None = None, raw: bool = False,
+             tools: list[dict] | None = None):
+    """Complete a prompt (a string, a message list, or a list of message lists) with a base or tuned model,
+    offering `tools` (OpenAI's function tools) to every conversation when given.
 
     Returns a string for a single prompt and a list of strings for a list of conversations. `raw`
     continues a string prompt as plain text, without a chat template (how a base model is prompted).
@@ -141,7 +143,8 @@ def generate(prompt: str | list[dict] | list[list[dict]], *, adapter: str | Path
     single = not (isinstance(prompt, list) and prompt and isinstance(prompt[0], list))
     conversations = [_messages(prompt, system)] if single else [_messages(p, system) for p in prompt]
     outputs = generate_batch(loaded, tokenizer, conversations, max_new_tokens=max_new_tokens,
-                             temperature=temperature, top_p=top_p, seed=seed)
+                             temperature=temperature, top_p=top_p, seed=seed,
+                             tools=[tools] * len(conversations) if tools else None)
     return outputs[0] if single else outputs
 
 

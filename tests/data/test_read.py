@@ -17,8 +17,8 @@ def only_issue(path):
 
 
 def test_issue_prints_path_line_field_and_message():
-    issue = Issue("train.jsonl", 17, "messages[2].role", "is 'bot'; expected system|user|assistant")
-    assert str(issue) == "train.jsonl:17: messages[2].role: is 'bot'; expected system|user|assistant"
+    issue = Issue("train.jsonl", 17, "messages[2].role", "is 'bot'; expected system|user|assistant|tool")
+    assert str(issue) == "train.jsonl:17: messages[2].role: is 'bot'; expected system|user|assistant|tool"
     assert str(Issue("train.jsonl", 3, "", "invalid JSON")) == "train.jsonl:3: invalid JSON"
 
 
@@ -42,7 +42,7 @@ def test_line_that_is_not_an_object(write_jsonl):
 
 def test_unknown_role(write_jsonl):
     path = write_jsonl([GOOD, chat(("user", "q"), ("assistant", "a"), ("bot", "x"))])
-    assert only_issue(path) == f"{path}:2: messages[2].role: is 'bot'; expected system|user|assistant"
+    assert only_issue(path) == f"{path}:2: messages[2].role: is 'bot'; expected system|user|assistant|tool"
 
 
 def test_empty_assistant_content(write_jsonl):

@@ -27,7 +27,7 @@ def test_every_family_has_a_minimal_valid_spec():
                    "input": [{"role": "user", "content": "{{sample.output_text}}"}]},
                "label_model": {"input": [{"role": "user", "content": "x"}], "labels": ["good", "bad"],
                                "passing_labels": ["good"]},
-               "multi": {"graders": {"a": {"type": "json"}}, "calculate_output": "a"}}
+               "multi": {"graders": {"a": {"type": "json"}}, "calculate_output": "a"}, "tool_call": {}}
     assert set(minimal) == set(GRADERS)
     for kind, options in minimal.items():
         assert load_spec({"type": kind, **options}).type == kind

@@ -19,8 +19,11 @@ import json
 import re
 from dataclasses import dataclass
 
-ROLES = ("system", "user", "assistant")
-MESSAGE_KEYS = ("role", "content", "name", "weight", "reasoning_content", "thinking")
+from hone.data.record_errors import RecordError, a_json_type, typed_objects
+from hone.data.tools import check_tool_turns, parse_tool_calls_field, parse_tools
+
+ROLES = ("system", "user", "assistant", "tool")
+MESSAGE_KEYS = ("role", "content", "name", "weight", "tool_calls", "tool_call_id", "reasoning_content", "thinking")
 REASONING_KEYS = ("reasoning_content", "thinking")  # an assistant's reasoning: OpenAI-style, Qwen-style
 
 # format name -> the keys that make a record claim it, and the shape shown in error messages.
@@ -36,7 +39,8 @@ DOMINANT_KEYS = {
     "labelled": ("label",),
 }
 FORMAT_SHAPES = {
-    "chat": '{"messages": [{"role": "user", "content": ...}, {"role": "assistant", "content": ...}]}',
+    "chat": '{"messages": [{"role": "user", "content": ...}, {"role": "assistant", "content": ...}]} (optionally '
+            'with "tools", assistant "tool_calls", "tool" messages and "parallel_tool_calls")',
     "prompt_completion": '{"prompt": ..., "completion": ...}',
     "alpaca": '{"instruction": ..., "input": ... (optional), "output": ...}',
     "text": '{"text": ...}',
@@ -64,19 +68,11 @@ class Example:
     where: str = ""
     chosen: list[dict] | None = None
     rejected: list[dict] | None = None
+    tools: list[dict] | None = None  # a chat record's function tools, OpenAI's `tools` shape
     label: str | None = None
     item: dict | None = None  # a graded prompt's other fields, for the grader
     completion: list[dict] | None = None  # a judged completion's reply (assistant messages)
     desirable: bool | None = None  # a judged completion's verdict
-
-
-class RecordError(ValueError):
-    """A record does not fit its format; `field` is a path into the record such as `messages[2].role`."""
-
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(f"{field}: {message}" if field else message)
-        self.field = field
-        self.message = message
 
 
 def parse_record(obj: dict) -> Example:
@@ -104,35 +100,61 @@ def parse_record(obj: dict) -> Example:
 
 
 def parse_chat(obj: dict) -> Example:
-    """The OpenAI fine-tuning chat format: `{"messages": [{"role", "content", "weight"?, "name"?}, ...]}`."""
+    """The OpenAI fine-tuning chat format: `{"messages": [{"role", "content", "weight"?, "name"?}, ...]}`,
+    with function calling: `tools`, assistant `tool_calls`, `tool` messages and `parallel_tool_calls`."""
     messages = obj["messages"]
     if not isinstance(messages, list):
         raise RecordError("messages", f"is {a_json_type(messages)}; expected an array of messages")
     if not messages:
         raise RecordError("messages", "is empty; expected at least a user and an assistant message")
-    parsed = [parse_message(message, f"messages[{i}]") for i, message in enumerate(messages)]
+    if "functions" in obj:
+        raise RecordError("functions", "is the legacy function-calling format; give the functions as tools "
+                          '([{"type": "function", "function": {...}}]) and the calls as tool_calls')
+    tools = parse_tools(obj["tools"]) if obj.get("tools") is not None else None
+    parallel = obj.get("parallel_tool_calls", True)
+    if not isinstance(parallel, bool):
+        raise RecordError("parallel_tool_calls", f"is {a_json_type(parallel)}; expected true or false")
+    parsed = [parse_message(message, f"messages[{i}]", tools=True) for i, message in enumerate(messages)]
     check_conversation(parsed)
-    return Example(format="chat", messages=parsed)
+    check_tool_turns(parsed, tools or [], parallel)
+    return Example(format="chat", messages=parsed, tools=tools)
 
 
-def parse_message(message: object, field: str) -> dict:
-    """Validate one chat message and return it as `{"role", "content", "weight"}` (content joined to text)."""
+def parse_message(message: object, field: str, *, tools: bool = False) -> dict:
+    """Validate one chat message and return it as `{"role", "content", "weight"}` (content joined to text),
+    plus `tool_calls` (assistant) or `tool_call_id` (tool) when `tools` allows function calling."""
     if not isinstance(message, dict):
         raise RecordError(field, f"is {a_json_type(message)}; expected an object with role and content")
+    roles = ROLES if tools else ROLES[:3]
+    expected = "|".join(roles)
     for key in message:
-        if key not in MESSAGE_KEYS:
-            raise RecordError(f"{field}.{key}", f"unexpected key; allowed: {', '.join(MESSAGE_KEYS)}")
+        if key not in MESSAGE_KEYS or (not tools and key.startswith("tool")):
+            allowed = [k for k in MESSAGE_KEYS if tools or not k.startswith("tool")]
+            raise RecordError(f"{field}.{key}", f"unexpected key; allowed: {', '.join(allowed)}")
     if "role" not in message:
-        raise RecordError(f"{field}.role", "is missing; expected system|user|assistant")
+        raise RecordError(f"{field}.role", f"is missing; expected {expected}")
     role = message["role"]
     if not isinstance(role, str):
-        raise RecordError(f"{field}.role", f"is {a_json_type(role)}; expected system|user|assistant")
-    if role not in ROLES:
-        raise RecordError(f"{field}.role", f"is {role!r}; expected system|user|assistant")
-    if "content" not in message:
-        raise RecordError(f"{field}.content", "is missing")
-    content = content_text(message["content"], f"{field}.content")
-    if role != "system" and not content.strip():
+        raise RecordError(f"{field}.role", f"is {a_json_type(role)}; expected {expected}")
+    if role not in roles:
+        raise RecordError(f"{field}.role", f"is {role!r}; expected {expected}")
+    calls = None
+    if "tool_calls" in message and message["tool_calls"] is not None:
+        if role != "assistant":
+            raise RecordError(f"{field}.tool_calls", f"is set on a {role} message; only assistant messages call tools")
+        calls = parse_tool_calls_field(message["tool_calls"], f"{field}.tool_calls")
+    if "tool_call_id" in message and role != "tool":
+        raise RecordError(f"{field}.tool_call_id", f"is set on a {role} message; only tool messages answer calls")
+    if role == "tool" and not isinstance(message.get("tool_call_id"), str):
+        found = a_json_type(message["tool_call_id"]) if "tool_call_id" in message else "missing"
+        raise RecordError(f"{field}.tool_call_id", f"is {found}; a tool message gives the id of the call it answers")
+    if "content" not in message or (calls and message["content"] is None):
+        if not calls:
+            raise RecordError(f"{field}.content", "is missing")
+        content = ""
+    else:
+        content = content_text(message["content"], f"{field}.content")
+    if role != "system" and not calls and not content.strip():
         raise RecordError(f"{field}.content", f"is empty; {role} messages need text")
     if "name" in message and not isinstance(message["name"], str):
         raise RecordError(f"{field}.name", f"is {a_json_type(message['name'])}; expected a string")
@@ -144,6 +166,10 @@ def parse_message(message: object, field: str) -> dict:
         if type(weight) is not int or weight not in (0, 1):
             raise RecordError(f"{field}.weight", f"is {json.dumps(weight)}; expected 0 or 1")
     parsed = {"role": role, "content": content, "weight": weight}
+    if calls:
+        parsed["tool_calls"] = calls
+    if role == "tool":
+        parsed["tool_call_id"] = message["tool_call_id"]
     reasoning = message_reasoning(message, role, field)
     if reasoning:
         parsed["reasoning"] = reasoning
@@ -172,12 +198,7 @@ def content_text(content: object, field: str) -> str:
     if not isinstance(content, list):
         raise RecordError(field, f"is {a_json_type(content)}; expected a string or an array of text parts")
     texts = []
-    for i, part in enumerate(content):
-        where = f"{field}[{i}]"
-        if not isinstance(part, dict):
-            raise RecordError(where, f"is {a_json_type(part)}; expected {{\"type\": \"text\", \"text\": ...}}")
-        if part.get("type") != "text":
-            raise RecordError(f"{where}.type", f"is {json.dumps(part.get('type'))}; only \"text\" parts are supported")
+    for where, part in typed_objects(content, field, "text", "parts", '{"type": "text", "text": ...}'):
         text = part.get("text")
         if not isinstance(text, str):
             raise RecordError(f"{where}.text", f"is {a_json_type(text)}; expected a string")
@@ -359,31 +380,6 @@ def assistant(content: str) -> dict:
     return {"role": "assistant", "content": content, "weight": 1}
 
 
-def json_type(value: object) -> str:
-    """The JSON name of a decoded value's type, for error messages ('number', 'array', ...)."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, (int, float)):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, list):
-        return "array"
-    if isinstance(value, dict):
-        return "object"
-    return type(value).__name__
-
-
-def a_json_type(value: object) -> str:
-    """The JSON type name with its article ('a number', 'an array', 'null'), for error messages."""
-    name = json_type(value)
-    if name == "null":
-        return name
-    return f"an {name}" if name[0] in "aeiou" else f"a {name}"
-
-
 def example_key(example: Example) -> str:
     """A hash of the example's normalized content: roles and texts, whitespace collapsed, weights ignored.
 
@@ -396,7 +392,9 @@ def example_key(example: Example) -> str:
         if example.label is not None:
             normalized.append(example.label)
     else:
-        normalized = [[m["role"], squash(m["content"])] for m in example.messages or []]
+        normalized = [[m["role"], squash(m["content"]), *call_keys(m)] for m in example.messages or []]
+        if example.tools:
+            normalized.append(example.tools)
         if example.chosen is not None:
             normalized += [[[m["role"], squash(m["content"])] for m in side]
                            for side in (example.chosen, example.rejected or [])]
@@ -406,6 +404,11 @@ def example_key(example: Example) -> str:
             normalized.append(json.dumps(example.item, sort_keys=True, ensure_ascii=False))
     payload = json.dumps(normalized, ensure_ascii=False, separators=(",", ":"))
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+
+
+def call_keys(message: dict) -> list:
+    """A message's calls by name and arguments (ids differ between otherwise equal records)."""
+    return [[c["function"]["name"], json.loads(c["function"]["arguments"])] for c in message.get("tool_calls") or []]
 
 
 def squash(text: str) -> str:

@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from hone.data.formats import Example
+from hone.data.tools import hone_rendering, native_messages, renders_tools_natively, uses_tools
 from hone.errors import HoneError
 
 IGNORE = -100  # label of a token that is not a training target (the Hugging Face convention)
@@ -51,7 +52,7 @@ def tokenize_example(
         input_ids = tokenizer(example.text, add_special_tokens=False)["input_ids"] + [eos_id(tokenizer)]
         labels = list(input_ids)
     elif loss_on == "all":
-        full = render(example.messages or [], tokenizer, where=example.where)
+        full = render(example.messages or [], tokenizer, where=example.where, tools=example.tools)
         input_ids = list(tokenizer(full, add_special_tokens=False)["input_ids"])
         labels = list(input_ids)
     else:
@@ -67,9 +68,9 @@ def tokenize_chat(example: Example, tokenizer) -> tuple[list[int], list[int], in
     """Token ids of the rendered conversation, labels that keep only weight-1 assistant turns, and how
     many weight-1 replies stay untrained because the template re-renders them (`assistant_spans`)."""
     messages = example.messages or []
-    full = render(messages, tokenizer, where=example.where)
+    full = render(messages, tokenizer, where=example.where, tools=example.tools)
     check_rendered(messages, full, example.where)
-    spans = assistant_spans(messages, full, tokenizer, where=example.where)
+    spans = assistant_spans(messages, full, tokenizer, where=example.where, tools=example.tools)
     input_ids, starts = tokenize_cut(full, [start for _, (start, _) in spans], tokenizer)
     trained = [span for i, span in spans if messages[i]["weight"] == 1]
     labels = [
@@ -118,8 +119,10 @@ def tokenize_pieces(text: str, cuts: list[int], tokenizer) -> tuple[list[int], l
     return ids, starts
 
 
-def assistant_spans(messages: list[dict], full: str, tokenizer, *, where: str = "") -> list[tuple[int, tuple[int, int]]]:
-    """(message index, (start, end)) character span in `full` of each assistant turn's reply and end token.
+def assistant_spans(messages: list[dict], full: str, tokenizer, *, where: str = "",
+                    tools: list[dict] | None = None) -> list[tuple[int, tuple[int, int]]]:
+    """(message index, (start, end)) character span in `full` of each assistant turn's reply (its text and
+    tool calls) and end token; tool results and the tools listing fall outside every span.
 
     A reply that the template renders differently once a later reply follows (Qwen3 drops its
     <think> block, GPT-OSS ends it with <|end|> instead of <|return|>) gets no span: what it would
@@ -128,9 +131,9 @@ def assistant_spans(messages: list[dict], full: str, tokenizer, *, where: str = 
     for i, message in enumerate(messages):
         if message["role"] != "assistant":
             continue
-        before = render(messages[:i], tokenizer, add_generation_prompt=True, where=where)
-        through = render(messages[: i + 1], tokenizer, where=where)
-        longer = (lambda: full) if i + 1 < len(messages) else (lambda: continued(messages, tokenizer))
+        before = render(messages[:i], tokenizer, add_generation_prompt=True, where=where, tools=tools)
+        through = render(messages[: i + 1], tokenizer, where=where, tools=tools)
+        longer = (lambda: full) if i + 1 < len(messages) else (lambda: continued(messages, tokenizer, tools))
         through = without_closing_eos(through, longer, message["content"], tokenizer)
         mismatch = next((prefix for prefix in (before, through) if not full.startswith(prefix)), None)
         if mismatch is not None and any(m["role"] == "assistant" for m in messages[i + 1:]):
@@ -164,12 +167,12 @@ def without_closing_eos(through: str, longer, reply: str, tokenizer) -> str:
     return rest if not text.startswith(through) and text.startswith(rest) else through
 
 
-def continued(messages: list[dict], tokenizer) -> str:
+def continued(messages: list[dict], tokenizer, tools: list[dict] | None = None) -> str:
     """The conversation rendered with one more user turn (or as it is, where the template refuses that)."""
     try:
-        return render([*messages, {"role": "user", "content": "..."}], tokenizer)
+        return render([*messages, {"role": "user", "content": "..."}], tokenizer, tools=tools)
     except HoneError:
-        return render(messages, tokenizer)
+        return render(messages, tokenizer, tools=tools)
 
 
 def check_rendered(messages: list[dict], full: str, where: str) -> None:
@@ -206,10 +209,12 @@ def prefix_error(index: int, prefix: str, full: str, where: str) -> HoneError:
     )
 
 
-def prompt_ids(messages: list[dict], tokenizer, *, chat_template: str | None = None) -> list[int]:
-    """Token ids a generation request starts from: the conversation plus the assistant generation prompt
-    (rendered with `chat_template` when given, e.g. an adapter's recorded one, else the tokenizer's)."""
-    text = render(messages, tokenizer, add_generation_prompt=True, chat_template=chat_template)
+def prompt_ids(messages: list[dict], tokenizer, *, chat_template: str | None = None,
+               tools: list[dict] | None = None) -> list[int]:
+    """Token ids a generation request starts from: the conversation (and `tools`) plus the assistant
+    generation prompt (rendered with `chat_template` when given, e.g. an adapter's recorded one, else the
+    tokenizer's)."""
+    text = render(messages, tokenizer, add_generation_prompt=True, chat_template=chat_template, tools=tools)
     return list(tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
@@ -226,30 +231,64 @@ def plain_prompt(messages: list[dict]) -> str:
 
 
 def render(messages: list[dict], tokenizer, *, add_generation_prompt: bool = False, where: str = "",
-           chat_template: str | None = None) -> str:
+           chat_template: str | None = None, tools: list[dict] | None = None) -> str:
     """The chat template applied to role, content and reasoning (hone's other keys never reach it).
 
-    Reasoning goes in under both names templates read: `reasoning_content` and `thinking`."""
-    plain = [{"role": m["role"], "content": m["content"]} for m in messages]
-    for message, given in zip(plain, messages):
-        if given.get("reasoning"):
-            message["reasoning_content"] = message["thinking"] = given["reasoning"]
-    if not (chat_template or getattr(tokenizer, "chat_template", None)):
+    Reasoning goes in under both names templates read: `reasoning_content` and `thinking`. A
+    conversation with `tools`, tool calls or tool results goes to a template that renders tools itself
+    in its own shape, and to any other template in hone's rendering (`hone.data.tools`).
+    """
+    template = chat_template or getattr(tokenizer, "chat_template", None)
+    if not template:
         raise HoneError(
             "the tokenizer has no chat template, so chat examples cannot be rendered",
             where=where,
             hint="use an instruct/chat model, or give the data as {\"text\": ...} records",
         )
+
+    def apply(conversation: list[dict], listed: list[dict] | None) -> str:
+        return tokenizer.apply_chat_template(with_reasoning(conversation, messages), tools=listed, tokenize=False,
+                                             add_generation_prompt=add_generation_prompt, chat_template=chat_template)
+
+    native = None
+    if uses_tools(messages, tools):
+        native = template_renders_tools(template, tokenizer)
     try:
-        text = tokenizer.apply_chat_template(plain, tokenize=False, add_generation_prompt=add_generation_prompt,
-                                             chat_template=chat_template)
+        if native:
+            return apply(native_messages(messages), tools or None)
+        if native is False:
+            return apply(hone_rendering(messages, tools), None)
+        return apply([{"role": m["role"], "content": m["content"]} for m in messages], None)
     except Exception as error:  # jinja raises arbitrary exceptions (e.g. raise_exception in the template)
         raise HoneError(
             f"the chat template failed to render this conversation: {error}",
             where=where,
-            hint="check the message roles and order against what the model's template accepts",
+            hint="check the message roles and order against what the model's template accepts"
+            + ("; hone renders tool results as 'tool' turns, which this template may not take" if native is False
+               else ""),
         ) from error
-    return text
+
+
+def with_reasoning(conversation: list[dict], messages: list[dict]) -> list[dict]:
+    """`conversation` (the template's messages, the last ones matching `messages`; hone's tool rendering
+    may put a system message first) with each reply's reasoning under both names templates read."""
+    offset = len(conversation) - len(messages)
+    for message, given in zip(conversation[offset:], messages):
+        if given.get("reasoning"):
+            message["reasoning_content"] = message["thinking"] = given["reasoning"]
+    return conversation
+
+
+NATIVE_TOOLS: dict[str, bool] = {}  # template text -> whether it renders tools itself
+
+
+def template_renders_tools(template: str, tokenizer) -> bool:
+    """Whether `template` renders tools itself (probed once per template, see `renders_tools_natively`)."""
+    if template not in NATIVE_TOOLS:
+        NATIVE_TOOLS[template] = renders_tools_natively(
+            lambda conversation, listed: tokenizer.apply_chat_template(conversation, tools=listed, tokenize=False,
+                                                                       chat_template=template))
+    return NATIVE_TOOLS[template]
 
 
 def eos_id(tokenizer) -> int:

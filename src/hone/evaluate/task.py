@@ -8,6 +8,7 @@ from typing import Callable
 from hone.data.prompts import task_item
 from hone.data.read import read_examples
 from hone.data.template import plain_prompt, text_prompt_ids
+from hone.data.tools import reply_text
 from hone.errors import DataError
 from hone.models.generate import generate_batch, generate_from_ids
 from hone.rewards.metric import eval_grader, score_outputs
@@ -16,8 +17,9 @@ from hone.rewards.metric import eval_grader, score_outputs
 @dataclass
 class TaskItem:
     messages: list[dict]  # the conversation up to (not including) the reference turn
-    reference: str
+    reference: str  # the reference turn's text; its tool calls as <tool_call> lines (hone.data.tools)
     where: str
+    tools: list[dict] | None = None  # the record's function tools, offered to the model
 
 
 @dataclass
@@ -29,15 +31,21 @@ class EvalResult:
 
 
 def read_task(path: str) -> list[TaskItem]:
-    """Held-out items: every chat-like record's last assistant turn is the reference."""
+    """Held-out items: every chat-like record's last assistant turn is the reference (with a function-calling
+    record, its calls; the record's tools are offered when generating)."""
     examples, _ = read_examples(path, strict=True)
     items = []
     for ex in examples:
         if not ex.messages or ex.messages[-1]["role"] != "assistant":
             raise DataError("the last message must be the assistant's reference answer", where=ex.where)
-        items.append(TaskItem([{k: m[k] for k in ("role", "content")} for m in ex.messages[:-1]],
-                              ex.messages[-1]["content"], ex.where))
+        items.append(held_out(ex))
     return items
+
+
+def held_out(example) -> TaskItem:
+    """A chat example ending with an assistant turn as an item: the turns before it, its text (and calls)."""
+    return TaskItem([{k: v for k, v in m.items() if k != "weight"} for m in example.messages[:-1]],
+                    reply_text(example.messages[-1]), example.where, example.tools)
 
 
 def evaluate_task(model, tokenizer, items: list[TaskItem], metric: str = "exact_match", *,
@@ -56,7 +64,8 @@ def evaluate_task(model, tokenizer, items: list[TaskItem], metric: str = "exact_
     with tqdm(total=len(items), desc="eval", unit="ex", disable=not progress) as bar:
         if tokenizer.chat_template:
             predictions = generate_batch(model, tokenizer, conversations, max_new_tokens=max_new_tokens,
-                                         batch_size=batch_size, progress=bar.update)
+                                         batch_size=batch_size, progress=bar.update,
+                                         tools=[item.tools for item in items])
         else:  # a base model: prompted with the conversation as plain text
             encoded = [text_prompt_ids(plain_prompt(c), tokenizer) for c in conversations]
             predictions = generate_from_ids(model, tokenizer, encoded, max_new_tokens=max_new_tokens,

@@ -19,10 +19,12 @@ MIN_SHARED_PREFIX = 16  # tokens; below this, prefilling the prefix separately i
 @torch.no_grad()
 def generate_batch(model, tokenizer, conversations: list[list[dict]], *, max_new_tokens: int = 256,
                    temperature: float = 0.0, top_p: float = 1.0, seed: int | None = None,
-                   batch_size: int = 16, progress=None) -> list[str]:
+                   batch_size: int = 16, progress=None, tools: list[list[dict] | None] | None = None) -> list[str]:
     """Complete each conversation's next assistant turn; prompts are rendered with the tokenizer's chat
-    template (the artifact's, for a tuned model) and batched by length."""
-    encoded = [prompt_ids(messages, tokenizer) for messages in conversations]
+    template (the artifact's, for a tuned model), with `tools[i]` offered to conversation i when given,
+    and batched by length."""
+    offered = tools or [None] * len(conversations)
+    encoded = [prompt_ids(messages, tokenizer, tools=listed) for messages, listed in zip(conversations, offered)]
     return generate_from_ids(model, tokenizer, encoded, max_new_tokens=max_new_tokens, temperature=temperature,
                              top_p=top_p, seed=seed, batch_size=batch_size, progress=progress)
 

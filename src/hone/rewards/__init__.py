@@ -3,8 +3,8 @@
 Each grader family is a module with `Config` (a pydantic model whose `type` literal names it) and
 `build(config)`, which returns an object with `name` and `grade(samples, items) -> list[Grade]`.
 Specs follow OpenAI's grader shapes where they exist (`string_check`, `text_similarity`,
-`score_model`, `multi`); `exact_match`, `json`, `labels`, `numeric`, `python` and `model` are hone's.
-The same spec serves `hone grader`, `hone eval --grader`, `eval.grader` in a run config and RL
+`score_model`, `multi`); `exact_match`, `json`, `labels`, `numeric`, `python`, `model` and `tool_call` are
+hone's. The same spec serves `hone grader`, `hone eval --grader`, `eval.grader` in a run config and RL
 rewards; a metric (`eval.metric`, `hone eval --metric`) is a grader named by its type alone
 (`hone.rewards.metric`). The built grader (`hone.rewards.grade.Grader`) says what its grades report.
 """
@@ -17,18 +17,8 @@ from typing import Annotated, Any, Union
 from pydantic import Field, TypeAdapter
 
 from hone.errors import HoneError
-from hone.rewards import (
-    exact_match,
-    json_match,
-    label_model,
-    labels,
-    model_judge,
-    multi,
-    numeric,
-    python_function,
-    string_check,
-    text_similarity,
-)
+from hone.rewards import (exact_match, json_match, label_model, labels, model_judge, multi, numeric, python_function,
+                          string_check, text_similarity, tool_call)
 from hone.rewards.grade import Grade, Grader, as_sample, grade_safely
 
 GRADERS: dict[str, ModuleType] = {
@@ -43,6 +33,7 @@ GRADERS: dict[str, ModuleType] = {
     "score_model": model_judge,
     "label_model": label_model,
     "multi": multi,
+    "tool_call": tool_call,
 }
 JUDGED = ("model", "score_model", "label_model")
 GRADER_CONFIGS = list(dict.fromkeys(module.Config for module in GRADERS.values()))

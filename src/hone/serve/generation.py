@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from fastapi import Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
+from hone.data.tools import parse_tool_calls
 from hone.errors import HoneError
 from hone.infer.engine import Job
 from hone.serve import protocol
@@ -38,6 +39,7 @@ class Exchange:
     route: str = ""
     engine: object = None  # the engine of the model's base, which runs the request
     project: str | None = None  # the project of the request's key (`hone service`); feedback stays in it
+    tools: list[dict] | None = None  # a chat request's offered tools: its replies are read for calls
     started: float = field(default_factory=time.monotonic)
     first_token: float | None = None
     texts: dict[int, str] = field(default_factory=dict)
@@ -135,9 +137,23 @@ def _usage(ex: Exchange) -> dict:
 
 def _final(ex: Exchange) -> dict:
     created = protocol.now()
-    choices = [{"index": i, "text": ex.texts.get(i, ""), "finish_reason": ex.finish[i]} for i in sorted(ex.finish)]
+    choices = [_choice(ex, i) for i in sorted(ex.finish)]
     build = protocol.chat_response if ex.kind == "chat" else protocol.completion_response
     return build(ex.id, ex.model, created, choices, _usage(ex))
+
+
+def _choice(ex: Exchange, index: int) -> dict:
+    """One finished choice; with tools offered, its `<tool_call>` lines parsed into `tool_calls`
+    (finish_reason `tool_calls`; only the first call when parallel_tool_calls is false)."""
+    text = ex.texts.get(index, "")
+    if not ex.tools:
+        return {"index": index, "text": text, "finish_reason": ex.finish[index]}
+    content, calls = parse_tool_calls(text, {tool["function"]["name"] for tool in ex.tools})
+    if not calls:
+        return {"index": index, "text": text, "finish_reason": ex.finish[index]}
+    if ex.body.parallel_tool_calls is False:
+        calls = calls[:1]
+    return {"index": index, "text": content, "finish_reason": "tool_calls", "tool_calls": calls}
 
 
 async def _stream(state, request: Request, ex: Exchange, events: asyncio.Queue, jobs: list[Job], remember):
@@ -156,9 +172,18 @@ async def _stream(state, request: Request, ex: Exchange, events: asyncio.Queue, 
                 yield _sse(error.body())
                 return
             if piece is not None:
+                if ex.tools:  # a reply that may hold calls is sent whole when it finishes
+                    continue
                 index, text = piece
                 chunk = (protocol.chat_chunk(ex.id, ex.model, created, index, text=text) if chat
                          else protocol.completion_chunk(ex.id, ex.model, created, index, text=text))
+            elif ex.tools:
+                index = p * ex.body.n + event["index"]
+                choice = _choice(ex, index)
+                if choice["text"]:
+                    yield _sse(protocol.chat_chunk(ex.id, ex.model, created, index, text=choice["text"]))
+                chunk = protocol.chat_chunk(ex.id, ex.model, created, index, finish_reason=choice["finish_reason"],
+                                            tool_calls=choice.get("tool_calls"))
             else:
                 index = p * ex.body.n + event["index"]
                 chunk = (protocol.chat_chunk(ex.id, ex.model, created, index, finish_reason=ex.finish[index]) if chat

@@ -2,7 +2,9 @@
 
 Requests ignore fields that do not change the answer (`user`, penalties the client sends by default);
 fields hone implements are validated, and one that would change the answer but that hone cannot honour
-(tools, log-probabilities, JSON modes, echo, best_of) is refused with a 400 naming it.
+(a forced tool choice, log-probabilities, JSON modes, echo, best_of) is refused with a 400 naming it.
+Chat requests take OpenAI's function calling: `tools`, `tool_choice` (`auto` or `none`),
+`parallel_tool_calls`, assistant `tool_calls` and `tool` messages in the conversation.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from hone.data.record_errors import RecordError
+from hone.data.tools import check_tool_turns, parse_tool_calls_field, parse_tools
 from hone.jobs.service import job_integrations
 
 
@@ -57,11 +61,27 @@ class TextPart(BaseModel):
 
 class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="ignore")
-    role: Literal["system", "user", "assistant", "developer"]
-    content: str | list[TextPart]
+    role: Literal["system", "user", "assistant", "developer", "tool"]
+    content: str | list[TextPart] | None = None
+    tool_calls: list[dict] | None = None
+    """An assistant's calls, OpenAI's `[{"id", "type": "function", "function": {"name", "arguments"}}]`."""
+    tool_call_id: str | None = None
+    """The call a `tool` message answers."""
 
     def text(self) -> str:
+        if self.content is None:
+            return ""
         return self.content if isinstance(self.content, str) else "".join(p.text for p in self.content)
+
+    @model_validator(mode="after")
+    def _tool_turns(self):
+        if self.tool_calls and self.role != "assistant":
+            raise ValueError(f"tool_calls is set on a {self.role} message; only assistant messages call tools")
+        if self.role == "tool" and not self.tool_call_id:
+            raise ValueError("a tool message needs tool_call_id, the id of the call it answers")
+        if self.content is None and not self.tool_calls:
+            raise ValueError("content is required (only an assistant message with tool_calls may omit it)")
+        return self
 
 
 def _refuse(name: str, why: str, off: tuple = (None,)):
@@ -77,24 +97,57 @@ def _refuse(name: str, why: str, off: tuple = (None,)):
 class ChatCompletionRequest(_Request):
     messages: list[ChatMessage] = Field(min_length=1)
     max_completion_tokens: int | None = Field(None, gt=0)
-    # refused with a 400 that names them, never ignored: hone cannot honour them
     tools: list[dict] | None = None
+    """Functions the model may call (OpenAI's `[{"type": "function", "function": {...}}]`); its calls come
+    back parsed as `tool_calls`."""
     tool_choice: str | dict | None = None
+    """`auto` (the default with tools) or `none` (the tools are not shown and no call is parsed)."""
+    parallel_tool_calls: bool | None = None
+    """false: at most one call per reply (the first the model makes)."""
+    # refused with a 400 that names them, never ignored: hone cannot honour them
     logprobs: bool | None = None
     top_logprobs: int | None = None
     response_format: dict | None = None
 
-    _tools = _refuse("tools", "hone's server does not call tools; describe the task in the messages",
-                     (None, []))
-    _tool_choice = _refuse("tool_choice", "hone's server does not call tools", (None, "none"))
+    _tool_choice = _refuse("tool_choice", "hone does not constrain decoding to force a call; use \"auto\" (the model "
+                           "decides) or \"none\"", (None, "auto", "none"))
     _logprobs = _refuse("logprobs", "hone's server returns no log-probabilities", (None, False))
     _top_logprobs = _refuse("top_logprobs", "hone's server returns no log-probabilities")
     _format = _refuse("response_format", "hone does not constrain decoding to JSON; only {\"type\": \"text\"}",
                       (None, {"type": "text"}))
 
+    @field_validator("tools")
+    @classmethod
+    def _tools_shape(cls, value):
+        return parse_tools(value) if value else None
+
+    @model_validator(mode="after")
+    def _calls_in_the_conversation(self):
+        try:
+            check_tool_turns(self.plain_messages(), self.tools, True)  # calls are checked against tools when given
+        except RecordError as error:
+            raise ValueError(str(error)) from None
+        return self
+
     def plain_messages(self) -> list[dict]:
-        """role/content dicts for the chat template ('developer' is OpenAI's newer name for 'system')."""
-        return [{"role": "system" if m.role == "developer" else m.role, "content": m.text()} for m in self.messages]
+        """hone's message dicts for the chat template ('developer' is OpenAI's newer name for 'system'),
+        with an assistant's `tool_calls` and a tool message's `tool_call_id`."""
+        messages = []
+        for i, m in enumerate(self.messages):
+            message = {"role": "system" if m.role == "developer" else m.role, "content": m.text()}
+            if m.tool_calls:
+                try:
+                    message["tool_calls"] = parse_tool_calls_field(m.tool_calls, f"messages[{i}].tool_calls")
+                except RecordError as error:
+                    raise ValueError(str(error)) from None
+            if m.role == "tool":
+                message["tool_call_id"] = m.tool_call_id
+            messages.append(message)
+        return messages
+
+    def offered_tools(self) -> list[dict] | None:
+        """The tools the model is shown and whose calls are parsed: none when tool_choice is 'none'."""
+        return None if self.tool_choice == "none" else self.tools
 
     def requested_max_tokens(self) -> int | None:
         return self.max_completion_tokens or self.max_tokens
@@ -185,17 +238,28 @@ def usage(prompt_tokens: int, completion_tokens: int) -> dict:
 
 
 def chat_response(rid: str, model: str, created: int, choices: list[dict], usage_: dict) -> dict:
+    """A chat completion; a choice with `tool_calls` has them in its message (content null when no text)."""
     return {"id": rid, "object": "chat.completion", "created": created, "model": model,
-            "choices": [{"index": c["index"], "message": {"role": "assistant", "content": c["text"]},
+            "choices": [{"index": c["index"], "message": chat_message(c),
                          "finish_reason": c["finish_reason"], "logprobs": None} for c in choices],
             "usage": usage_}
 
 
+def chat_message(choice: dict) -> dict:
+    calls = choice.get("tool_calls")
+    if not calls:
+        return {"role": "assistant", "content": choice["text"]}
+    return {"role": "assistant", "content": choice["text"] or None, "tool_calls": calls}
+
+
 def chat_chunk(rid: str, model: str, created: int, index: int, *, role: bool = False, text: str | None = None,
-               finish_reason: str | None = None) -> dict:
+               finish_reason: str | None = None, tool_calls: list[dict] | None = None) -> dict:
+    """One streamed piece; `tool_calls` are whole calls, each with its `index` in the reply."""
     delta: dict = {"role": "assistant"} if role else {}
     if text is not None:
         delta["content"] = text
+    if tool_calls:
+        delta["tool_calls"] = [{"index": k, **call} for k, call in enumerate(tool_calls)]
     return {"id": rid, "object": "chat.completion.chunk", "created": created, "model": model,
             "choices": [{"index": index, "delta": delta, "finish_reason": finish_reason, "logprobs": None}]}
 

@@ -12,7 +12,7 @@ from hone.data.pack import split_validation
 from hone.data.prompts import task_item
 from hone.data.read import read_examples
 from hone.errors import ConfigError
-from hone.evaluate.task import TaskItem, evaluate_task
+from hone.evaluate.task import evaluate_task, held_out
 from hone.rewards.metric import eval_grader, score_outputs
 from hone.train.distributed import barrier, full_trainable_state, is_main
 
@@ -127,8 +127,7 @@ class TaskScore:
             examples = split_validation(read_examples(data.train, strict=data.strict)[0],
                                         data.validation_fraction, config.train.seed)[1]
         chats = [e for e in examples if e.messages and e.messages[-1]["role"] == "assistant"]
-        self.items = [TaskItem([{k: m[k] for k in ("role", "content")} for m in e.messages[:-1]],
-                               e.messages[-1]["content"], e.where) for e in chats][:config.train.early_stopping.max_items]
+        self.items = [held_out(e) for e in chats][:config.train.early_stopping.max_items]
         self.grader, self.key = eval_grader(config.eval.metric, config.eval.grader), config.train.early_stopping.metric
         self.max_new_tokens, self.tokenizer = config.eval.max_new_tokens, tokenizer
         first = [task_item(self.items[0].messages, self.items[0].reference)] if self.items else []

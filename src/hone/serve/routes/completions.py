@@ -18,8 +18,10 @@ async def chat_completions(body: protocol.ChatCompletionRequest, request: Reques
     state.authorize(request, body.model)
     engine, adapter = await state.resolve(body.model)
     messages = body.plain_messages()
-    ids = prompt_ids(messages, engine.tokenizer, chat_template=engine.chat_template(adapter))
+    tools = body.offered_tools()
+    ids = prompt_ids(messages, engine.tokenizer, chat_template=engine.chat_template(adapter), tools=tools)
     ex = prepare(state, request, body, "chat", [ids], engine, adapter)
+    ex.tools = tools
     return await respond(state, request, ex, messages, None)
 
 
