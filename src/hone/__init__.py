@@ -6,16 +6,17 @@
     print(hone.compare("heldout.jsonl", adapter=result.run_dir, metric="json", shots=3).table())
     hone.generate("Two large pepperoni pizzas, delivered", adapter=result.run_dir)
     hone.merge_runs(["runs/a", "runs/b"], "runs/merged", method="ties")   # `hone merge`
+    hone.distill("prompts.jsonl", teacher_base_url="http://host/v1", teacher_model="m")  # `hone distill`
 """
 
 from hone.version import __version__
 
-__all__ = ["train", "estimate", "evaluate", "compare", "generate", "merge_runs", "load_config"]
+__all__ = ["train", "distill", "estimate", "evaluate", "compare", "generate", "merge_runs", "load_config"]
 
 
 def __getattr__(name: str):
     # Lazy: `import hone` stays instant; torch and transformers load with the first real call.
-    if name in ("train", "estimate", "evaluate", "compare", "generate", "merge_runs"):
+    if name in ("train", "distill", "estimate", "evaluate", "compare", "generate", "merge_runs"):
         from hone import api
         from hone.library_noise import silence_library_noise
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from hone.config.load import load_config
 from hone.config.schema import RunConfig
 from hone.data.template import text_prompt_ids
-from hone.errors import ConfigError, HoneError
+from hone.errors import ConfigError, DataError, HoneError
 from hone.evaluate.compare import compare_contenders as compare
 from hone.evaluate.forgetting import check_forgetting, render_table
 from hone.evaluate.task import EvalResult, evaluate_task, read_task
@@ -22,6 +22,7 @@ from hone.models.generate import generate_batch, generate_from_ids
 from hone.models.load import load_tokenizer, resolve_model, set_threads
 from hone.objectives import build_objective
 from hone.objectives.score import read_for_scoring, score_examples
+from hone.objectives.teacher import write_teacher_file
 from hone.rewards.metric import eval_grader
 from hone.train.estimate import estimate_run
 from hone.train.loop import describe_run_dir, run_training
@@ -67,6 +68,30 @@ def train(config: RunConfig | str | Path | dict | None = None, overrides: list[s
     log(describe_run_dir(result.run_dir))
     log(f"run {result.status}")
     return result
+
+
+def distill(prompts: str | Path, *, teacher_base_url: str, teacher_model: str, out: str | Path | None = None,
+            api_key: str | None = None, max_new_tokens: int = 512, temperature: float = 0.0,
+            train_config: RunConfig | str | Path | dict | None = None, overrides: list[str] | None = None,
+            no_train: bool = False, progress: bool = True, log=print):
+    """Sample a teacher (any OpenAI-compatible endpoint) on a prompts file, keep its answers as a chat
+    training file with their provenance (`out`, default PROMPTS.teacher.jsonl), then fine-tune on it as
+    `hone train` would (`train_config` and `overrides`, `data.train` set to the file) unless `no_train`.
+
+    Returns (the training file, the TrainResult or None).
+    """
+    out = Path(out) if out else Path(prompts).with_suffix(".teacher.jsonl")
+    hint = "check --teacher-base-url (the base URL, ending in /v1), --teacher-model and the key (--api-key)"
+    kept, asked = write_teacher_file(prompts, out, base_url=teacher_base_url, model=teacher_model,
+                                     max_new_tokens=max_new_tokens, temperature=temperature, api_key=api_key, hint=hint)
+    log(f"{kept} teacher answers written to {out}" + (f" ({asked - kept} empty answers left out)" if kept < asked
+                                                      else ""))
+    if no_train:
+        return out, None
+    if kept == 0:
+        raise DataError("the teacher gave no answer to train on", where=str(out),
+                        hint="check the teacher's replies, or raise --max-new-tokens")
+    return out, train(train_config, [*(overrides or []), f"data.train={out}"], progress=progress, log=log)
 
 
 def forgetting_gate(result, options, *, threads: int | None = None, log=print) -> str:

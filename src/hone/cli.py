@@ -78,6 +78,24 @@ def _parser() -> argparse.ArgumentParser:
         "for several machines run torchrun -m hone train yourself"))
     train.set_defaults(run=_train)
 
+    dist = commands.add_parser("distill", help="sample a teacher endpoint on prompts, keep its answers as a "
+                               "training file, fine-tune an open model on them", description=(
+        "Move a fine-tune off a retiring base: every prompt (a conversation ending with a user turn) is sent to "
+        "the teacher (any OpenAI-compatible endpoint), its answers are written as a chat training file with "
+        "their provenance, and an open model is fine-tuned on that file as `hone train` would."))
+    dist.add_argument("prompts", help="JSONL: {\"messages\": [..., {\"role\": \"user\", ...}]} per line")
+    dist.add_argument("--teacher-base-url", required=True, metavar="URL", help="e.g. https://host/v1")
+    dist.add_argument("--teacher-model", required=True, metavar="NAME", help="the model the endpoint serves")
+    dist.add_argument("--api-key", help="the endpoint's key (default: $OPENAI_API_KEY)")
+    dist.add_argument("--out", metavar="FILE", help="the training file to write (default: PROMPTS.teacher.jsonl)")
+    dist.add_argument("--max-new-tokens", type=int, default=512, help="the longest teacher answer")
+    dist.add_argument("--temperature", type=float, default=0.0, help="the teacher's sampling temperature (0: greedy)")
+    dist.add_argument("--train", nargs="+", default=[], metavar="ARG", help="RUN.yaml and/or key=value settings "
+                      "of the fine-tune (data.train is the written file)")
+    dist.add_argument("--no-train", action="store_true", help="write the training file only")
+    dist.add_argument("--no-progress", action="store_true")
+    dist.set_defaults(run=_distill)
+
     fams = commands.add_parser("models", help="the model families hone supports, what works for each, how to load one")
     fams.add_argument("--markdown", action="store_true", help="print the family table of docs/families.md")
     fams.set_defaults(run=_models)
@@ -272,6 +290,19 @@ def _train(args) -> int:
     if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 speaks for all
         print(f"adapter saved to {result.adapter_dir}")
         print(json.dumps(result.metrics, indent=2))
+    return 0 if result.status == "succeeded" else GATE_FAILED
+
+
+def _distill(args) -> int:
+    config, overrides = (args.train[0], args.train[1:]) if args.train and "=" not in args.train[0] \
+        else (None, args.train)
+    _, result = hone.distill(args.prompts, teacher_base_url=args.teacher_base_url, teacher_model=args.teacher_model,
+                             out=args.out, api_key=args.api_key or os.environ.get("OPENAI_API_KEY"),
+                             max_new_tokens=args.max_new_tokens, temperature=args.temperature, train_config=config,
+                             overrides=overrides, no_train=args.no_train, progress=not args.no_progress)
+    if result is None:
+        return 0
+    print(f"adapter saved to {result.adapter_dir}")
     return 0 if result.status == "succeeded" else GATE_FAILED
 
 
