@@ -106,3 +106,16 @@ def check_hone_overrides(hone) -> dict:
         if key in RESERVED_KEYS or any(key.startswith(r + ".") for r in RESERVED_KEYS):
             raise RequestError(f"hone.{key} is set by the service from the request", param=f"hone.{key}")
     return dict(hone)
+
+
+def check_teacher(options: dict, param: str) -> dict:
+    """A distill job's teacher: `teacher_base_url` (an OpenAI-compatible endpoint, http(s)://host/v1) and the
+    `teacher_model` it serves; the job's worker asks it without a key."""
+    url, model = options.get("teacher_base_url"), options.get("teacher_model")
+    if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+        raise RequestError(f"{param}.teacher_base_url is required: the base URL of an OpenAI-compatible endpoint, "
+                           f"e.g. http://host:8000/v1 (got {url!r})", param=f"{param}.teacher_base_url")
+    if not isinstance(model, str) or not model:
+        raise RequestError(f"{param}.teacher_model is required: the name of the model the teacher endpoint serves",
+                           param=f"{param}.teacher_model")
+    return {"teacher_base_url": url, "teacher_model": model}

@@ -30,7 +30,7 @@ from hone.data.prompts import PROMPT_FORMATS
 from hone.errors import ConflictError, HoneError, NotFoundError, QuotaError, RequestError
 from hone.jobs.graders import check_python_graders, hone_grader, write_sources
 from hone.jobs.request import (MIN_TRAINING_EXAMPLES, check_example_lengths, check_file, check_formats,
-                               check_hone_overrides, check_metadata, check_model, check_suffix)
+                               check_hone_overrides, check_metadata, check_model, check_suffix, check_teacher)
 from hone.jobs.store import Store, new_id
 
 STATUSES = ("validating_files", "queued", "running", "paused", "succeeded", "failed", "cancelled")
@@ -57,6 +57,10 @@ METHODS = {
     "reinforcement": {"objective": "grpo", "formats": PROMPT_FORMATS, "options": ("grader",), "hyperparameters": {
         **_COMMON, "eval_interval": "train.eval_every", "eval_samples": None,
         "compute_multiplier": "objective.group_size", "reasoning_effort": "objective.max_new_tokens"}},
+    # hone's addition: sequence-level distillation from a teacher endpoint's answers to the file's prompts
+    "distill": {"objective": "distill", "formats": PROMPT_FORMATS, "options": ("teacher_base_url", "teacher_model"),
+                "hyperparameters": {**_COMMON, "temperature": "objective.temperature",
+                                    "max_new_tokens": "objective.max_new_tokens"}},
 }
 
 
@@ -239,6 +243,11 @@ def resolve_method(request: dict, *, examples: int, run_dir: Path,
         overrides["objective.grader"], sources = hone_grader(options["grader"], param=f"method.{kind}.grader",
                                                              run_dir=run_dir, allow_python=allow_python)
         recorded = {"grader": options["grader"], **recorded}
+    if "teacher_model" in entry["options"]:
+        teacher = check_teacher(options, param=f"method.{kind}")
+        overrides.update({"objective.mode": "sequence", "objective.teacher": teacher["teacher_base_url"],
+                          "objective.teacher_model": teacher["teacher_model"]})
+        recorded = {**teacher, **recorded}
     return {"type": kind, kind: recorded}, overrides, sources
 
 
@@ -253,13 +262,14 @@ def auto_batch_size(examples: int) -> int:
 
 
 AUTO = {"n_epochs": auto_epochs, "batch_size": auto_batch_size, "learning_rate_multiplier": lambda _: 1.0,
-        "compute_multiplier": lambda _: 1.0, "reasoning_effort": lambda _: "medium", "eval_samples": lambda _: 1}
+        "compute_multiplier": lambda _: 1.0, "reasoning_effort": lambda _: "medium", "eval_samples": lambda _: 1,
+        "temperature": lambda _: 0.0, "max_new_tokens": lambda _: 512}
 CONVERT = {"learning_rate_multiplier": lambda m: m * BASE_LR,
            "compute_multiplier": lambda m: max(2, round(GROUP_SIZE * m)),
            "reasoning_effort": REASONING_TOKENS.__getitem__}
 _LIMITS = {"n_epochs": (int, 1, 50), "batch_size": (int, 1, 256), "learning_rate_multiplier": (float, 1e-3, 100.0),
            "beta": (float, 1e-4, 100.0), "eval_interval": (int, 1, 10**6), "compute_multiplier": (float, 0.25, 8.0),
-           "eval_samples": (int, 1, 1)}
+           "eval_samples": (int, 1, 1), "temperature": (float, 0.0, 2.0), "max_new_tokens": (int, 1, 4096)}
 _WHY = {"eval_samples": " (hone validates with one greedy answer per validation prompt)"}
 
 

@@ -35,7 +35,7 @@ from hone.data.prepare import PreparedData
 from hone.data.prompts import PROMPT_FORMATS as FORMATS
 from hone.data.prompts import prepare_prompts
 from hone.data.template import IGNORE, TokenizedExample, tokenize_example
-from hone.errors import ConfigError
+from hone.errors import ConfigError, DataError
 from hone.models.generate import sample_groups, stop_token_ids
 from hone.objectives.base import Objective, ObjectiveKind
 from hone.objectives.losses import head_matmul_dtype
@@ -165,6 +165,10 @@ class Distill(Objective):
                                     temperature=c.temperature, seed=seed)
         examples = [Example(format="chat", messages=[*u.messages, {"role": "assistant", "content": a, "weight": 1}],
                             where=u.where) for u, a in zip(units, answers) if a]
+        if not examples:
+            raise DataError(f"the teacher answered none of the {len(units)} prompts (every answer was empty)",
+                            where=c.teacher, hint="check the teacher (objective.teacher_model), or raise "
+                            "objective.max_new_tokens")
         return [tokenize_example(e, tokenizer, max_length=data_config.max_length) for e in examples]
 
     def length(self, unit) -> int:
