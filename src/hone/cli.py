@@ -297,7 +297,7 @@ def _distill(args) -> int:
     config, overrides = (args.train[0], args.train[1:]) if args.train and "=" not in args.train[0] \
         else (None, args.train)
     _, result = hone.distill(args.prompts, teacher_base_url=args.teacher_base_url, teacher_model=args.teacher_model,
-                             out=args.out, api_key=args.api_key or os.environ.get("OPENAI_API_KEY"),
+                             out=args.out, api_key=args.api_key,
                              max_new_tokens=args.max_new_tokens, temperature=args.temperature, train_config=config,
                              overrides=overrides, no_train=args.no_train, progress=not args.no_progress)
     if result is None:

@@ -110,7 +110,8 @@ def check_hone_overrides(hone) -> dict:
 
 def check_teacher(options: dict, param: str) -> dict:
     """A distill job's teacher: `teacher_base_url` (an OpenAI-compatible endpoint, http(s)://host/v1) and the
-    `teacher_model` it serves; the job's worker asks it without a key."""
+    `teacher_model` it serves; the job's worker asks it with its own $OPENAI_API_KEY, if set (a request
+    carries no teacher key)."""
     url, model = options.get("teacher_base_url"), options.get("teacher_model")
     if not isinstance(url, str) or not url.startswith(("http://", "https://")):
         raise RequestError(f"{param}.teacher_base_url is required: the base URL of an OpenAI-compatible endpoint, "

@@ -5,6 +5,7 @@ with text; a hone model also gives its token distributions (on-policy distillati
 from __future__ import annotations
 
 import json
+import os
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -47,10 +48,12 @@ def endpoint_answers(base_url: str, model: str, conversations: list[list[dict]],
                      hint: str = "check objective.teacher (the base URL, ending in /v1) and objective.teacher_model",
                      max_retries: int = 2) -> list[str]:
     """The endpoint's reply to each conversation (`POST {base_url}/chat/completions`, one per conversation).
-    A failed request is a ConfigError naming the endpoint, the HTTP status (if any) and the conversation."""
+    The key is `api_key`, else $OPENAI_API_KEY, else none. A failed request is a ConfigError naming the
+    endpoint, the HTTP status (if any) and the conversation."""
     import openai
 
-    client = openai.OpenAI(base_url=base_url, api_key=api_key or "unused", max_retries=max_retries)
+    api_key = api_key or os.environ.get("OPENAI_API_KEY") or "unused"
+    client = openai.OpenAI(base_url=base_url, api_key=api_key, max_retries=max_retries)
     answers = []
     for n, messages in enumerate(conversations):
         try:
