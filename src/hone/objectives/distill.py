@@ -15,7 +15,8 @@ tokenizer is said so in the data report and taught at the sequence level.
 Where hone departs from GKD: one reply per prompt per step, always the student's (lambda = 1); the
 teacher's distribution is taken at the sampling temperature, as the student's.
 Not yet: the sequence path's answers are not kept in the run directory, so a resumed run asks the
-teacher again (the same answers only at temperature 0).
+teacher again (the same answers only at temperature 0). `hone distill` is the offline version: it writes
+an endpoint's answers to a training file, with their provenance, and trains on that file.
 """
 
 from __future__ import annotations

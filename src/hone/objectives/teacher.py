@@ -45,15 +45,15 @@ def model_answers(spec: str, conversations: list[list[dict]], *, max_new_tokens:
 
 def endpoint_answers(base_url: str, model: str, conversations: list[list[dict]], *, max_new_tokens: int,
                      temperature: float, api_key: str | None,
-                     hint: str = "check objective.teacher (the base URL, ending in /v1) and objective.teacher_model",
-                     max_retries: int = 2) -> list[str]:
+                     hint: str = "check objective.teacher (the base URL, ending in /v1) and objective.teacher_model"
+                     ) -> list[str]:
     """The endpoint's reply to each conversation (`POST {base_url}/chat/completions`, one per conversation).
     The key is `api_key`, else $OPENAI_API_KEY, else none. A failed request is a ConfigError naming the
     endpoint, the HTTP status (if any) and the conversation."""
     import openai
 
     api_key = api_key or os.environ.get("OPENAI_API_KEY") or "unused"
-    client = openai.OpenAI(base_url=base_url, api_key=api_key, max_retries=max_retries)
+    client = openai.OpenAI(base_url=base_url, api_key=api_key, max_retries=2)
     answers = []
     for n, messages in enumerate(conversations):
         try:
