@@ -56,7 +56,7 @@ def test_distill_keeps_the_teachers_exact_answers_and_trains_a_student(server, c
 
 
 def test_an_unreachable_teacher_or_an_http_error_is_named_without_a_traceback(server, tmp_path, capsys):
-    url, _, keys = server
+    url = server[0]
     prompts = write_jsonl(tmp_path / "prompts.jsonl", PROMPTS)
     assert main(distill_args(prompts, "http://127.0.0.1:9/v1", "--no-train")) == 2
     err = capsys.readouterr().err
