@@ -36,6 +36,9 @@ LAZY_MODULES = {"hone.cli", "hone.serve.commands", "hone"}
 LAZY_ARROWS = {  # (importer, imported): why it stays inside a function
     ("hone.methods.lora", "hone.methods.fused_lora"): "fused_lora subclasses peft's LoRA layer, so importing it "
                                                       "imports peft (seconds): validating a config must not",
+    ("hone.rewards.model_judge", "hone.methods.tuned"): "a judge model needs torch and transformers; the graders "
+                                                       "that score text (metrics, JSON, string checks) must not",
+    ("hone.rewards.model_judge", "hone.models.generate"): "the judge's decoding loop needs torch, as above",
 }
 MAX_INSIDE_FUNCTIONS = 40  # hone-internal import statements inside functions, everywhere
 

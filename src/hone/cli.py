@@ -9,10 +9,14 @@ import os
 import sys
 
 import hone
+from hone.data.template_check import template_problems
 from hone.errors import ConfigError, HoneError
 from hone.library_noise import silence_library_noise
+from hone.models.families import HOW_TO_POINT, family_rows, family_table
+from hone.models.load import load_tokenizer
 from hone.models.registry import DEFAULT_MODEL
 from hone.paths import hone_home
+from hone.serve.commands import add_commands as add_serve_commands
 from hone.version import __version__
 
 GATE_FAILED = 5  # the run trained but failed its forgetting gate
@@ -226,7 +230,6 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("overrides", nargs="*", help="key=value settings for the demo's training run")
     demo.set_defaults(run=_demo)
 
-    from hone.serve.commands import add_commands as add_serve_commands
 
     add_serve_commands(commands)  # serve, keys, feedback, verify
     return parser
@@ -246,7 +249,6 @@ def _data_check(args) -> int:
     formats = _objective_formats(objective) if objective else None
     tokenizer = None
     if not args.no_tokens:
-        from hone.models.load import load_tokenizer
 
         tokenizer = load_tokenizer(args.model or config.model)
     report = check_file(args.file, tokenizer, max_length=args.max_length or config.data.max_length,
@@ -254,7 +256,6 @@ def _data_check(args) -> int:
     print(json.dumps(report.to_dict(), indent=2) if args.json else report.render())
     problems = []
     if tokenizer is not None and tokenizer.chat_template:
-        from hone.data.template_check import template_problems
 
         problems = template_problems(tokenizer)
         for problem in problems:
@@ -307,7 +308,6 @@ def _distill(args) -> int:
 
 
 def _models(args) -> int:
-    from hone.models.families import HOW_TO_POINT, family_rows, family_table
 
     if args.markdown:
         print(family_table(), end="")

@@ -16,8 +16,6 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from hone.config.base import Section
-from hone.methods.tuned import load_for_inference
-from hone.models.generate import generate_batch
 from hone.rewards.grade import Grade, Grader, GraderBase, TemplateError, check_template, failed, render
 
 SCORE = re.compile(r"[-+]?\d+(?:\.\d+)?")
@@ -101,6 +99,8 @@ class ModelJudge(Grader):
             except TemplateError as exc:
                 grades[i] = failed(str(exc))
         if prompts:
+            from hone.models.generate import generate_batch  # torch: only when a judge runs
+
             model, tokenizer = self._load()
             answers = generate_batch(model, tokenizer, prompts, max_new_tokens=self.config.max_new_tokens,
                                      batch_size=self.config.batch_size)
@@ -115,6 +115,8 @@ class ModelJudge(Grader):
 
     def _load(self):
         if self.judge is None:
+            from hone.methods.tuned import load_for_inference  # torch and transformers: only when a judge runs
+
             self.judge = load_for_inference(adapter=self.config.adapter, model=self.config.model)
         return self.judge
 
