@@ -1,5 +1,6 @@
 """Named templates on base models, reasoning data, and serving that renders what was trained."""
 
+import copy
 import json
 
 import pytest
@@ -131,7 +132,7 @@ def test_template_problems_of_each_family_template(tiny_tokenizer, name):
     from hone.models.families import FAMILIES, tiny_family_tokenizer
 
     fam = next((f for f in FAMILIES.values() if f.template == name), None)
-    tokenizer = tiny_family_tokenizer(fam) if fam else tiny_tokenizer
+    tokenizer = tiny_family_tokenizer(fam) if fam else copy.deepcopy(tiny_tokenizer)
     tokenizer.chat_template = CHAT_TEMPLATES[name]
     problems = template_problems(tokenizer)
     expected = EXPECTED_PROBLEMS.get(name, [])
