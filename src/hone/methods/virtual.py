@@ -20,6 +20,8 @@ from functools import partial
 
 import torch
 
+from hone.models.generate import cache_keyword
+
 
 def prefix_cache(model, batch: int):
     """The learned prefix as a DynamicCache for `batch` rows (with gradients when training)."""
@@ -33,7 +35,7 @@ def prefix_cache(model, batch: int):
     prompts = model.get_prompt(batch_size=1).to(base.get_input_embeddings().weight.dtype)  # (1, V, H)
     cache = DynamicCache(config=base.config)
     positions = torch.arange(prompts.shape[1])[None]
-    base.get_decoder()(inputs_embeds=prompts, position_ids=positions, past_key_values=cache, use_cache=True)
+    base.get_decoder()(inputs_embeds=prompts, position_ids=positions, **{cache_keyword(): cache}, use_cache=True)
     if batch > 1:
         cache.batch_repeat_interleave(batch)
     return cache
@@ -49,7 +51,7 @@ def hidden_states(model, batch):
     mask = torch.cat([torch.ones(rows, virtual, dtype=torch.long), real], dim=1)
     decoder = model.get_base_model().get_decoder()
     out = decoder(input_ids=ids, position_ids=batch["position_ids"] + virtual, attention_mask=mask,
-                  past_key_values=prefix_cache(model, rows), use_cache=True)
+                  **{cache_keyword(): prefix_cache(model, rows)}, use_cache=True)
     return out.last_hidden_state
 
 

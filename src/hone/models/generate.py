@@ -8,10 +8,23 @@ not once per prompt), and so serving can later batch requests the same way.
 from __future__ import annotations
 
 import copy
+import inspect
+from functools import lru_cache
 
 import torch
 
 from hone.data.template import prompt_ids
+
+
+@lru_cache(maxsize=1)
+def cache_keyword() -> str:
+    """The keyword transformers' forward takes the KV cache by: `cache` in the releases that renamed
+    `past_key_values` (which then warns, and is going away), `past_key_values` in the older ones hone
+    supports (5.17, on the lent GPU machines, among them)."""
+    from transformers import LlamaModel
+
+    return "cache" if "cache" in inspect.signature(LlamaModel.forward).parameters else "past_key_values"
+
 
 MIN_SHARED_PREFIX = 16  # tokens; below this, prefilling the prefix separately is not worth it
 
@@ -86,7 +99,7 @@ def decode_rows(model, prompts: list[list[int]], offset: int, cache, *, pad_id: 
     mask = torch.cat([torch.ones(batch, offset, dtype=torch.long), real], dim=1)
     positions = (offset + real.cumsum(1) - 1).clamp(min=0)
     cache = cache if cache is not None else DynamicCache()
-    out = model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
+    out = model(input_ids=ids, attention_mask=mask, position_ids=positions, **{cache_keyword(): cache},
                 use_cache=True, logits_to_keep=1)
     logits, next_position = out.logits[:, -1], positions[:, -1:] + 1
     if group_size > 1:
@@ -108,7 +121,7 @@ def decode_rows(model, prompts: list[list[int]], offset: int, cache, *, pad_id: 
             break
         mask = torch.cat([mask, torch.ones(batch, 1, dtype=torch.long)], dim=1)
         out = model(input_ids=token[:, None], attention_mask=mask, position_ids=next_position,
-                    past_key_values=cache, use_cache=True)
+                    **{cache_keyword(): cache}, use_cache=True)
         logits, next_position = out.logits[:, -1], next_position + 1
     return torch.stack(generated, dim=1) if generated else torch.zeros(batch, 0, dtype=torch.long)
 
@@ -164,7 +177,7 @@ def prefill(model, ids: list[int], cache=None):
     from transformers import DynamicCache
 
     cache = cache if cache is not None else DynamicCache()
-    model(input_ids=torch.tensor([ids]), past_key_values=cache, use_cache=True, logits_to_keep=1)
+    model(input_ids=torch.tensor([ids]), **{cache_keyword(): cache}, use_cache=True, logits_to_keep=1)
     return cache
 
 

@@ -63,7 +63,7 @@ from hone.data.batching import Batching
 from hone.data.prompts import PROMPT_FORMATS as FORMATS
 from hone.data.prompts import prepare_prompts
 from hone.methods import METHODS, reference_policy
-from hone.models.generate import sample_groups, stop_token_ids
+from hone.models.generate import cache_keyword, sample_groups, stop_token_ids
 from hone.objectives.base import Objective, ObjectiveKind
 from hone.objectives.grpo_rewards import load_reward
 from hone.objectives.losses import linear_token_entropy, linear_token_log_probs
@@ -304,7 +304,7 @@ def group_log_probs(model, prompts: list[list[int]], completions: list[list[int]
     positions = (real.cumsum(1) - 1).clamp(min=0)
     cache = DynamicCache()
     out = decoder(input_ids=torch.tensor([[pad_id] * (width - len(p)) + p for p in prompts]), attention_mask=real,
-                  position_ids=positions, past_key_values=cache, use_cache=True)
+                  position_ids=positions, **{cache_keyword(): cache}, use_cache=True)
     hidden = out.last_hidden_state[:, -1:].repeat_interleave(group, dim=0)  # (B, 1, H): predicts token 0
     lengths = torch.tensor([len(c) for c in completions])
     steps = torch.arange(int(lengths.max()) - 1)
@@ -312,7 +312,7 @@ def group_log_probs(model, prompts: list[list[int]], completions: list[list[int]
         cache.batch_repeat_interleave(group)
         inputs = torch.tensor([c[:-1] + [pad_id] * (len(steps) + 1 - len(c)) for c in completions])
         mask = torch.cat([real.repeat_interleave(group, dim=0), (steps[None, :] < lengths[:, None] - 1).long()], 1)
-        out = decoder(input_ids=inputs, attention_mask=mask, past_key_values=cache, use_cache=True,
+        out = decoder(input_ids=inputs, attention_mask=mask, **{cache_keyword(): cache}, use_cache=True,
                       position_ids=positions[:, -1:].repeat_interleave(group, dim=0) + 1 + steps)
         hidden = torch.cat([hidden, out.last_hidden_state], dim=1)  # (B, max length, H)
     keep = torch.arange(hidden.shape[1])[None, :] < lengths[:, None]
