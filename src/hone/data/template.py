@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from hone.data.formats import Example
-from hone.data.tools import hone_rendering, native_messages, renders_tools_natively, uses_tools
+from hone.data.tools import hone_rendering, native_messages, renders_tools_natively, template_message, uses_tools
 from hone.errors import HoneError
 
 IGNORE = -100  # label of a token that is not a training target (the Hugging Face convention)
@@ -247,7 +247,7 @@ def render(messages: list[dict], tokenizer, *, add_generation_prompt: bool = Fal
         )
 
     def apply(conversation: list[dict], listed: list[dict] | None) -> str:
-        return tokenizer.apply_chat_template(with_reasoning(conversation, messages), tools=listed, tokenize=False,
+        return tokenizer.apply_chat_template(conversation, tools=listed, tokenize=False,
                                              add_generation_prompt=add_generation_prompt, chat_template=chat_template)
 
     native = None
@@ -258,7 +258,7 @@ def render(messages: list[dict], tokenizer, *, add_generation_prompt: bool = Fal
             return apply(native_messages(messages), tools or None)
         if native is False:
             return apply(hone_rendering(messages, tools), None)
-        return apply([{"role": m["role"], "content": m["content"]} for m in messages], None)
+        return apply([template_message(m, m["content"]) for m in messages], None)
     except Exception as error:  # jinja raises arbitrary exceptions (e.g. raise_exception in the template)
         raise HoneError(
             f"the chat template failed to render this conversation: {error}",
@@ -267,16 +267,6 @@ def render(messages: list[dict], tokenizer, *, add_generation_prompt: bool = Fal
             + ("; hone renders tool results as 'tool' turns, which this template may not take" if native is False
                else ""),
         ) from error
-
-
-def with_reasoning(conversation: list[dict], messages: list[dict]) -> list[dict]:
-    """`conversation` (the template's messages, the last ones matching `messages`; hone's tool rendering
-    may put a system message first) with each reply's reasoning under both names templates read."""
-    offset = len(conversation) - len(messages)
-    for message, given in zip(conversation[offset:], messages):
-        if given.get("reasoning"):
-            message["reasoning_content"] = message["thinking"] = given["reasoning"]
-    return conversation
 
 
 NATIVE_TOOLS: dict[str, bool] = {}  # template text -> whether it renders tools itself

@@ -160,9 +160,18 @@ def reply_text(message: dict) -> str:
     return "\n".join(part for part in (message["content"].strip(), calls_text(message["tool_calls"])) if part)
 
 
+def template_message(message: dict, content: str) -> dict:
+    """What a chat template reads of a message: its role, `content`, and an assistant's reasoning under
+    both names templates read (`reasoning_content`, `thinking`)."""
+    out = {"role": message["role"], "content": content}
+    if message.get("reasoning"):
+        out["reasoning_content"] = out["thinking"] = message["reasoning"]
+    return out
+
+
 def hone_rendering(messages: list[dict], tools: list[dict] | None) -> list[dict]:
     """Role/content messages for a template without tool support (see the module docstring)."""
-    plain = [{"role": message["role"], "content": reply_text(message)} for message in messages]
+    plain = [template_message(message, reply_text(message)) for message in messages]
     if tools:
         listing = tools_text(tools)
         if plain and plain[0]["role"] == "system":
@@ -176,7 +185,7 @@ def native_messages(messages: list[dict]) -> list[dict]:
     """Messages as templates with tool support take them: calls' arguments as objects."""
     out = []
     for message in messages:
-        native = {"role": message["role"], "content": message["content"]}
+        native = template_message(message, message["content"])
         if message.get("tool_calls"):
             native["tool_calls"] = [{"id": c["id"], "type": "function",
                                      "function": {"name": c["function"]["name"],
