@@ -10,19 +10,18 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from hone.config.base import Section
 from hone.errors import ModelError
 from hone.methods.base import Method
+from hone.methods.vision import VisionParts, freeze_untrained_parts
 from hone.methods.weights import load_into
 
 
-class Config(Section):
+class Config(VisionParts):
     type: Literal["full"] = "full"
 
 
 def apply(model, config: Config):
-    model.requires_grad_(True)
-    return model
+    return freeze_untrained_parts(model, config)
 
 
 def save(model, directory) -> None:

@@ -19,7 +19,7 @@ from pathlib import Path
 from hone.data.vision import attach_processor
 from hone.errors import ModelError
 from hone.models.registry import SHIPPED_MODELS, ShippedModel
-from hone.models.vision import is_vision, load_processor
+from hone.models.vision import is_vision, load_processor, model_class
 from hone.paths import hone_home
 
 
@@ -94,12 +94,11 @@ def load_tokenizer(spec: str | ModelSource):
 def load_model(spec: str | ModelSource, *, dtype: str = "float32"):
     """Load (model, tokenizer, source); the model is in eval mode with its weights frozen."""
     import torch
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForImageTextToText
+    from transformers import AutoConfig
 
     source = spec if isinstance(spec, ModelSource) else resolve_model(spec)
     try:
-        vision = is_vision(AutoConfig.from_pretrained(source.path))
-        auto = AutoModelForImageTextToText if vision else AutoModelForCausalLM
+        auto = model_class(AutoConfig.from_pretrained(source.path))
         model = auto.from_pretrained(source.path, dtype=getattr(torch, dtype))
     except (OSError, ValueError) as exc:
         raise ModelError(f"cannot load the model: {exc}", where=source.id) from exc

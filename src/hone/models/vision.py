@@ -25,6 +25,13 @@ def is_vision(config) -> bool:
     return getattr(config, "vision_config", None) is not None
 
 
+def model_class(config):
+    """The transformers auto class that loads a model of `config`: image-text-to-text or causal LM."""
+    from transformers import AutoModelForCausalLM, AutoModelForImageTextToText
+
+    return AutoModelForImageTextToText if is_vision(config) else AutoModelForCausalLM
+
+
 def module_part(name: str) -> str:
     """Which part of a vision-language model the module or parameter `name` belongs to: "vision_tower",
     "projector" or "language_model" (everything else, the LM head included)."""
