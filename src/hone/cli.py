@@ -167,6 +167,8 @@ def _parser() -> argparse.ArgumentParser:
     gen.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
     gen.add_argument("--top-p", type=float, default=1.0)
     gen.add_argument("--seed", type=int)
+    gen.add_argument("--image", action="append", metavar="PATH",
+                     help="an image shown before the prompt (a vision-language model; repeat for more)")
     gen.set_defaults(run=_generate)
 
     export = commands.add_parser("export", help="merge a tuned model into its base; write GGUF for llama.cpp",
@@ -430,7 +432,7 @@ def _generate(args) -> int:
     prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
     print(generate(prompt, adapter=args.adapter, model=args.model, system=args.system,
                    max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p,
-                   seed=args.seed, raw=args.raw))
+                   seed=args.seed, raw=args.raw, images=args.image))
     return 0
 
 

@@ -14,6 +14,7 @@ from hone.errors import ModelError
 from hone.methods.base import Method
 from hone.methods.vision import VisionParts, freeze_untrained_parts
 from hone.methods.weights import load_into
+from hone.models.vision import is_vision
 
 
 class Config(VisionParts):
@@ -32,6 +33,8 @@ def load(base, directory):
     files = sorted(Path(directory).glob("*.safetensors"))
     if not files:
         raise ModelError("no .safetensors weights here", where=str(directory))
+    if is_vision(base.config):  # saved under the checkpoint names transformers maps to the module names
+        return type(base).from_pretrained(str(directory), dtype=base.dtype).requires_grad_(False).eval()
     return load_into(base, files)
 
 
