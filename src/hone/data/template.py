@@ -34,6 +34,7 @@ class TokenizedExample:
     images: list = field(default_factory=list)  # the example's pictures (PIL), for the collated pixel inputs
     token_inputs: dict = field(default_factory=dict)  # other per-token model inputs (token type ids), like labels
     image_tokens: int = 0  # tokens the images take (image tokens and their wrappers)
+    images_end: int = 0  # index just past the images' last token: truncation may not cut before it
     pixel_processor: object = None  # the model's processor, which lays a batch's images out as pixel inputs
 
 
@@ -98,7 +99,7 @@ def tokenize_with_images(example: Example, tokenizer, *, loss_on: str, max_lengt
         token_inputs = {key: values[:max_length] for key, values in token_inputs.items()}
     return TokenizedExample(ids, labels, example.where, truncated=truncated, untrained_replies=untrained,
                             images=images, token_inputs=token_inputs, image_tokens=image_tokens,
-                            pixel_processor=processor)
+                            images_end=images_end, pixel_processor=processor)
 
 
 def tokenize_chat(example: Example, tokenizer) -> tuple[list[int], list[int], int]:
