@@ -53,12 +53,15 @@ def test_the_loss_mask_keeps_assistant_text_and_no_image_token(loaded, family):
 @pytest.mark.parametrize("family", FAMILIES)
 def test_a_batch_gives_the_loss_of_its_examples_one_by_one(loaded, family):
     model, tokenizer, _ = loaded(family)
+    text_only = parse_record({"messages": [{"role": "user", "content": "What colour is the sky?"},
+                                           {"role": "assistant", "content": "blue"}]})
     examples = [tokenize_example(example("red", 1, "red"), tokenizer),
-                tokenize_example(example("blue", 2, "a blue square, in the corner", images=2), tokenizer)]
+                tokenize_example(example("blue", 2, "a blue square, in the corner", images=2), tokenizer),
+                tokenize_example(text_only, tokenizer), tokenize_example(text_only, tokenizer)]
     sft = SFT(1024)
     packing = Batching(tokenizer.pad_token_id, 512, packing=True)
     batch = sft.collate(examples, packing)
-    assert batch["input_ids"].shape[0] == 2  # each example with images has a row of its own
+    assert batch["input_ids"].shape[0] == 4  # beside images, every example has a row of its own
     assert "pixel_values" in batch["model_inputs"]
     with torch.no_grad():
         together, _ = sft.loss(model, batch)

@@ -90,3 +90,15 @@ def test_dpo_on_picture_pairs(tmp_path, vlm_dirs, colour_files, family):
     trace = losses(result)
     assert trace[0] == pytest.approx(0.6931, abs=1e-3)  # policy == reference at the start
     assert all(b < a for a, b in zip(trace, trace[1:])) and trace[-1] < trace[0] - 0.01, trace
+
+
+def test_training_refuses_more_images_than_data_max_images(tmp_path, vlm_dirs, colour_files):
+    from hone.errors import DataError
+
+    with pytest.raises(DataError, match="hold more than data.max_images=1 images") as error:
+        two = colour_question("red", 0)
+        two["content"] = two["content"][:1] * 2 + two["content"][1:]
+        data = tmp_path / "two.jsonl"
+        data.write_text(json.dumps({"messages": [two, {"role": "assistant", "content": "red"}]}) + "\n")
+        run(tmp_path, vlm_dirs("smolvlm"), data, "data.max_images=1")
+    assert error.value.issues[0].line == 1
