@@ -174,7 +174,7 @@ def _diff_section(comparison: dict) -> list[str]:
            f"{same} unchanged.</p>"]
     images = any(r["images"] for r in rows)
     for title, ident, chosen in (("Biggest wins", "wins", wins), ("Biggest losses", "losses", losses)):
-        out.append(f"<h3>{title}</h3>" + (_diff_table(ident, chosen, label, images) if chosen else "<p>none</p>"))
+        out.append(f"<h3>{title}</h3>" + _diff_table(ident, chosen, label, images) + ("" if chosen else "<p>none</p>"))
     if images:
         shown = sorted(rows, key=lambda r: r["index"])
         out.append(f'<h3>Every held-out example with its images</h3><p>{min(len(rows), IMAGE_ROWS)} of {len(rows)}, '
