@@ -166,3 +166,11 @@ def test_data_check_reports_each_bad_image_by_file_and_line(tmp_path):
     assert report.valid == 3 and not report.ok
     rendered = report.render()
     assert f"{tmp_path / 'train.jsonl'}:4: messages[0].content[1].image_url.url: is an unsupported format" in rendered
+
+
+def test_a_text_tokenizer_leaves_image_examples_untokenized_without_calling_them_invalid(tmp_path, tiny_tokenizer):
+    records = [image_record(image_data_url(picture())),
+               {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}]
+    report = check_file(write(tmp_path, records), tiny_tokenizer)
+    assert report.ok and report.images_untokenized == 1 and report.token_stats["count"] == 1
+    assert "examples with images not tokenized: 1" in report.render()

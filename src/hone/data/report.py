@@ -14,6 +14,7 @@ from hone.data.prepare import expected_shapes, wrong_format_issue
 from hone.data.read import Issue, iter_records
 from hone.data.record_errors import RecordError
 from hone.data.template import IGNORE, TokenizedExample, prompt_ids, tokenize_example
+from hone.data.vision import processor_for
 from hone.errors import DataError, HoneError
 
 
@@ -33,6 +34,8 @@ class DataReport:
     target_tokens: int | None = None  # tokens trained on, after truncation
     truncated: list[tuple[int, int]] = field(default_factory=list)  # (line, full length in tokens)
     untrainable: list[int] = field(default_factory=list)  # lines with no target left after truncation
+    image_token_stats: dict[str, float] | None = None  # per example with images: count, min, mean, ..., max
+    images_untokenized: int = 0  # examples with images not tokenized: the tokenizer's model has no vision tower
     objective: str | None = None  # when given, records of formats it does not train on are issues
     expects: str | None = None  # the shapes that objective takes
     misfits: list[int] = field(default_factory=list)  # lines of a format the objective does not take
@@ -67,6 +70,13 @@ class DataReport:
                 f"p95 {s['p95']:.0f}, max {s['max']:.0f} over {s['count']:.0f} examples; "
                 f"{self.target_tokens} target tokens"
             )
+        if self.image_token_stats:
+            s = self.image_token_stats
+            out.append(f"  image tokens per example: min {s['min']:.0f}, mean {s['mean']:.1f}, max {s['max']:.0f} "
+                       f"over {s['count']:.0f} examples with images")
+        if self.images_untokenized:
+            out.append(f"  examples with images not tokenized: {self.images_untokenized} (the model has no vision "
+                       "tower; pass --model a vision-language model for their token counts)")
         if self.truncated:
             shown = ", ".join(f"line {line} ({length} tokens)" for line, length in self.truncated[:5])
             more = f", and {len(self.truncated) - 5} more" if len(self.truncated) > 5 else ""
@@ -102,6 +112,7 @@ def check_file(path, tokenizer=None, *, max_length: int = 512, loss_on: str = "a
     formats_seen: Counter[str] = Counter()
     first_line: dict[str, int] = {}
     lengths: list[int] = []
+    image_tokens: list[int] = []
     targets = 0
     try:
         for line, result in iter_records(path):
@@ -118,13 +129,21 @@ def check_file(path, tokenizer=None, *, max_length: int = 512, loss_on: str = "a
             if image_issue is not None:
                 report.issues.append(Issue(str(path), line, image_issue.field, image_issue.message))
                 continue
-            if tokenizer is not None:
+            if tokenizer is not None and result.images and processor_for(tokenizer) is None:
+                report.images_untokenized += 1
+            elif tokenizer is not None:
                 try:
                     tokens = tokenize_for_report(result, tokenizer, loss_on)
                 except HoneError as error:
                     report.issues.append(Issue(str(path), line, "", error.what))
                     continue
+                if tokens.images_end > max_length:
+                    report.issues.append(Issue(str(path), line, "", f"the images take tokens up to {tokens.images_end}, "
+                                               f"beyond max_length={max_length}; training would have to cut an image"))
+                    continue
                 lengths.append(len(tokens.input_ids))
+                if tokens.images:
+                    image_tokens.append(tokens.image_tokens)
                 kept = sum(label != IGNORE for label in tokens.labels[:max_length])
                 targets += kept
                 if len(tokens.input_ids) > max_length:
@@ -146,6 +165,7 @@ def check_file(path, tokenizer=None, *, max_length: int = 512, loss_on: str = "a
     report.formats = dict(formats_seen)
     if tokenizer is not None:
         report.token_stats = length_stats(lengths)
+        report.image_token_stats = length_stats(image_tokens)
         report.target_tokens = targets
     return report
 

@@ -34,7 +34,8 @@ class TokenizedExample:
     images: list = field(default_factory=list)  # the example's pictures (PIL), for the collated pixel inputs
     token_inputs: dict = field(default_factory=dict)  # other per-token model inputs (token type ids), like labels
     image_tokens: int = 0  # tokens the images take (image tokens and their wrappers)
-    pixel_processor: object = None  # the model's processor, which lays a batch's images out as pixel inputs
+    images_end: int = 0  # index just past the images' last token: truncation may not cut before it
+    processor: object = None  # a vision-language model's processor (lays out a batch's pixels; rows of one example)
 
 
 def tokenize_example(
@@ -68,7 +69,7 @@ def tokenize_example(
     if truncated:
         input_ids, labels = input_ids[:max_length], labels[:max_length]
     return TokenizedExample(input_ids=input_ids, labels=labels, where=example.where, truncated=truncated,
-                            untrained_replies=untrained)
+                            untrained_replies=untrained, processor=processor_for(tokenizer))
 
 
 def tokenize_with_images(example: Example, tokenizer, *, loss_on: str, max_length: int | None) -> TokenizedExample:
@@ -98,7 +99,7 @@ def tokenize_with_images(example: Example, tokenizer, *, loss_on: str, max_lengt
         token_inputs = {key: values[:max_length] for key, values in token_inputs.items()}
     return TokenizedExample(ids, labels, example.where, truncated=truncated, untrained_replies=untrained,
                             images=images, token_inputs=token_inputs, image_tokens=image_tokens,
-                            pixel_processor=processor)
+                            images_end=images_end, processor=processor)
 
 
 def tokenize_chat(example: Example, tokenizer) -> tuple[list[int], list[int], int]:

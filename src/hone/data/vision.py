@@ -93,8 +93,5 @@ def pixel_inputs(processor, images_per_row: list[list]) -> dict:
     of each row in order, as the model's own image processor lays them out."""
     if not any(images_per_row):
         return {}
-    if any(not row for row in images_per_row):
-        raise HoneError("a batch mixes examples with and without images", where="collate",
-                        hint="give every example of a vision run at least one image, or batch_size=1")
     out = processor.image_processor(images=images_per_row, return_tensors="pt")
     return {key: value for key, value in out.items() if key in PIXEL_KEYS}

@@ -11,6 +11,7 @@ not against the bare base. The copy costs the adapter's size, never the base's.
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 
 from pydantic import Field, field_validator
@@ -88,7 +89,10 @@ def peft_config(model, config: LoraOptions, *, dora: bool = False):
 
     targets = config.target_modules
     if is_vision(model.config):  # the language model's linear layers, and the parts the config adds
-        targets = linear_modules(model, config, None if targets == "all-linear" else targets)
+        # one pattern of full names: PEFT saves a long list of names as their last parts, which on
+        # reload would also match the same-named layers of the parts that did not train
+        names = linear_modules(model, config, None if targets == "all-linear" else targets)
+        targets = "|".join(re.escape(name) for name in names)
     elif targets == "all-linear" and config.layers_to_transform is not None:
         targets = linear_names(model)  # PEFT takes layers_to_transform only with a list of names
     return LoraConfig(

@@ -62,6 +62,7 @@ class VisionFamily:
     image_token: str  # the token the processor repeats for each image feature
     tokens_per_image: int  # in the tiny model (32-pixel images)
     extra_tokens: dict  # name -> token, attributes the family's processor reads from its tokenizer
+    projector_lora: str = "yes"  # whether method.train_projector can put LoRA on the projector
 
 
 VISION_FAMILIES = {f.name: f for f in (
@@ -75,7 +76,8 @@ VISION_FAMILIES = {f.name: f for f in (
     VisionFamily("gemma3-vl", "gemma3", "Gemma 3 it (4B and up)",
                  ("<bos>", "<eos>", "<pad>", "<start_of_turn>", "<end_of_turn>", "<start_of_image>", "<end_of_image>",
                   "<image_soft_token>"), "<end_of_turn>", GEMMA3_VL_TEMPLATE, "<image_soft_token>", 4,
-                 {"boi_token": "<start_of_image>", "eoi_token": "<end_of_image>", "image_token": "<image_soft_token>"}),
+                 {"boi_token": "<start_of_image>", "eoi_token": "<end_of_image>", "image_token": "<image_soft_token>"},
+                 projector_lora="no: a plain weight matrix, trained by method=full"),
     VisionFamily("llava", "llava", "LLaVA 1.5",
                  ("<s>", "</s>", "<unk>", "<image>"), "</s>", LLAVA_TEMPLATE, "<image>", 16,
                  {"image_token": "<image>"}),
@@ -193,4 +195,5 @@ def save_tiny_vlm(name: str, path: str | Path, *, seed: int = 0) -> Path:
 def vision_family_rows() -> list[dict]:
     """One row per vision family for docs/families.md."""
     return [{"family": f.name, "examples": f.examples, "architecture": f.architecture,
-             "image tokens": f"{f.image_token} repeated per image feature"} for f in VISION_FAMILIES.values()]
+             "image token": f"`{f.image_token}`, once per image feature", "projector LoRA": f.projector_lora}
+            for f in VISION_FAMILIES.values()]
