@@ -1,6 +1,6 @@
 """The service with images: `purpose=vision` uploads, training files whose images are data: URLs or a
 project's uploaded image ids (checked by line at upload, never another project's), and a fine-tuning
-job on a tiny vision-language base run end to end by a `hone worker`, its model then called with an
+job (SFT and DPO) on a tiny vision-language base run end to end by a `hone worker`, its model then called with an
 image through /v1/chat/completions (the official client, a real uvicorn, a real SQLite store)."""
 
 import io
@@ -91,11 +91,21 @@ def test_a_job_on_a_vision_base_trains_on_uploaded_images_and_its_model_reads_im
         model=str(vlm_base), training_file=training.id, suffix="shapes",
         method={"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": 1, "batch_size": 2}}},
         extra_body={"hone": {"train.max_steps": 4, "train.save_every": 4, "train.lr": 0.05, "method.rank": 4}})
-    client.files.delete(ids[3])  # the job trains on a copy with the images inlined
+    pairs = [{"input": {"messages": record(ids[n], "")["messages"][:1]},
+              "preferred_output": [{"role": "assistant", "content": words[n]}],
+              "non_preferred_output": [{"role": "assistant", "content": words[4 - n]}]} for n in (1, 2, 3) * 4]
+    preferences = client.files.create(file=("pairs.jsonl", jsonl(pairs)), purpose="fine-tune")
+    dpo = client.fine_tuning.jobs.create(
+        model=str(vlm_base), training_file=preferences.id, suffix="pairs",
+        method={"type": "dpo", "dpo": {"hyperparameters": {"n_epochs": 1, "batch_size": 2, "beta": 0.1}}},
+        extra_body={"hone": {"train.max_steps": 2, "train.lr": 0.01, "method.rank": 4}})
+    client.files.delete(ids[3])  # the jobs train on copies with the images inlined
     service.start_worker()
-    done = wait_for(lambda: (j := client.fine_tuning.jobs.retrieve(job.id)).status in
-                    ("succeeded", "failed", "cancelled") and j, timeout=180, what="the job to end")
-    assert done.status == "succeeded", (done.error, service.worker_logs())
+    for created in (job, dpo):
+        ended = wait_for(lambda: (j := client.fine_tuning.jobs.retrieve(created.id)).status in
+                         ("succeeded", "failed", "cancelled") and j, timeout=180, what="the job to end")
+        assert ended.status == "succeeded", (ended.error, service.worker_logs())
+    done = client.fine_tuning.jobs.retrieve(job.id)
 
     question = record(image_data_url(shapes(2)), "")["messages"][:1]
     reply = client.chat.completions.create(model=done.fine_tuned_model, messages=question, temperature=0, max_tokens=6)
@@ -105,6 +115,7 @@ def test_a_job_on_a_vision_base_trains_on_uploaded_images_and_its_model_reads_im
     with pytest.raises(openai.BadRequestError, match="does not exist"):  # ids resolve in the caller's project only
         service.openai("beta").chat.completions.create(model=str(vlm_base), max_tokens=2, messages=[
             {"role": "user", "content": [{"type": "image_url", "image_url": {"url": ids[1]}}]}])
-    ok = client.chat.completions.create(model=str(vlm_base), max_tokens=2, messages=[
-        {"role": "user", "content": [{"type": "image_url", "image_url": {"url": ids[1]}}]}])
-    assert ok.usage.prompt_tokens > 4
+    ok = client.chat.completions.create(model=client.fine_tuning.jobs.retrieve(dpo.id).fine_tuned_model, max_tokens=2,
+                                        messages=[{"role": "user", "content": [{"type": "image_url",
+                                                                                "image_url": {"url": ids[1]}}]}])
+    assert ok.usage.prompt_tokens > 4 and ok.choices[0].finish_reason in ("stop", "length")

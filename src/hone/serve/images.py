@@ -2,8 +2,8 @@
 by the model's own processor into the prompt's token ids (image tokens included) and its pixel inputs.
 
 Only a vision-language base reads images; a text-only one answers 400 naming the model. A bad image
-(corrupt, oversized, an unsupported format, a web URL, one too many) is a 400 whose `param` is the
-content part that holds it (`messages[0].content[1]`), never a 500.
+(corrupt, oversized, an unsupported format, a web URL, a path on the server, one too many) is a 400
+whose `param` is the content part that holds it (`messages[0].content[1]`), never a 500.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from hone.data.record_errors import RecordError
 from hone.data.template import render
 from hone.data.vision import processor_for
 from hone.errors import HoneError
+from hone.jobs.images import is_path
 from hone.serve.errors import ApiError
 
 PART = re.compile(r"messages\[\d+\]\.content\[\d+\]")
@@ -71,6 +72,12 @@ def image_prompt(engine, adapter: str | None, model: str, messages: list[dict], 
     if len(parts) > limits.max_images:
         raise ApiError(400, f"the request holds {len(parts)} images; this server reads at most {limits.max_images} "
                        "per request", param=part_param(parts[limits.max_images]["field"]), code="too_many_images")
+    local = next((part for part in parts if is_path(part["url"])), None)
+    if local is not None:
+        raise ApiError(400, f"{local['field']}: is a path ({local['url'][:60]}); the server reads no files of its "
+                       "machine for a request: send the image as a data:image/...;base64 URL"
+                       + (" or the id of an image uploaded with purpose=vision" if files is not None else ""),
+                       param=part_param(local["field"]), code="invalid_image")
     try:
         images = [load_image(part["url"], field=part["field"], files=files, limits=limits) for part in parts]
     except RecordError as error:
