@@ -59,7 +59,7 @@ def vlm(request, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def served(vlm, tmp_path_factory):
-    """(url, openai client, family, base, runs): the base and both runs served side by side."""
+    """(url, openai client, family, base, runs, home): the base and both runs served side by side."""
     import openai
 
     from hone.serve.app import create_app
@@ -72,13 +72,13 @@ def served(vlm, tmp_path_factory):
                              keys_file=str(home / "keys.json"), feedback_file=str(home / "f.jsonl"),
                              max_images=2, max_image_bytes=20_000, max_tokens=32, batch_wait_ms=50)
     with running_server(create_app(settings)) as url:
-        yield url, openai.OpenAI(base_url=f"{url}/v1", api_key="none", max_retries=0), family, base, runs
+        yield url, openai.OpenAI(base_url=f"{url}/v1", api_key="none", max_retries=0), family, base, runs, home
 
 
 def test_two_runs_on_one_vlm_base_answer_as_hone_generate_does(served):
     from hone import api
 
-    _, client, family, base, runs = served
+    _, client, family, base, runs, _ = served
     prompts = [ask(image_data_url(shapes(n, c))) for n, c in ((1, "red"), (3, "blue"))]
     expected = {name: api.generate(prompts, adapter=run.run_dir, max_new_tokens=8) for name, run in runs.items()}
     expected[str(base)] = api.generate(prompts, model=str(base), max_new_tokens=8)
@@ -99,7 +99,7 @@ def test_two_runs_on_one_vlm_base_answer_as_hone_generate_does(served):
 def test_usage_counts_the_image_tokens_and_streams_agree(served):
     from hone.models.vision_families import vision_family
 
-    _, client, family, _, _ = served
+    _, client, family, _, _, _ = served
     url = image_data_url(shapes(2))
     with_image = client.chat.completions.create(model="counter", messages=ask(url), temperature=0, max_tokens=6)
     text_only = client.chat.completions.create(model="counter", temperature=0, max_tokens=6,
@@ -179,3 +179,20 @@ def test_a_text_only_base_refuses_images_naming_the_model(tiny_model_dir, tmp_pa
         text = client.chat.completions.create(model=str(tiny_model_dir), max_tokens=3, messages=[
             {"role": "user", "content": [{"type": "text", "text": "hello"}]}])  # text parts alone still work
         assert text.choices[0].finish_reason in ("stop", "length")
+
+
+def test_feedback_on_an_image_answer_exports_a_training_record_with_the_image(served, tmp_path):
+    import httpx
+
+    from hone.data.formats import parse_record
+    from hone.serve.feedback import export_feedback
+
+    url, client, _, _, _, home = served
+    picture = image_data_url(shapes(3))
+    reply = client.chat.completions.create(model="counter", messages=ask(picture), temperature=0, max_tokens=4)
+    sent = httpx.post(f"{url}/v1/feedback", json={"response_id": reply.id, "corrected": "three"}, timeout=30)
+    assert sent.status_code == 200, sent.text
+    out = tmp_path / "next-round.jsonl"
+    export_feedback(home / "f.jsonl", out)
+    exported = [parse_record(json.loads(line)) for line in out.read_text().splitlines()]
+    assert exported[-1].images == [picture] and exported[-1].messages[-1]["content"] == "three"

@@ -59,6 +59,14 @@ def image_parts(messages: list[dict]) -> list[dict]:
     return [part for m in messages for part in m.get("parts", []) if part["type"] == "image"]
 
 
+def openai_messages(messages: list[dict]) -> list[dict]:
+    """Messages with images back in OpenAI's shape (content parts), as feedback keeps them for training."""
+    return [{**{k: v for k, v in m.items() if k not in ("parts", "images")},
+             "content": [{"type": "text", "text": p["text"]} if p["type"] == "text" else
+                         {"type": "image_url", "image_url": {"url": p["url"]}} for p in m["parts"]]}
+            if "parts" in m else m for m in messages]
+
+
 def image_prompt(engine, adapter: str | None, model: str, messages: list[dict], *, limits: ImageLimits,
                  tools: list[dict] | None = None, files: FileResolver | None = None) -> tuple[list[int], dict]:
     """(prompt ids with the image tokens, pixel inputs) of a conversation with images, for `adapter` on

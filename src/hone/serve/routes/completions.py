@@ -8,7 +8,7 @@ from fastapi import APIRouter, Request
 
 from hone.data.template import prompt_ids, text_prompt_ids
 from hone.serve import protocol
-from hone.serve.images import image_parts, image_prompt, with_image_parts
+from hone.serve.images import image_parts, image_prompt, openai_messages, with_image_parts
 from hone.serve.state import state_of
 from hone.serve.generation import prepare, respond
 
@@ -31,7 +31,7 @@ async def chat_completions(body: protocol.ChatCompletionRequest, request: Reques
     ex = prepare(state, request, body, "chat", [ids], engine, adapter)
     ex.tools = tools
     ex.pixels = pixels
-    return await respond(state, request, ex, messages, None)
+    return await respond(state, request, ex, openai_messages(messages) if pixels else messages, None)
 
 
 @router.post("/v1/completions")
