@@ -111,6 +111,15 @@ def test_usage_counts_the_image_tokens_and_streams_agree(served):
     chunks = list(stream)
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == with_image.choices[0].message.content
     assert chunks[-1].usage.prompt_tokens == with_image.usage.prompt_tokens
+    two = client.chat.completions.create(model="counter", messages=ask(url), temperature=0, max_tokens=6, n=2)
+    assert [c.message.content for c in two.choices] == [with_image.choices[0].message.content] * 2
+    assert two.usage.prompt_tokens == 2 * with_image.usage.prompt_tokens
+    full = client.chat.completions.create(model="counter", messages=ask(url), temperature=0, max_tokens=7,
+                                          extra_body={"ignore_eos": True})
+    assert full.usage.completion_tokens == 7 and full.choices[0].finish_reason == "length"
+    sampled = [client.chat.completions.create(model="painter", messages=ask(url), temperature=1.5, max_tokens=8,
+                                              seed=11).choices[0].message.content for _ in range(2)]
+    assert sampled[0] == sampled[1]  # a seed makes sampling with images repeatable
 
 
 def encoded(image: Image.Image, kind: str) -> str:

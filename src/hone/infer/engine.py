@@ -233,7 +233,6 @@ class Engine:
         if self.on_batch is not None:
             self.on_batch(len(rows), tracker.total_tokens, time.monotonic() - started)
 
-
     def _decode_with_images(self, job: Job) -> None:
         """One request with images: each choice prefilled with the pixels and decoded by `generate`, the
         tracker reading every new token (stop strings, limits, streaming) and ending the row when it is done."""
