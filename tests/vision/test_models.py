@@ -111,3 +111,17 @@ def test_data_check_counts_image_tokens_and_truncation(loaded, tmp_path):
     assert [(issue.line, "would have to cut an image" in issue.message) for issue in report.issues] == [(3, True)]
     rendered = report.render()
     assert f"image tokens per example: min {per_image}, mean {1.5 * per_image:.1f}, max {2 * per_image}" in rendered
+
+
+def test_prompts_with_images_are_checked_and_never_prompted_as_ids_alone(loaded, tmp_path):
+    from hone.data.report import check_file
+    from hone.data.template import prompt_ids
+    from tests.vision.conftest import write_records
+
+    _, tokenizer, _ = loaded("qwen2.5-vl")
+    record = {"messages": [colour_question("red", 0)], "answer": "red"}  # an eval task's prompt
+    report = check_file(write_records(tmp_path / "eval.jsonl", [record]), tokenizer)
+    assert report.ok and report.formats == {"graded_prompt": 1} and report.target_tokens == 0
+    assert report.image_token_stats["max"] == VISION_FAMILIES["qwen2.5-vl"].tokens_per_image
+    with pytest.raises(HoneError, match="holds images"):
+        prompt_ids(parse_record(record).messages, tokenizer)

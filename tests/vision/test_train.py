@@ -10,6 +10,8 @@ from safetensors.torch import load_file
 from hone.api import generate, train
 from hone.data.formats import parse_message
 from hone.errors import ConfigError
+from hone.export.merge import merge_artifact
+from hone.models.load import load_model
 from hone.methods.tuned import load_tuned
 from hone.models.generate import generate_batch
 from hone.models.vision import module_part
@@ -45,7 +47,10 @@ def test_sft_lora_trains_the_language_model_only_and_reloads(tmp_path, vlm_dirs,
     assert adapted_parts(result.adapter_dir) == {"language_model"}
     model, tokenizer, manifest = load_tuned(result.adapter_dir)
     assert isinstance(model, PeftModel) and manifest["method"]["type"] == "lora"
-    assert isinstance(ask(model, tokenizer), str)
+    answer = ask(model, tokenizer)
+    merge_artifact(result.run_dir, tmp_path / "merged")  # a standalone model directory, processor included
+    merged, merged_tokenizer, _ = load_model(str(tmp_path / "merged"))
+    assert ask(merged, merged_tokenizer) == answer
 
 
 def test_lora_on_the_projector_and_vision_tower_too(tmp_path, vlm_dirs, colour_files):

@@ -11,11 +11,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from hone.data.formats import FORMAT_SHAPES, Example
+from hone.data.images import FolderFiles
 from hone.data.pack import split_validation
 from hone.data.read import Issue, read_examples
 from hone.data.replay import replay_examples
 from hone.data.template import tokenize_example
-from hone.data.vision import processor_for
+from hone.data.vision import inline_uploaded_images, processor_for
 from hone.errors import DataError
 
 SFT_FORMATS = ("chat", "prompt_completion", "alpaca", "text")
@@ -57,6 +58,8 @@ def read_split(data_config, *, seed: int, formats: tuple[str, ...], objective: s
     else:
         validation = []
     check_image_counts([*train, *validation], data_config.max_images)
+    if data_config.image_files:
+        inline_uploaded_images([*train, *validation], FolderFiles(data_config.image_files))
     return train, validation
 
 

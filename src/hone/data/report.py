@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 from pathlib import Path
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 from hone.data.formats import Example, example_image_parts, example_key
 from hone.data.images import FileResolver, ImageLimits, load_image
@@ -188,6 +188,9 @@ def check_images(example: Example, base_dir: Path, limits: ImageLimits,
 def tokenize_for_report(example, tokenizer, loss_on: str):
     """The example as training sees it; a preference pair by its longer side (prompt + reply), a graded
     prompt as the tokens generation starts from (no targets: GRPO samples its replies)."""
+    if example.format == "graded_prompt" and example.images:  # an eval prompt with pictures: no targets
+        tokens = tokenize_example(Example(format="chat", messages=example.messages, where=example.where), tokenizer)
+        return replace(tokens, labels=[IGNORE] * len(tokens.labels))
     if example.format == "graded_prompt":
         ids = prompt_ids(example.messages, tokenizer)
         return TokenizedExample(ids, [IGNORE] * len(ids), example.where)

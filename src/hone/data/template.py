@@ -251,7 +251,12 @@ def prompt_ids(messages: list[dict], tokenizer, *, chat_template: str | None = N
                tools: list[dict] | None = None) -> list[int]:
     """Token ids a generation request starts from: the conversation (and `tools`) plus the assistant
     generation prompt (rendered with `chat_template` when given, e.g. an adapter's recorded one, else the
-    tokenizer's)."""
+    tokenizer's). Conversations with images are prompted with their pixels
+    (`hone.models.generate.generate_with_images`), never as ids alone."""
+    if any(m.get("images") for m in messages):
+        raise HoneError("this path prompts with token ids alone, and the conversation holds images",
+                        where="messages", hint="objectives that sample replies (grpo, distill) take text prompts "
+                        "only; train on images with sft, dpo or kto")
     text = render(messages, tokenizer, add_generation_prompt=True, chat_template=chat_template, tools=tools)
     return list(tokenizer(text, add_special_tokens=False)["input_ids"])
 
