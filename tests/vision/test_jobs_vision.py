@@ -87,10 +87,13 @@ def test_a_job_on_a_vision_base_trains_on_uploaded_images_and_its_model_reads_im
     words = {1: "one", 2: "two", 3: "three"}
     records = [record(ids[n] if k % 2 else image_data_url(shapes(n)), words[n]) for k in range(4) for n in (1, 2, 3)]
     training = client.files.create(file=("shapes.jsonl", jsonl(records)), purpose="fine-tune")
+    heldout = client.files.create(file=("heldout.jsonl", jsonl([record(ids[n], words[n]) for n in (1, 2, 3)])),
+                                  purpose="fine-tune")
     job = client.fine_tuning.jobs.create(
         model=str(vlm_base), training_file=training.id, suffix="shapes",
         method={"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": 1, "batch_size": 2}}},
-        extra_body={"hone": {"train.max_steps": 4, "train.save_every": 4, "train.lr": 0.05, "method.rank": 4}})
+        extra_body={"hone": {"train.max_steps": 4, "train.save_every": 4, "train.lr": 0.05, "method.rank": 4,
+                             "eval.file": heldout.id, "eval.max_new_tokens": 4}})
     pairs = [{"input": {"messages": record(ids[n], "")["messages"][:1]},
               "preferred_output": [{"role": "assistant", "content": words[n]}],
               "non_preferred_output": [{"role": "assistant", "content": words[4 - n]}]} for n in (1, 2, 3) * 4]
@@ -106,6 +109,7 @@ def test_a_job_on_a_vision_base_trains_on_uploaded_images_and_its_model_reads_im
                          ("succeeded", "failed", "cancelled") and j, timeout=180, what="the job to end")
         assert ended.status == "succeeded", (ended.error, service.worker_logs())
     done = client.fine_tuning.jobs.retrieve(job.id)
+    assert done.model_extra["results"]["eval_n"] == 3  # the held-out file named uploaded images too
 
     question = record(image_data_url(shapes(2)), "")["messages"][:1]
     reply = client.chat.completions.create(model=done.fine_tuned_model, messages=question, temperature=0, max_tokens=6)

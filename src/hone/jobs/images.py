@@ -73,7 +73,8 @@ def _with_data_urls(value, images: ProjectImages, where: str, param: str):
         try:
             data = image_bytes(url, field="image_url.url", files=images)
         except RecordError as error:
-            raise RequestError(f"{where}: {error}", param=param, code=f"invalid_{param}") from None
+            raise RequestError(f"{where}: {error}", param=param,
+                               code=f"invalid_{param.removeprefix('hone.').replace('.', '_')}") from None
         return {**value, "image_url": {**(spec if isinstance(spec, dict) else {}), "url": _data_url(data)}}
     return {key: _with_data_urls(item, images, where, param) for key, item in value.items()}
 

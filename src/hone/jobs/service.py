@@ -147,7 +147,9 @@ def create_job(store: Store, settings: ServiceSettings, project_id: str, request
     if validation:
         config_keys["data.validation"] = paths["validation_file"]
     if config_keys.get("eval.file") is not None:  # an uploaded file scored after training (hone's addition)
-        config_keys["eval.file"] = check_file(store, project_id, config_keys["eval.file"], "hone.eval.file")["path"]
+        scored = check_file(store, project_id, config_keys["eval.file"], "hone.eval.file")
+        config_keys["eval.file"] = resolved_data_file(store, project_id, scored, run_dir / "data" / "eval_file.jsonl",
+                                                      "hone.eval.file")
     try:
         config = load_config(None, config_keys)
     except HoneError as error:
