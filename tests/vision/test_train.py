@@ -61,6 +61,13 @@ def test_lora_on_the_projector_and_vision_tower_too(tmp_path, vlm_dirs, colour_f
     assert trace[-1] < trace[0] - 0.1, trace
 
 
+def test_lora_on_some_blocks_of_the_language_model(tmp_path, vlm_dirs, colour_files):
+    result = run(tmp_path, vlm_dirs("qwen2.5-vl"), colour_files[0], "method.layers_to_transform=[1]",
+                 "method.target_modules=[q_proj,v_proj]", "train.max_steps=1")
+    names = set(load_file(result.adapter_dir / "adapter_model.safetensors"))
+    assert names and all(".layers.1.self_attn." in n and module_part(n) == "language_model" for n in names)
+
+
 def test_a_projector_without_linear_layers_is_refused_for_lora(tmp_path, vlm_dirs, colour_files):
     with pytest.raises(ConfigError, match="no linear layer"):
         run(tmp_path, vlm_dirs("gemma3-vl"), colour_files[0], "method.train_projector=true")

@@ -15,8 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 
 from hone.data.formats import Example
-from hone.data.vision import align_labels, example_images, expand_images, processor_for
 from hone.data.tools import hone_rendering, native_messages, renders_tools_natively, template_message, uses_tools
+from hone.data.vision import align_labels, example_images, expand_images, processor_for
 from hone.errors import HoneError
 
 IGNORE = -100  # label of a token that is not a training target (the Hugging Face convention)
