@@ -51,7 +51,7 @@ def service(tmp_path, vlm_base):
         yield svc
 
 
-def test_image_uploads_and_training_files_naming_them_are_checked_by_line(service):
+def test_image_uploads_and_training_files_naming_them_are_checked_by_line(service, vlm_base):
     alpha, beta = service.openai("alpha"), service.openai("beta")
     picture = alpha.files.create(file=("two.png", png(shapes(2))), purpose="vision")
     assert picture.purpose == "vision" and picture.bytes == len(png(shapes(2)))
@@ -77,6 +77,10 @@ def test_image_uploads_and_training_files_naming_them_are_checked_by_line(servic
     report = refused.value.body["report"]  # the file's `hone data check` report, by line
     assert [(issue["line"], issue["field"]) for issue in report["issues"]] == [(3, "messages[0].content[0].image_url.url")]
     assert [f.id for f in beta.files.list()] == [theirs.id]  # nothing of alpha's shows
+    ten = alpha.files.create(file=("ten.jsonl", jsonl(good * 5)), purpose="fine-tune")
+    with pytest.raises(openai.BadRequestError, match="hone.data.image_files is set by the service"):
+        alpha.fine_tuning.jobs.create(model=str(vlm_base), training_file=ten.id,
+                                      extra_body={"hone": {"data.image_files": str(service.data_dir / "files")}})
 
 
 def test_a_job_on_a_vision_base_trains_on_uploaded_images_and_its_model_reads_images(service, vlm_base):
