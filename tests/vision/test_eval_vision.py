@@ -108,6 +108,14 @@ def test_the_report_shows_each_image_in_the_row_of_both_answers(run):
     assert comparison["results"]["base"]["predictions"] != comparison["results"]["tuned"]["predictions"]
 
 
+def test_hone_verify_finds_the_server_equal_to_generate_on_a_vision_run(run):
+    from hone.serve.verify import verify_run
+
+    run_dir, _, _ = run  # its eval.file holds pictures by path: the server is sent them as data: URLs
+    report = verify_run(run_dir, max_new_tokens=6)
+    assert report["prompts"] == 3 and report["server"] == {"identical": True, "equal": 3, "of": 3}
+
+
 def test_graders_score_vision_items_for_base_and_tuned(run):
     from hone.data.prompts import task_item
     from hone.evaluate.compare import compare_contenders
