@@ -130,6 +130,10 @@ def compare(file: str | Path, *, adapter: str | Path | None = None, model: str |
     directory = adapter_dir(adapter) if adapter is not None else None
     base_id = read_manifest(directory)["base_model"]["id"] if directory else model
     contenders = _available(contenders, directory, prompt, notes)
+    if any(m.get("images") for item in items for m in item.messages) and judges_in(settings.grader):
+        notes.append("the held-out items hold images: every contender is shown them; a text-only model judge reads "
+                     "each item's text only (its prompt and each grade's reason say so), a vision-language judge "
+                     "is shown the images")
     source = resolve_model(base_id or _default_model())
     cache = ResultCache(cache_root or (directory.parent if directory else hone_home()))
     common = {"model": source.sha256 or source.id, "data": file_sha256(file), "settings": asdict(settings)}
@@ -174,6 +178,13 @@ def compare_contenders(file, *, adapter=None, model: str | None = None, metric: 
     settings = EvalSettings(metric, max_new_tokens, batch_size, perplexity, grader)
     return compare(file, adapter=adapter, model=model, contenders=tuple(contenders), prompt=prompt,
                    settings=settings, threads=threads, progress=progress, log=log)
+
+
+def judges_in(spec) -> bool:
+    """Whether a grader spec (a dict, possibly nesting others) has a model judge anywhere in it."""
+    if isinstance(spec, dict):
+        return spec.get("type") in ("model", "score_model", "label_model") or any(judges_in(v) for v in spec.values())
+    return isinstance(spec, list) and any(judges_in(v) for v in spec)
 
 
 def _available(contenders, directory, prompt, notes: list[str]) -> tuple[str, ...]:

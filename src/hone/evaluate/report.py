@@ -4,22 +4,31 @@ Sections: status, loss curves, training health (RL runs: reward, its spread, ent
 three-contender metric table, the forgetting table, and the
 per-example diffs (prompt, expected, base output, tuned output, score) with the biggest wins and
 losses first. Evaluations come from the cache, so a second report of the same run is instant.
+
+A held-out file with images (a vision-language run) shows each item's pictures as small thumbnails
+embedded in the page, in the same row as the base and tuned answers: in the wins and losses, and in a
+table of every held-out example.
 """
 
 from __future__ import annotations
 
 import base64
 import html
+import io
 import json
 from pathlib import Path
 
 from hone.config.load import load_config
+from hone.data.images import load_image
+from hone.data.record_errors import RecordError
 from hone.evaluate import plots
 from hone.evaluate.compare import LABELS, Comparison, compare_contenders
 from hone.models.artifact import adapter_dir, read_manifest
 from hone.train.metrics import MetricsLog
 
 DIFF_ROWS = 10
+IMAGE_ROWS = 100  # held-out examples with images shown in full
+THUMBNAIL = 96  # pixels, the longest side of an embedded image
 HEALTH_METRICS = ("reward", "reward_std", "zero_std_fraction", "dropped_groups", "entropy", "kl", "clip_fraction")
 
 
@@ -118,10 +127,38 @@ def example_diffs(comparison: dict) -> list[dict]:
     for i, item in enumerate(comparison["items"]):
         base_score, tuned_score = results[base_name]["scores"][i][key], results["tuned"]["scores"][i][key]
         rows.append({"prompt": item["messages"][-1]["content"] if item["messages"] else "", "expected": item["reference"],
+                     "images": [url for m in item["messages"] for url in m.get("images", [])], "index": i,
                      "base": results[base_name]["predictions"][i], "tuned": results["tuned"]["predictions"][i],
                      "base_score": base_score, "tuned_score": tuned_score, "delta": tuned_score - base_score,
                      "key": key, "base_name": base_name})
     return sorted(rows, key=lambda r: -r["delta"])
+
+
+def _diff_row(row: dict, images: bool) -> str:
+    """One example's row: its images (when the file has any), prompt, expected, both outputs and scores."""
+    pictures = f"<td class=images>{''.join(_thumbnail(url) for url in row['images'])}</td>" if images else ""
+    return (f"<tr class=diff>{pictures}<td>{_e(row['prompt'])}</td><td><code>{_e(row['expected'])}</code></td>"
+            f"<td class=base><code>{_e(row['base'])}</code></td><td class=tuned><code>{_e(row['tuned'])}</code></td>"
+            f"<td>{row['base_score']:.2f} → {row['tuned_score']:.2f} ({row['delta']:+.2f})</td></tr>")
+
+
+def _diff_table(ident: str, rows: list[dict], label: str, images: bool) -> str:
+    head = ("<th>image</th>" if images else "") + (f"<th>prompt</th><th>expected</th><th>{_e(label)} output</th>"
+                                                   "<th>tuned output</th><th>score</th>")
+    return f'<table id="{ident}"><tr>{head}</tr>{"".join(_diff_row(r, images) for r in rows)}</table>'
+
+
+def _thumbnail(url: str) -> str:
+    """An image of the held-out file as a small PNG embedded in the page (or why it cannot be shown)."""
+    try:
+        image = load_image(url, field="image")
+    except RecordError as error:
+        return f"<span class=missing>image not shown: {_e(error.message)}</span>"
+    image.thumbnail((THUMBNAIL, THUMBNAIL))
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    data = base64.b64encode(buffer.getvalue()).decode()
+    return f'<img class="thumb" alt="held-out image" src="data:image/png;base64,{data}">'
 
 
 def _diff_section(comparison: dict) -> list[str]:
@@ -135,13 +172,13 @@ def _diff_section(comparison: dict) -> list[str]:
     out = [f'<h2>Per-example diffs ({_e(rows[0]["key"])}: {_e(label)} → tuned)</h2>',
            f"<p>{sum(r['delta'] > 0 for r in rows)} better, {sum(r['delta'] < 0 for r in rows)} worse, "
            f"{same} unchanged.</p>"]
+    images = any(r["images"] for r in rows)
     for title, ident, chosen in (("Biggest wins", "wins", wins), ("Biggest losses", "losses", losses)):
-        body = "".join(f"<tr class=diff><td>{_e(r['prompt'])}</td><td><code>{_e(r['expected'])}</code></td>"
-                       f"<td><code>{_e(r['base'])}</code></td><td><code>{_e(r['tuned'])}</code></td>"
-                       f"<td>{r['base_score']:.2f} → {r['tuned_score']:.2f} ({r['delta']:+.2f})</td></tr>" for r in chosen)
-        out.append(f'<h3>{title}</h3><table id="{ident}"><tr><th>prompt</th><th>expected</th>'
-                   f"<th>{_e(label)} output</th><th>tuned output</th><th>score</th></tr>{body}</table>"
-                   + ("" if chosen else "<p>none</p>"))
+        out.append(f"<h3>{title}</h3>" + _diff_table(ident, chosen, label, images) + ("" if chosen else "<p>none</p>"))
+    if images:
+        shown = sorted(rows, key=lambda r: r["index"])
+        out.append(f'<h3>Every held-out example with its images</h3><p>{min(len(rows), IMAGE_ROWS)} of {len(rows)}, '
+                   "in file order.</p>" + _diff_table("examples", shown[:IMAGE_ROWS], label, images))
     return out
 
 
@@ -182,6 +219,7 @@ body {{ font: 14px/1.45 system-ui, sans-serif; max-width: 1100px; margin: 2em au
 table {{ border-collapse: collapse; margin: 1em 0; }} th, td {{ border: 1px solid #ccc; padding: 4px 8px; vertical-align: top; }}
 td code {{ white-space: pre-wrap; word-break: break-word; }} .bad {{ color: #b00; }} .good {{ color: #070; }}
 .warning {{ background: #fff4d6; padding: 6px; }} img.plot {{ max-width: 100%; display: block; margin: 1em 0; }}
+img.thumb {{ display: block; margin: 2px; border: 1px solid #ddd; image-rendering: pixelated; min-width: 64px; }}
 </style></head><body>
 {body}
 </body></html>

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable
 
+from hone.data.images import FILE_ID
 from hone.data.prompts import task_item
 from hone.data.read import read_examples
 from hone.data.template import plain_prompt, text_prompt_ids
 from hone.data.tools import reply_text
+from hone.data.vision import data_dir
 from hone.errors import DataError
 from hone.models.generate import generate_batch, generate_from_ids
 from hone.rewards.metric import eval_grader, score_outputs
@@ -43,9 +46,25 @@ def read_task(path: str) -> list[TaskItem]:
 
 
 def held_out(example) -> TaskItem:
-    """A chat example ending with an assistant turn as an item: the turns before it, its text (and calls)."""
-    return TaskItem([{k: v for k, v in m.items() if k != "weight"} for m in example.messages[:-1]],
+    """A chat example ending with an assistant turn as an item: the turns before it, its text (and calls);
+    images given as paths relative to the data file are made absolute, so they are found from anywhere."""
+    folder = data_dir(example.where)
+    return TaskItem([with_image_paths({k: v for k, v in m.items() if k != "weight"}, folder)
+                     for m in example.messages[:-1]],
                     reply_text(example.messages[-1]), example.where, example.tools)
+
+
+def with_image_paths(message: dict, folder: Path | None) -> dict:
+    """`message` with each image url that is a relative path joined to `folder` (its data file's)."""
+    if "parts" not in message or folder is None:
+        return message
+    parts = [{**part, "url": str(folder / part["url"])} if part["type"] == "image" and relative_path(part["url"])
+             else part for part in message["parts"]]
+    return {**message, "parts": parts, "images": [part["url"] for part in parts if part["type"] == "image"]}
+
+
+def relative_path(url: str) -> bool:
+    return not url.startswith(("data:", "http://", "https://", "file://", "/", "~")) and not FILE_ID.fullmatch(url)
 
 
 def evaluate_task(model, tokenizer, items: list[TaskItem], metric: str = "exact_match", *,

@@ -9,6 +9,10 @@ base) in the same forward pass: the adapters live in hone's batched LoRA layers
 batch, and the base is never reloaded. Tokens reach each job through its `emit` callback as they
 are generated (streaming); stop strings, per-request limits and sampling settings apply per row.
 A batch runs to completion before the next starts (no joining mid-decode).
+
+A request with images (a vision-language base) runs alone: its prompt is prefilled with its pixel
+inputs and decoded from the KV cache by the model's own `generate` (each family places its image
+features and positions its own way), through its adapter's slot, one choice after another.
 """
 
 from __future__ import annotations
@@ -51,6 +55,8 @@ class Job:
     """Keep generating past end-of-sequence tokens until max_tokens (benchmarks: fixed lengths)."""
     cancelled: bool = False
     """Set by the caller (a client went away): its rows stop at the next step."""
+    pixels: dict | None = None
+    """A prompt with images: the processor's pixel inputs beside `prompt` (which holds the image tokens)."""
 
 
 @dataclass
@@ -161,6 +167,8 @@ class Engine:
         first = self._pending.pop(0) if self._pending else self._queue.get()
         if first is None:
             return None
+        if first.pixels is not None:
+            return [first]
         jobs, rows = [first], first.n
         deadline = time.monotonic() + self.batch_wait_s
         while rows < self.max_batch_rows:
@@ -175,7 +183,7 @@ class Engine:
                 self._queue.put(None)
                 break
             adapters = {j.adapter for j in jobs + [job] if j.adapter}
-            if rows + job.n > self.max_batch_rows or len(adapters) > self.registry.max_loaded:
+            if job.pixels is not None or rows + job.n > self.max_batch_rows or len(adapters) > self.registry.max_loaded:
                 self._pending.insert(0, job)
                 break
             jobs.append(job)
@@ -203,6 +211,8 @@ class Engine:
                     job.emit({"type": "error", "error": error})
 
     def _decode(self, jobs: list[Job]) -> None:
+        if jobs[0].pixels is not None:
+            return self._decode_with_images(jobs[0])
         rows = [(job, i) for job in jobs for i in range(job.n)]
         prompts = [job.prompt for job, _ in rows]
         model = self.base
@@ -223,6 +233,45 @@ class Engine:
         if self.on_batch is not None:
             self.on_batch(len(rows), tracker.total_tokens, time.monotonic() - started)
 
+    def _decode_with_images(self, job: Job) -> None:
+        """One request with images: each choice prefilled with the pixels and decoded by `generate`, the
+        tracker reading every new token (stop strings, limits, streaming) and ending the row when it is done."""
+        import torch
+
+        self.lora.use([job.adapter])
+        stop = stop_token_ids(self.base, self.tokenizer)
+        rows = [(job, i) for i in range(job.n)]
+        tracker = _RowTracker(rows, self.tokenizer, stop)
+        device = next(self.base.parameters()).device
+        ids = torch.tensor([job.prompt], device=device)
+        inputs = {key: value.to(device) for key, value in job.pixels.items()}
+        sampling = (dict(do_sample=True, temperature=job.temperature, top_p=job.top_p) if job.temperature > 0 else
+                    dict(do_sample=False, temperature=None, top_p=None, top_k=None))
+        if job.seed is not None:
+            torch.manual_seed(job.seed)
+        started = time.monotonic()
+        for r in range(job.n):
+            self.base.generate(input_ids=ids, attention_mask=torch.ones_like(ids), **inputs,
+                               max_new_tokens=job.max_tokens, eos_token_id=None if job.ignore_eos else sorted(stop),
+                               pad_token_id=self.tokenizer.pad_token_id,
+                               stopping_criteria=[_TrackRow(tracker, r)], **sampling)
+            tracker.finish_row(r)
+        if self.on_batch is not None:
+            self.on_batch(len(rows), tracker.total_tokens, time.monotonic() - started)
+
+
+class _TrackRow:
+    """A stopping criterion feeding row `row`'s every new token to the tracker; stops when the row is done."""
+
+    def __init__(self, tracker: "_RowTracker", row: int) -> None:
+        self.tracker, self.row = tracker, row
+
+    def __call__(self, input_ids, scores, **kwargs):
+        import torch
+
+        done = self.tracker.advance(self.row, int(input_ids[0, -1]))
+        return torch.tensor([done], device=input_ids.device)
+
 
 class _RowTracker:
     """Per-row state during decoding: tokens so far, text already emitted, stop strings, limits."""
@@ -238,35 +287,45 @@ class _RowTracker:
         import torch
 
         for r, token in enumerate(tokens.tolist()):
-            if self.done[r]:
-                continue
-            job, index = self.rows[r]
-            if job.cancelled:
-                self._finish(r, "cancelled", self._text(r))
-                continue
-            if token in self.stop_ids and not job.ignore_eos:
-                self._finish(r, "stop", self._text(r))
-                continue
-            self.ids[r].append(token)
-            self.total_tokens += 1
-            text = self._text(r)
-            cut = min((text.find(s) for s in job.stop if s and s in text), default=-1)
-            if cut >= 0:
-                self._finish(r, "stop", text[:cut])
-            elif len(self.ids[r]) >= job.max_tokens:
-                self._finish(r, "length", text)
-            else:
-                hold = max((len(s) - 1 for s in job.stop), default=0)  # a stop string may be starting
-                safe = len(text) - hold if not text.endswith("\ufffd") else len(text.rstrip("\ufffd")) - hold
-                if safe > self.sent[r]:
-                    job.emit({"type": "token", "index": index, "text": text[self.sent[r]:safe]})
-                    self.sent[r] = safe
+            self.advance(r, token)
         return torch.tensor(self.done)
+
+    def advance(self, r: int, token: int) -> bool:
+        """Row `r` generated `token`: emit what is safe to send, finish the row at a stop or its limit;
+        whether the row is done."""
+        if self.done[r]:
+            return True
+        job, index = self.rows[r]
+        if job.cancelled:
+            self._finish(r, "cancelled", self._text(r))
+            return True
+        if token in self.stop_ids and not job.ignore_eos:
+            self._finish(r, "stop", self._text(r))
+            return True
+        self.ids[r].append(token)
+        self.total_tokens += 1
+        text = self._text(r)
+        cut = min((text.find(s) for s in job.stop if s and s in text), default=-1)
+        if cut >= 0:
+            self._finish(r, "stop", text[:cut])
+        elif len(self.ids[r]) >= job.max_tokens:
+            self._finish(r, "length", text)
+        else:
+            hold = max((len(s) - 1 for s in job.stop), default=0)  # a stop string may be starting
+            safe = len(text) - hold if not text.endswith("\ufffd") else len(text.rstrip("\ufffd")) - hold
+            if safe > self.sent[r]:
+                job.emit({"type": "token", "index": index, "text": text[self.sent[r]:safe]})
+                self.sent[r] = safe
+        return self.done[r]
 
     def finish_all(self) -> None:
         for r in range(len(self.rows)):
-            if not self.done[r]:
-                self._finish(r, "length", self._text(r))
+            self.finish_row(r)
+
+    def finish_row(self, r: int) -> None:
+        """End row `r` at its length limit, unless it has ended already."""
+        if not self.done[r]:
+            self._finish(r, "length", self._text(r))
 
     def _text(self, r: int) -> str:
         return self.tokenizer.decode(self.ids[r], skip_special_tokens=True)

@@ -140,8 +140,10 @@ def _message(message, param: str) -> dict:
     if isinstance(content, dict) and content.get("type") in ("input_text", "output_text") and "text" in content:
         content = content["text"]
     if not isinstance(content, str):
-        raise RequestError(f"{param}.content must be text (a string or an input_text part); hone's judges "
-                           "read no images or audio", param=f"{param}.content")
+        raise RequestError(f"{param}.content must be text (a string or an input_text part): a grader's prompt "
+                           "is text. A vision-language judge is shown the item's own images (its image_url parts) "
+                           "with that text; an image or audio part in the grader's prompt is not read",
+                           param=f"{param}.content")
     role = "system" if message.get("role") == "developer" else message.get("role")
     return {"role": role, "content": _template(content)}
 

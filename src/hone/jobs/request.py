@@ -16,7 +16,7 @@ MIN_TRAINING_EXAMPLES = 10  # as OpenAI's fine-tuning API asks
 FORMAT_NAMES = {"chat": "chat (ending with an assistant reply)", "graded_prompt": "prompts only (no reply)",
                 "prompt_completion": "prompt/completion", "preference": "preference pairs"}
 # Keys of `hone` (a request's hone-specific overrides) that the service owns.
-RESERVED_KEYS = ("model", "name", "output_dir", "data.train", "data.validation")
+RESERVED_KEYS = ("model", "name", "output_dir", "data.train", "data.validation", "data.image_files")
 
 
 def check_model(model, param: str = "model") -> str:

@@ -29,6 +29,7 @@ from hone.data.prepare import SFT_FORMATS
 from hone.data.prompts import PROMPT_FORMATS
 from hone.errors import ConflictError, HoneError, NotFoundError, QuotaError, RequestError
 from hone.jobs.graders import check_python_graders, hone_grader, write_sources
+from hone.jobs.images import resolved_data_file
 from hone.jobs.request import (MIN_TRAINING_EXAMPLES, check_example_lengths, check_file, check_formats,
                                check_hone_overrides, check_metadata, check_model, check_suffix, check_teacher)
 from hone.jobs.store import Store, new_id
@@ -134,17 +135,21 @@ def create_job(store: Store, settings: ServiceSettings, project_id: str, request
     check_formats(training, formats, method["type"], "training_file", minimum=MIN_TRAINING_EXAMPLES)
     if validation:
         check_formats(validation, formats, method["type"], "validation_file")
+    paths = {}
     for row, param in ((training, "training_file"), (validation, "validation_file")):
         if row:
-            check_example_lengths(row, model, param)
+            paths[param] = resolved_data_file(store, project_id, row, run_dir / "data" / f"{param}.jsonl", param)
+            check_example_lengths({**row, "path": paths[param]}, model, param)
     config_keys = {"train.checkpoint_models": CHECKPOINT_MODELS, **settings.job_overrides, **overrides,
                    **tracking_keys(request.get("integrations")), **check_hone_overrides(request.get("hone")),
                    "model": model, "name": job_id, "output_dir": str(run_dir.parent),
-                   "data.train": training["path"], "train.seed": seed}
+                   "data.train": paths["training_file"], "train.seed": seed}
     if validation:
-        config_keys["data.validation"] = validation["path"]
+        config_keys["data.validation"] = paths["validation_file"]
     if config_keys.get("eval.file") is not None:  # an uploaded file scored after training (hone's addition)
-        config_keys["eval.file"] = check_file(store, project_id, config_keys["eval.file"], "hone.eval.file")["path"]
+        scored = check_file(store, project_id, config_keys["eval.file"], "hone.eval.file")
+        config_keys["eval.file"] = resolved_data_file(store, project_id, scored, run_dir / "data" / "eval_file.jsonl",
+                                                      "hone.eval.file")
     try:
         config = load_config(None, config_keys)
     except HoneError as error:

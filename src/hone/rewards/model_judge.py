@@ -6,6 +6,9 @@ prompt: the rubric, the item's prompt and reference when it has them, the output
 messages with `{{...}}` templates (OpenAI's `score_model` shape). The first number in the judge's
 answer is the score, mapped from `range` onto [0, 1]; no number, or one outside the range, scores 0
 with the judge's text in the reason.
+
+An item with images (a vision task): a vision-language judge is shown them with the prompt; a
+text-only judge reads the text only, and its prompt (with a rubric) and each grade's reason say so.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from hone.config.base import Section
+from hone.data.vision import processor_for
 from hone.rewards.grade import Grade, Grader, GraderBase, TemplateError, check_template, failed, render
 
 SCORE = re.compile(r"[-+]?\d+(?:\.\d+)?")
@@ -64,13 +68,24 @@ def parse_score(text: str, low: float, high: float) -> Grade:
     return Grade((value - low) / (high - low), f"judge said {value:g} of {low:g}..{high:g}", details={"judge_output": text})
 
 
-def rubric_messages(config: Config, sample: dict, item: dict) -> list[dict]:
-    """The prompt hone writes around a rubric; the item's prompt and reference go in when it has them."""
+def item_image_parts(item: dict) -> list[dict]:
+    """The image parts of an item's conversation (a held-out vision example), in order."""
+    messages = item.get("messages") if isinstance(item.get("messages"), list) else []
+    return [part for m in messages if isinstance(m, dict) for part in m.get("parts", []) if part["type"] == "image"]
+
+
+def rubric_messages(config: Config, sample: dict, item: dict, *, sees_images: bool = False) -> list[dict]:
+    """The prompt hone writes around a rubric; the item's prompt and reference go in when it has them
+    (and, when the judge cannot see the item's images, a line saying it reads the text only)."""
     low, high = config.range
     parts = [f"Rubric:\n{config.rubric}"]
     for label, key in (("Task", "prompt"), ("Reference answer", "reference")):
         if isinstance(item.get(key), str):
             parts.append(f"{label}:\n{item[key]}")
+    hidden = len(item_image_parts(item)) if not sees_images else 0
+    if hidden:
+        parts.append(f"(The task came with {hidden} image{'s' * (hidden > 1)}, which you are not shown: judge from "
+                     "the text only.)")
     parts.append(f"Answer to grade:\n{sample['output_text']}")
     parts.append(f"Reply with only a number from {low:g} to {high:g}.")
     system = "You are a strict grader. Score the answer against the rubric."
@@ -91,10 +106,13 @@ class ModelJudge(Grader):
 
     def grade(self, samples: list[dict], items: list[dict]) -> list[Grade]:
         grades: list[Grade | None] = [None] * len(samples)
+        sees_images = None
         prompts, positions = [], []
         for i, (sample, item) in enumerate(zip(samples, items)):
+            if sees_images is None and item_image_parts(item):
+                sees_images = processor_for(self._load()[1]) is not None
             try:
-                prompts.append(self._messages(sample, item))
+                prompts.append(self._messages(sample, item, sees_images=bool(sees_images)))
                 positions.append(i)
             except TemplateError as exc:
                 grades[i] = failed(str(exc))
@@ -106,12 +124,17 @@ class ModelJudge(Grader):
                                      batch_size=self.config.batch_size)
             for i, answer in zip(positions, answers):
                 grades[i] = self.parse(answer)
+                hidden = len(item_image_parts(items[i])) if not sees_images else 0
+                if hidden:
+                    grades[i].reason += f" (a text-only judge: the item's {hidden} image(s) were not shown to it)"
         return grades
 
-    def _messages(self, sample: dict, item: dict) -> list[dict]:
+    def _messages(self, sample: dict, item: dict, *, sees_images: bool = False) -> list[dict]:
         if getattr(self.config, "rubric", None) is not None:
-            return rubric_messages(self.config, sample, item)
-        return [{"role": m.role, "content": render(m.content, sample, item)} for m in self.config.input]
+            messages = rubric_messages(self.config, sample, item, sees_images=sees_images)
+        else:
+            messages = [{"role": m.role, "content": render(m.content, sample, item)} for m in self.config.input]
+        return with_images(messages, item_image_parts(item)) if sees_images else messages
 
     def _load(self):
         if self.judge is None:
@@ -119,6 +142,19 @@ class ModelJudge(Grader):
 
             self.judge = load_for_inference(adapter=self.config.adapter, model=self.config.model)
         return self.judge
+
+
+def with_images(messages: list[dict], images: list[dict]) -> list[dict]:
+    """A judge prompt whose first user message shows `images` (image parts) before its text."""
+    if not images:
+        return messages
+    first = next((k for k, m in enumerate(messages) if m["role"] == "user"), None)
+    if first is None:
+        return messages
+    user = messages[first]
+    shown = {**user, "parts": [*images, {"type": "text", "text": user["content"]}],
+             "images": [part["url"] for part in images]}
+    return [*messages[:first], shown, *messages[first + 1:]]
 
 
 def build(config: Config, judge=None) -> ModelJudge:

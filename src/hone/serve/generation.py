@@ -40,6 +40,7 @@ class Exchange:
     engine: object = None  # the engine of the model's base, which runs the request
     project: str | None = None  # the project of the request's key (`hone service`); feedback stays in it
     tools: list[dict] | None = None  # a chat request's offered tools: its replies are read for calls
+    pixels: dict | None = None  # a chat request with images: the processor's pixel inputs for its prompt
     started: float = field(default_factory=time.monotonic)
     first_token: float | None = None
     texts: dict[int, str] = field(default_factory=dict)
@@ -94,7 +95,7 @@ async def respond(state, request: Request, ex: Exchange, messages: list[dict] | 
 
         jobs.append(Job(ids, adapter=ex.adapter, n=body.n, max_tokens=max_tokens, temperature=body.temperature,
                         top_p=body.top_p, seed=body.seed, stop=body.stop_strings(), emit=emit,
-                        ignore_eos=body.ignore_eos))
+                        ignore_eos=body.ignore_eos, pixels=ex.pixels))
     for job in jobs:
         ex.engine.submit(job)
     state.metrics.on_request(ex.model, ex.adapter)

@@ -53,16 +53,12 @@ class _Request(BaseModel):
         return [self.stop] if isinstance(self.stop, str) else list(self.stop)
 
 
-class TextPart(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-    type: Literal["text"]
-    text: str
-
-
 class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="ignore")
     role: Literal["system", "user", "assistant", "developer", "tool"]
-    content: str | list[TextPart] | None = None
+    content: str | list[dict] | None = None
+    """A string, or OpenAI's content parts: `{"type": "text", "text"}` and `{"type": "image_url", "image_url":
+    {"url", "detail"?}}` (images for a vision-language model; `hone.serve.images` reads them)."""
     tool_calls: list[dict] | None = None
     """An assistant's calls, OpenAI's `[{"id", "type": "function", "function": {"name", "arguments"}}]`."""
     tool_call_id: str | None = None
@@ -71,7 +67,9 @@ class ChatMessage(BaseModel):
     def text(self) -> str:
         if self.content is None:
             return ""
-        return self.content if isinstance(self.content, str) else "".join(p.text for p in self.content)
+        if isinstance(self.content, str):
+            return self.content
+        return "".join(p["text"] for p in self.content if p.get("type") == "text" and isinstance(p.get("text"), str))
 
     @model_validator(mode="after")
     def _tool_turns(self):

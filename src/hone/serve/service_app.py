@@ -6,6 +6,7 @@ from pathlib import Path
 from fastapi.staticfiles import StaticFiles
 
 from hone.infer.engine import Engine
+from hone.jobs.images import ProjectImages
 from hone.jobs.service import ServiceSettings
 from hone.jobs.store import Store
 from hone.paths import private_dir
@@ -33,6 +34,7 @@ def create_service_app(store: Store, settings: ServiceSettings, *, serve_setting
     app.title = "hone fine-tuning service"
     app.state.jobs_store = store
     app.state.jobs_settings = settings
+    app.state.hone.uploaded_images = lambda project: ProjectImages(store, project)
     app.state.workers = workers
     if workers is not None:  # stopped by the app's shutdown, which SIGTERM and SIGINT both reach
         app.state.hone.on_start.append(workers.start)

@@ -59,6 +59,10 @@ class ServeSettings(Section):
     """Feedback JSONL (POST /v1/feedback); default HONE_HOME/feedback.jsonl."""
     feedback_window: int = Field(10_000, gt=0)
     """How many recent responses are kept in memory so feedback can name them by id."""
+    max_images: int = Field(10, gt=0, description=(
+        "The most images one chat request may hold (image_url content parts, for a vision-language base)."))
+    max_image_bytes: int = Field(10 * 1024 * 1024, gt=0, description=(
+        "The largest image (encoded bytes) a chat request may send; a larger one is a 400 naming its part."))
     threads: int | None = Field(None, gt=0)
     """CPU threads for torch (default: the cores available to this process)."""
 

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Callable
 
 from fastapi import Request
 
+from hone.data.images import FileResolver, ImageLimits
 from hone.infer.engine import Engine
 from hone.infer.pool import EnginePool
 from hone.serve.auth import Authenticator, KeyChecker, KeyFile
@@ -34,6 +36,9 @@ class ServeState:
         self.log = RequestLog(settings.request_log, content=settings.log_content)
         self.memory = ResponseMemory(settings.feedback_window)
         self.feedback = FeedbackFile(settings.feedback_path())
+        self.uploaded_images: Callable[[str], FileResolver] | None = None
+        """A project's uploaded images (`hone service` sets it): a chat request's `file-...` image url
+        is read from its own project's files; None, and such urls are refused."""
         self.on_start: list = []
         """Callables run when the server starts, and (`on_stop`) when it stops, e.g. its worker processes."""
         self.on_stop: list = []
@@ -79,6 +84,14 @@ class ServeState:
         engine.on_batch = self.metrics.on_batch
         engine.registry.on_event = cache_events(self)
         return engine
+
+    def image_limits(self) -> ImageLimits:
+        return ImageLimits(max_bytes=self.settings.max_image_bytes, max_images=self.settings.max_images)
+
+    def files_for(self, request: Request) -> FileResolver | None:
+        """The uploaded images a request may name: its project's, when the service keeps files."""
+        project = getattr(request.state, "project", None)
+        return self.uploaded_images(project) if self.uploaded_images is not None and project else None
 
     def remember(self, ex, messages: list[dict] | None, texts: list[str] | None) -> None:
         answers = [ex.texts.get(i, "") for i in sorted(ex.finish)]

@@ -7,6 +7,7 @@ import concurrent.futures
 import tempfile
 from pathlib import Path
 
+from hone.data.images import image_data_url, load_image
 from hone.errors import DataError
 from hone.evaluate.task import read_task
 from hone.export import merge
@@ -15,7 +16,9 @@ from hone.methods.tuned import load_for_inference
 from hone.models.artifact import adapter_dir, read_manifest
 from hone.models.generate import generate_batch
 from hone.models.load import load_model
+from hone.jobs.images import is_path
 from hone.serve.app import create_app
+from hone.serve.images import openai_messages
 from hone.serve.run import running_server
 from hone.serve.settings import ServeSettings
 
@@ -72,7 +75,22 @@ def _served(base: str, directory: Path, conversations: list[list[dict]], max_new
                 return response.json()["choices"][0]["message"]["content"]
 
             with concurrent.futures.ThreadPoolExecutor(8) as pool:
-                return list(pool.map(ask, conversations))
+                return list(pool.map(ask, [request_messages(c) for c in conversations]))
+
+
+def request_messages(messages: list[dict]) -> list[dict]:
+    """A conversation as a chat request sends it: images as OpenAI's parts, a picture on disk inlined as a
+    data: URL (the server reads no paths)."""
+    return [{**m, "content": [inlined(part) for part in m["content"]]} if isinstance(m["content"], list) else m
+            for m in openai_messages(messages)]
+
+
+def inlined(part: dict) -> dict:
+    """A content part; one whose image is a file on disk, with the picture as a data: URL instead."""
+    url = part["image_url"]["url"] if part["type"] == "image_url" else None
+    if url is None or not is_path(url):
+        return part
+    return {"type": "image_url", "image_url": {"url": image_data_url(load_image(url, field="image"))}}
 
 
 def _merged(directory: Path, conversations: list[list[dict]], max_new_tokens: int) -> list[str]:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from fastapi import APIRouter, Request
 
 from hone.data.template import prompt_ids, text_prompt_ids
 from hone.serve import protocol
+from hone.serve.images import image_parts, image_prompt, openai_messages, with_image_parts
 from hone.serve.state import state_of
 from hone.serve.generation import prepare, respond
 
@@ -17,12 +20,18 @@ async def chat_completions(body: protocol.ChatCompletionRequest, request: Reques
     state = state_of(request)
     state.authorize(request, body.model)
     engine, adapter = await state.resolve(body.model)
-    messages = body.plain_messages()
+    messages = with_image_parts(body.messages, body.plain_messages())
     tools = body.offered_tools()
-    ids = prompt_ids(messages, engine.tokenizer, chat_template=engine.chat_template(adapter), tools=tools)
+    pixels = None
+    if image_parts(messages):
+        ids, pixels = await asyncio.to_thread(image_prompt, engine, adapter, body.model, messages,
+                                              limits=state.image_limits(), tools=tools, files=state.files_for(request))
+    else:
+        ids = prompt_ids(messages, engine.tokenizer, chat_template=engine.chat_template(adapter), tools=tools)
     ex = prepare(state, request, body, "chat", [ids], engine, adapter)
     ex.tools = tools
-    return await respond(state, request, ex, messages, None)
+    ex.pixels = pixels
+    return await respond(state, request, ex, openai_messages(messages) if pixels else messages, None)
 
 
 @router.post("/v1/completions")

@@ -1,6 +1,7 @@
 """`/v1/files` in OpenAI's shape: upload (validated like `hone data check`), list, retrieve, delete, content.
 
-Only `purpose=fine-tune` is accepted. The content lives on local disk under the service's data dir;
+`purpose=fine-tune` takes JSONL data, `purpose=vision` one image (PNG, JPEG, WEBP or GIF) that training
+records and chat requests name by its id. The content lives on local disk under the service's data dir;
 a file that `hone data check` would reject is refused with its report in the error.
 """
 
