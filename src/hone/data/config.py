@@ -38,7 +38,7 @@ class DataConfig(Section):
         "training refuse an example with more."))
     image_files: str | None = Field(None, description=(
         "A folder of uploaded images named by file id (`file-abc123.png`): image urls that are uploaded file "
-        "ids read from it. The service's jobs set it; elsewhere give images as data: URLs or paths."))
+        "ids read from it, for runs outside the service (a service job inlines its project's uploads as data: URLs); elsewhere give images as data: URLs or paths."))
     packing: bool = True
     """Pack several examples per row (no attention across examples, positions restart)."""
     strict: bool = True
