@@ -133,10 +133,10 @@ def _question(picture: dict, kind: str, rng: random.Random) -> tuple[str, str]:
 
 # ---- the demo model: SmolLM2 (pretrained) behind a small vision tower trained here ------------------
 
-VISION_SETTINGS = {"hidden_size": 128, "intermediate_size": 256, "num_hidden_layers": 4, "num_attention_heads": 4,
-                   "image_size": SIZE, "patch_size": 8}  # fmt: skip
-SCALE_FACTOR = 2  # pixel shuffle: 6 x 6 patches -> 3 x 3 = 9 image tokens per picture
-IMAGE_TOKENS = ((SIZE // VISION_SETTINGS["patch_size"]) // SCALE_FACTOR) ** 2
+# One 16 px patch per grid cell: 3 x 3 patches, and no pixel shuffle, so 9 image tokens per picture.
+VISION_SETTINGS = {"hidden_size": 128, "intermediate_size": 256, "num_hidden_layers": 2, "num_attention_heads": 4,
+                   "image_size": SIZE, "patch_size": SIZE // GRID}  # fmt: skip
+SCALE_FACTOR = 1
 IMAGE_SPECIAL_TOKENS = ("<fake_token_around_image>", "<image>", "<end_of_utterance>", "<global-img>")
 
 # ChatML as the default model writes it (without its default system prompt, to keep sequences short),
@@ -150,7 +150,8 @@ VISION_CHATML_TEMPLATE = (
 )
 
 
-def demo_vlm(language_model: str | None, *, seed: int = 0, tiny_text: dict | None = None):
+def demo_vlm(language_model: str | None, *, seed: int = 0, tiny_text: dict | None = None,
+             vision: dict | None = None, scale_factor: int = SCALE_FACTOR):
     """(model, processor): an Idefics3 (SmolVLM's architecture) whose text model is `language_model`.
 
     `language_model` is a transformers directory of a Llama-family causal LM (the default model's
@@ -161,7 +162,7 @@ def demo_vlm(language_model: str | None, *, seed: int = 0, tiny_text: dict | Non
     """
     import torch
     from transformers import (AutoConfig, AutoModelForCausalLM, AutoTokenizer, Idefics3Config,
-                              Idefics3ForConditionalGeneration, Idefics3ImageProcessor, Idefics3Processor,
+                              Idefics3ForConditionalGeneration, Idefics3ImageProcessorPil, Idefics3Processor,
                               LlamaConfig)
 
     from hone.models.load import resolve_model
@@ -178,9 +179,9 @@ def demo_vlm(language_model: str | None, *, seed: int = 0, tiny_text: dict | Non
                                       "bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id}
                                      | (tiny_text or {})))  # fmt: skip
     text_config.vocab_size = len(tokenizer)
-    config = Idefics3Config(vision_config=VISION_SETTINGS, text_config=text_config.to_dict(),
-                            scale_factor=SCALE_FACTOR, image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
-                            pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=text_config.tie_word_embeddings)
+    vision_config = VISION_SETTINGS | (vision or {})
+    config = Idefics3Config(vision_config=vision_config, text_config=text_config.to_dict(), scale_factor=scale_factor,
+                            image_token_id=tokenizer.convert_tokens_to_ids("<image>"), pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=text_config.tie_word_embeddings)
     torch.manual_seed(seed)
     model = Idefics3ForConditionalGeneration(config)
     if language_model:
@@ -190,9 +191,24 @@ def demo_vlm(language_model: str | None, *, seed: int = 0, tiny_text: dict | Non
         model.lm_head.load_state_dict(pretrained.lm_head.state_dict())
         if config.tie_word_embeddings:
             model.tie_weights()
-    image_processor = Idefics3ImageProcessor(do_image_splitting=False, size={"longest_edge": SIZE},
+    image_processor = Idefics3ImageProcessorPil(do_image_splitting=False, size={"longest_edge": SIZE},
                                              max_image_size={"longest_edge": SIZE})
-    processor = Idefics3Processor(image_processor, tokenizer, image_seq_len=IMAGE_TOKENS,
+    tokens = ((SIZE // vision_config["patch_size"]) // scale_factor) ** 2
+    processor = Idefics3Processor(image_processor, tokenizer, image_seq_len=tokens,
                                   chat_template=VISION_CHATML_TEMPLATE)
     tokenizer.chat_template = VISION_CHATML_TEMPLATE
     return model, processor
+
+
+def build_demo_vlm(path: str | Path, language_model: str | None, *, seed: int = 0) -> Path:
+    """Write `demo_vlm(language_model)` as a model directory hone loads like any other (config, weights,
+    processor, tokenizer, chat template); generation stops at `<|im_end|>`."""
+    model, processor = demo_vlm(language_model, seed=seed)
+    tokenizer = processor.tokenizer
+    model.generation_config.eos_token_id = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    path = Path(path)
+    model.save_pretrained(path)
+    processor.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
