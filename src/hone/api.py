@@ -8,6 +8,8 @@ from pathlib import Path
 
 from hone.config.load import load_config
 from hone.config.schema import RunConfig
+from hone.data.formats import parse_message
+from hone.data.record_errors import RecordError
 from hone.data.template import text_prompt_ids
 from hone.errors import ConfigError, DataError, HoneError
 from hone.evaluate.compare import compare_contenders as compare
@@ -152,9 +154,12 @@ def evaluate(file: str | Path, *, adapter: str | Path | None = None, model: str 
 def generate(prompt: str | list[dict] | list[list[dict]], *, adapter: str | Path | None = None,
              model: str | None = None, system: str | None = None, max_new_tokens: int = 256,
              temperature: float = 0.0, top_p: float = 1.0, seed: int | None = None, raw: bool = False,
-             tools: list[dict] | None = None):
+             tools: list[dict] | None = None, images: list[str] | None = None):
     """Complete a prompt (a string, a message list, or a list of message lists) with a base or tuned model,
     offering `tools` (OpenAI's function tools) to every conversation when given.
+
+    `images` (paths, data: URLs) go before a string prompt, for a vision-language model; messages may
+    also hold OpenAI's `image_url` content parts.
 
     Returns a string for a single prompt and a list of strings for a list of conversations. `raw`
     continues a string prompt as plain text, without a chat template (how a base model is prompted).
@@ -166,7 +171,7 @@ def generate(prompt: str | list[dict] | list[list[dict]], *, adapter: str | Path
         return generate_from_ids(loaded, tokenizer, [text_prompt_ids(prompt, tokenizer)], max_new_tokens=max_new_tokens,
                                  temperature=temperature, top_p=top_p, seed=seed)[0]
     single = not (isinstance(prompt, list) and prompt and isinstance(prompt[0], list))
-    conversations = [_messages(prompt, system)] if single else [_messages(p, system) for p in prompt]
+    conversations = [_messages(prompt, system, images)] if single else [_messages(p, system) for p in prompt]
     outputs = generate_batch(loaded, tokenizer, conversations, max_new_tokens=max_new_tokens,
                              temperature=temperature, top_p=top_p, seed=seed,
                              tools=[tools] * len(conversations) if tools else None)
@@ -199,8 +204,18 @@ def export_gguf(source: str | Path, out: str | Path, *, dtype: str = "f16") -> P
     return write_gguf(resolve_model(str(source)).path, out, dtype=dtype)
 
 
-def _messages(prompt, system: str | None) -> list[dict]:
+def _messages(prompt, system: str | None, images: list[str] | None = None) -> list[dict]:
+    if isinstance(prompt, str) and images:
+        prompt = [{"role": "user", "content": [*({"type": "image_url", "image_url": {"url": url}} for url in images),
+                                               {"type": "text", "text": prompt}]}]
+    elif images:
+        raise HoneError("images go with a string prompt", where="images",
+                        hint="put image_url parts in the messages instead")
     messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
     if system is not None and not (messages and messages[0]["role"] == "system"):
         messages.insert(0, {"role": "system", "content": system})
-    return messages
+    try:  # content parts (images) become hone's message shape
+        return [parse_message(m, f"messages[{i}]", tools=True) if isinstance(m.get("content"), list) else m
+                for i, m in enumerate(messages)]
+    except RecordError as error:
+        raise HoneError(error.message, where=error.field or "messages") from None

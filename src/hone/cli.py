@@ -167,6 +167,8 @@ def _parser() -> argparse.ArgumentParser:
     gen.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
     gen.add_argument("--top-p", type=float, default=1.0)
     gen.add_argument("--seed", type=int)
+    gen.add_argument("--image", action="append", metavar="PATH",
+                     help="an image shown before the prompt (a vision-language model; repeat for more)")
     gen.set_defaults(run=_generate)
 
     export = commands.add_parser("export", help="merge a tuned model into its base; write GGUF for llama.cpp",
@@ -242,6 +244,7 @@ def _model_args(parser) -> None:
 
 def _data_check(args) -> int:
     from hone.config.load import load_config
+    from hone.data.images import ImageLimits
     from hone.data.report import check_file
 
     config = load_config(args.config) if args.config else load_config(None)  # the defaults without --config
@@ -252,7 +255,8 @@ def _data_check(args) -> int:
 
         tokenizer = load_tokenizer(args.model or config.model)
     report = check_file(args.file, tokenizer, max_length=args.max_length or config.data.max_length,
-                        loss_on=args.loss_on or config.data.loss_on, objective=objective, formats=formats)
+                        loss_on=args.loss_on or config.data.loss_on, objective=objective, formats=formats,
+                        limits=ImageLimits(max_images=config.data.max_images))
     print(json.dumps(report.to_dict(), indent=2) if args.json else report.render())
     problems = []
     if tokenizer is not None and tokenizer.chat_template:
@@ -428,7 +432,7 @@ def _generate(args) -> int:
     prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
     print(generate(prompt, adapter=args.adapter, model=args.model, system=args.system,
                    max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p,
-                   seed=args.seed, raw=args.raw))
+                   seed=args.seed, raw=args.raw, images=args.image))
     return 0
 
 

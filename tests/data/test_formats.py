@@ -66,7 +66,7 @@ def test_text_record():
         ({"prompt": "a"}, "completion", "is missing"),
         ({"messages": {"role": "user"}}, "messages", "is an object; expected an array"),
         (chat(("user", 3), ("assistant", "x")), "messages[0].content", "is a number"),
-        (chat(("user", "q"), ("assistant", [{"type": "image_url"}])), "messages[1].content[0].type", "only \"text\""),
+        (chat(("user", "q"), ("assistant", [{"type": "input_audio"}])), "messages[1].content[0].type", "only \"text\""),
         (chat(("user", "q"), ("assistant", "a", 1.0)), "messages[1].weight", "expected 0 or 1"),
         (chat(("user", "q"), ("assistant", "a", True)), "messages[1].weight", "expected 0 or 1"),
         (chat(("user", "q", 0), ("assistant", "a")), "messages[0].weight", "only assistant messages"),

@@ -65,7 +65,7 @@ def test_a_conversation_ending_with_a_user_turn_is_a_graded_prompt(write_jsonl):
 @pytest.mark.parametrize(
     "record, expected",
     [
-        (chat(("user", 42), ("assistant", "a")), "messages[0].content: is a number; expected a string or an array of text parts"),
+        (chat(("user", 42), ("assistant", "a")), "messages[0].content: is a number; expected a string or an array of content parts"),
         ({"messages": "hi"}, "messages: is a string; expected an array of messages"),
         ({"prompt": ["a"], "completion": "b"}, "prompt: is an array; expected a string"),
         ({"messages": [GOOD["messages"][0], None]}, "messages[1]: is null; expected an object with role and content"),

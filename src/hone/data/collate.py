@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from hone.data.batching import Batching
-from hone.data.pack import collate, pack_rows
+from hone.data.pack import collate, images_alone, pack_rows
 
 
 def collate_sequences(examples, groups: list[list[int]], batching: Batching) -> dict:
@@ -24,6 +24,7 @@ def collate_sequences(examples, groups: list[list[int]], batching: Batching) -> 
         rows = [[i for g in row for i in groups[g]] for row in pack_rows(sizes, capacity)]
     else:
         rows = [[i] for group in groups for i in group]
+    rows = images_alone(examples, rows)
     batch = collate(examples, rows, batching.pad_id, mask=not batching.segmented)
     last = [None] * len(examples)
     for r, row in enumerate(rows):
@@ -49,6 +50,8 @@ def _sequence_ids(examples, rows, shape) -> torch.Tensor:
 
 
 def to_device(batch: dict, device) -> dict:
-    """Move a collated batch's tensors to `device` (0-d counts stay where they are)."""
-    return {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) and v.dim() else v
+    """Move a collated batch's tensors to `device` (0-d counts stay where they are), the model inputs
+    of a vision batch included."""
+    return {k: to_device(v, device) if isinstance(v, dict)
+            else v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) and v.dim() else v
             for k, v in batch.items()}

@@ -33,6 +33,9 @@ class DataConfig(Section):
         "Assistant reasoning (`reasoning_content` or `thinking` on a message): `train` renders it with the "
         "template and trains it, and fixes a template's enable_thinking switch on; `drop` leaves it out and "
         "fixes the switch off. The artifact's template keeps the switch, so serving thinks as training did."))
+    max_images: int = Field(10, ge=1, description=(
+        "The most images one example may hold (OpenAI `image_url` content parts); `hone data check` and "
+        "training refuse an example with more."))
     packing: bool = True
     """Pack several examples per row (no attention across examples, positions restart)."""
     strict: bool = True

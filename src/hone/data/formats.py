@@ -19,7 +19,7 @@ import json
 import re
 from dataclasses import dataclass
 
-from hone.data.record_errors import RecordError, a_json_type, typed_objects
+from hone.data.record_errors import RecordError, a_json_type
 from hone.data.tools import check_tool_turns, parse_tool_calls_field, parse_tools
 
 ROLES = ("system", "user", "assistant", "tool")
@@ -73,6 +73,11 @@ class Example:
     item: dict | None = None  # a graded prompt's other fields, for the grader
     completion: list[dict] | None = None  # a judged completion's reply (assistant messages)
     desirable: bool | None = None  # a judged completion's verdict
+
+    @property
+    def images(self) -> list[str]:
+        """The url of every image in the example's messages, in order (empty for a text-only example)."""
+        return [url for m in self.messages or [] for url in m.get("images", [])]
 
 
 def parse_record(obj: dict) -> Example:
@@ -148,13 +153,18 @@ def parse_message(message: object, field: str, *, tools: bool = False) -> dict:
     if role == "tool" and not isinstance(message.get("tool_call_id"), str):
         found = a_json_type(message["tool_call_id"]) if "tool_call_id" in message else "missing"
         raise RecordError(f"{field}.tool_call_id", f"is {found}; a tool message gives the id of the call it answers")
+    parts = []
     if "content" not in message or (calls and message["content"] is None):
         if not calls:
             raise RecordError(f"{field}.content", "is missing")
         content = ""
     else:
-        content = content_text(message["content"], f"{field}.content")
-    if role != "system" and not calls and not content.strip():
+        content, parts = content_parts(message["content"], f"{field}.content")
+    images = [part for part in parts if part["type"] == "image"]
+    if images and role not in ("user", "system"):
+        raise RecordError(images[0]["field"], f"is an image on a {role} message; only user and system messages "
+                          "may hold images")
+    if role != "system" and not calls and not content.strip() and not images:
         raise RecordError(f"{field}.content", f"is empty; {role} messages need text")
     if "name" in message and not isinstance(message["name"], str):
         raise RecordError(f"{field}.name", f"is {a_json_type(message['name'])}; expected a string")
@@ -166,6 +176,9 @@ def parse_message(message: object, field: str, *, tools: bool = False) -> dict:
         if type(weight) is not int or weight not in (0, 1):
             raise RecordError(f"{field}.weight", f"is {json.dumps(weight)}; expected 0 or 1")
     parsed = {"role": role, "content": content, "weight": weight}
+    if images:
+        parsed["images"] = [part["url"] for part in images]
+        parsed["parts"] = parts
     if calls:
         parsed["tool_calls"] = calls
     if role == "tool":
@@ -191,19 +204,62 @@ def message_reasoning(message: dict, role: str, field: str) -> str | None:
     return value
 
 
-def content_text(content: object, field: str) -> str:
-    """Message content as one string: a string as-is, or a list of `{"type": "text", "text"}` parts joined."""
+def content_parts(content: object, field: str) -> tuple[str, list[dict]]:
+    """Message content as its joined text and, when it is an array, its parts in order: `{"type": "text",
+    "text"}` and `{"type": "image", "url", "field"}` (from OpenAI's `image_url` parts; `field` is where the
+    url sits in the record, for error messages)."""
     if isinstance(content, str):
-        return content
+        return content, []
     if not isinstance(content, list):
-        raise RecordError(field, f"is {a_json_type(content)}; expected a string or an array of text parts")
-    texts = []
-    for where, part in typed_objects(content, field, "text", "parts", '{"type": "text", "text": ...}'):
-        text = part.get("text")
-        if not isinstance(text, str):
-            raise RecordError(f"{where}.text", f"is {a_json_type(text)}; expected a string")
-        texts.append(text)
-    return "".join(texts)
+        raise RecordError(field, f"is {a_json_type(content)}; expected a string or an array of content parts")
+    parts = []
+    for i, part in enumerate(content):
+        where = f"{field}[{i}]"
+        if not isinstance(part, dict):
+            raise RecordError(where, f"is {a_json_type(part)}; expected {CONTENT_PART_SHAPES}")
+        if part.get("type") == "text":
+            parts.append({"type": "text", "text": part_text(part, where)})
+        elif part.get("type") == "image_url":
+            parts.append(image_part(part, where))
+        else:
+            raise RecordError(f"{where}.type", f"is {json.dumps(part.get('type'))}; only \"text\" and "
+                              "\"image_url\" parts are supported")
+    return "".join(part["text"] for part in parts if part["type"] == "text"), parts
+
+
+CONTENT_PART_SHAPES = '{"type": "text", "text": ...} or {"type": "image_url", "image_url": {"url": ...}}'
+IMAGE_DETAILS = ("auto", "low", "high")
+
+
+def part_text(part: dict, where: str) -> str:
+    text = part.get("text")
+    if not isinstance(text, str):
+        raise RecordError(f"{where}.text", f"is {a_json_type(text)}; expected a string")
+    return text
+
+
+def image_part(part: dict, where: str) -> dict:
+    """An `image_url` content part as `{"type": "image", "url", "field"}` (the image itself is read later)."""
+    spec = part.get("image_url")
+    if isinstance(spec, str):  # a bare url string, as some clients send it
+        spec = {"url": spec}
+    if not isinstance(spec, dict):
+        raise RecordError(f"{where}.image_url", f"is {a_json_type(spec) if 'image_url' in part else 'missing'}; "
+                          'expected {"url": ...}')
+    url = spec.get("url")
+    if not isinstance(url, str) or not url.strip():
+        found = "empty" if isinstance(url, str) else a_json_type(url) if "url" in spec else "missing"
+        raise RecordError(f"{where}.image_url.url", f"is {found}; "
+                          "expected a data:image/...;base64 URL, a file path or an uploaded file id")
+    detail = spec.get("detail", "auto")
+    if detail not in IMAGE_DETAILS:
+        raise RecordError(f"{where}.image_url.detail", f"is {json.dumps(detail)}; expected auto, low or high")
+    return {"type": "image", "url": url, "field": f"{where}.image_url.url"}
+
+
+def example_image_parts(example: Example) -> list[dict]:
+    """Every image part of an example's messages, in order (replies never hold images)."""
+    return [part for m in example.messages or [] for part in m.get("parts", []) if part["type"] == "image"]
 
 
 def check_conversation(messages: list[dict]) -> None:
@@ -392,7 +448,8 @@ def example_key(example: Example) -> str:
         if example.label is not None:
             normalized.append(example.label)
     else:
-        normalized = [[m["role"], squash(m["content"]), *call_keys(m)] for m in example.messages or []]
+        normalized = [[m["role"], squash(m["content"]), *call_keys(m), *m.get("images", [])]
+                      for m in example.messages or []]
         if example.tools:
             normalized.append(example.tools)
         if example.chosen is not None:

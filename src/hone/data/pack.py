@@ -14,6 +14,7 @@ from typing import Sequence
 
 from hone.data.formats import Example, example_key
 from hone.data.template import IGNORE, TokenizedExample
+from hone.data.vision import pixel_inputs
 from hone.errors import HoneError
 from hone.models.attention import segment_bounds
 
@@ -92,6 +93,9 @@ def collate(examples: list[TokenizedExample], rows: list[list[int]] | None, pad_
 
     if rows is None:
         rows = [[i] for i in range(len(examples))]
+    if any(len(row) > 1 and any(examples[i].images for i in row) for row in rows):
+        raise HoneError("an example with images shares a row with another example", where="collate",
+                        hint="lay rows out with `images_alone` first")
     width = max((sum(len(examples[i].input_ids) for i in row) for row in rows), default=0)
     shape = (len(rows), width)
     input_ids = torch.full(shape, pad_id, dtype=torch.long)
@@ -111,7 +115,7 @@ def collate(examples: list[TokenizedExample], rows: list[list[int]] | None, pad_
             position_ids[r, at : at + n] = torch.arange(n)
             segment_ids[r, at : at + n] = segment
             at += n
-    return {
+    batch = {
         "input_ids": input_ids,
         "targets": targets,
         "position_ids": position_ids,
@@ -121,6 +125,38 @@ def collate(examples: list[TokenizedExample], rows: list[list[int]] | None, pad_
         "n_tokens": (segment_ids > 0).sum(),
         "n_targets": (targets != IGNORE).sum(),
     }
+    if any(examples[row[0]].images for row in rows if row):
+        batch["model_inputs"] = image_model_inputs(examples, rows, segment_ids)
+    return batch
+
+
+def images_alone(examples: Sequence[TokenizedExample], rows: list[list[int]]) -> list[list[int]]:
+    """`rows` with every example that holds images moved to a row of its own: packing never lets one
+    example's image tokens meet another example's text (a vision model's attention over a row is its own)."""
+    out = []
+    for row in rows:
+        alone = [[i] for i in row if examples[i].images]
+        rest = [i for i in row if not examples[i].images]
+        out += alone + ([rest] if rest else [])
+    return out
+
+
+def image_model_inputs(examples, rows, segment_ids) -> dict:
+    """What a vision-language model's forward takes beside the ids of a batch of one example per row:
+    the padding mask, the pixel inputs of each row's images (laid out by the model's image processor)
+    and per-token inputs such as token type ids, padded with 0."""
+    import torch
+
+    first = next(examples[row[0]] for row in rows if row and examples[row[0]].images)
+    inputs = pixel_inputs(first.pixel_processor, [examples[row[0]].images if row else [] for row in rows])
+    inputs["attention_mask"] = (segment_ids > 0).long()
+    for key in first.token_inputs:
+        values = torch.zeros(segment_ids.shape, dtype=torch.long)
+        for r, row in enumerate(rows):
+            given = examples[row[0]].token_inputs.get(key, []) if row else []
+            values[r, :len(given)] = torch.tensor(given, dtype=torch.long)
+        inputs[key] = values
+    return inputs
 
 
 def block_causal_mask(segment_ids):

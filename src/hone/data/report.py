@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from pathlib import Path
 from dataclasses import asdict, dataclass, field
 
-from hone.data.formats import Example, example_key
+from hone.data.formats import Example, example_image_parts, example_key
+from hone.data.images import FileResolver, ImageLimits, load_image
 from hone.data.pairs import tokenize_pair
 from hone.data.prepare import expected_shapes, wrong_format_issue
 from hone.data.read import Issue, iter_records
+from hone.data.record_errors import RecordError
 from hone.data.template import IGNORE, TokenizedExample, prompt_ids, tokenize_example
 from hone.errors import DataError, HoneError
 
@@ -30,6 +33,7 @@ class DataReport:
     target_tokens: int | None = None  # tokens trained on, after truncation
     truncated: list[tuple[int, int]] = field(default_factory=list)  # (line, full length in tokens)
     untrainable: list[int] = field(default_factory=list)  # lines with no target left after truncation
+    image_token_stats: dict[str, float] | None = None  # per example with images: count, min, mean, ..., max
     objective: str | None = None  # when given, records of formats it does not train on are issues
     expects: str | None = None  # the shapes that objective takes
     misfits: list[int] = field(default_factory=list)  # lines of a format the objective does not take
@@ -64,6 +68,10 @@ class DataReport:
                 f"p95 {s['p95']:.0f}, max {s['max']:.0f} over {s['count']:.0f} examples; "
                 f"{self.target_tokens} target tokens"
             )
+        if self.image_token_stats:
+            s = self.image_token_stats
+            out.append(f"  image tokens per example: min {s['min']:.0f}, mean {s['mean']:.1f}, max {s['max']:.0f} "
+                       f"over {s['count']:.0f} examples with images")
         if self.truncated:
             shown = ", ".join(f"line {line} ({length} tokens)" for line, length in self.truncated[:5])
             more = f", and {len(self.truncated) - 5} more" if len(self.truncated) > 5 else ""
@@ -81,20 +89,25 @@ class DataReport:
 
 
 def check_file(path, tokenizer=None, *, max_length: int = 512, loss_on: str = "assistant",
-               objective: str | None = None, formats: tuple[str, ...] | None = None) -> DataReport:
+               objective: str | None = None, formats: tuple[str, ...] | None = None,
+               limits: ImageLimits = ImageLimits(), files: FileResolver | None = None) -> DataReport:
     """Read a data file leniently and report on it; never raises for bad lines or a bad file.
 
     A missing, oversized or empty file becomes an issue at line 0. With a tokenizer, each valid
     example is also templated and tokenized: its full length goes into the statistics, lengths
     over `max_length` are listed as truncated, and template failures become issues on that line.
     With an `objective` and the `formats` it trains on, a record of another format is an issue too
-    (a user-only conversation is a graded prompt, which SFT cannot learn from).
+    (a user-only conversation is a graded prompt, which SFT cannot learn from). Every image is read
+    and decoded (paths relative to the file's folder, uploaded ids through `files`): an unreadable,
+    corrupt, oversized or unsupported image, or more than `limits.max_images` in one example, is an
+    issue on its line.
     """
     report = DataReport(path=str(path), max_length=max_length if tokenizer is not None else None,
                         objective=objective, expects=expected_shapes(formats, objective) if formats else None)
     formats_seen: Counter[str] = Counter()
     first_line: dict[str, int] = {}
     lengths: list[int] = []
+    image_tokens: list[int] = []
     targets = 0
     try:
         for line, result in iter_records(path):
@@ -107,13 +120,23 @@ def check_file(path, tokenizer=None, *, max_length: int = 512, loss_on: str = "a
                 report.misfits.append(line)
                 formats_seen[result.format] += 1
                 continue
+            image_issue = check_images(result, Path(path).parent, limits, files)
+            if image_issue is not None:
+                report.issues.append(Issue(str(path), line, image_issue.field, image_issue.message))
+                continue
             if tokenizer is not None:
                 try:
                     tokens = tokenize_for_report(result, tokenizer, loss_on)
                 except HoneError as error:
                     report.issues.append(Issue(str(path), line, "", error.what))
                     continue
+                if tokens.images_end > max_length:
+                    report.issues.append(Issue(str(path), line, "", f"the images take tokens up to {tokens.images_end}, "
+                                               f"beyond max_length={max_length}; training would have to cut an image"))
+                    continue
                 lengths.append(len(tokens.input_ids))
+                if tokens.images:
+                    image_tokens.append(tokens.image_tokens)
                 kept = sum(label != IGNORE for label in tokens.labels[:max_length])
                 targets += kept
                 if len(tokens.input_ids) > max_length:
@@ -135,8 +158,24 @@ def check_file(path, tokenizer=None, *, max_length: int = 512, loss_on: str = "a
     report.formats = dict(formats_seen)
     if tokenizer is not None:
         report.token_stats = length_stats(lengths)
+        report.image_token_stats = length_stats(image_tokens)
         report.target_tokens = targets
     return report
+
+
+def check_images(example: Example, base_dir: Path, limits: ImageLimits,
+                 files: FileResolver | None) -> RecordError | None:
+    """The first thing wrong with an example's images (their count, then each image read and decoded)."""
+    parts = example_image_parts(example)
+    if len(parts) > limits.max_images:
+        return RecordError(parts[limits.max_images]["field"], f"is one image too many: the example holds {len(parts)} "
+                           f"images; at most {limits.max_images} are allowed (data.max_images)")
+    for part in parts:
+        try:
+            load_image(part["url"], field=part["field"], base_dir=base_dir, files=files, limits=limits)
+        except RecordError as error:
+            return error
+    return None
 
 
 def tokenize_for_report(example, tokenizer, loss_on: str):

@@ -12,9 +12,10 @@ generation request for that conversation starts from (`prompt_ids`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from hone.data.formats import Example
+from hone.data.vision import align_labels, example_images, expand_images, processor_for
 from hone.data.tools import hone_rendering, native_messages, renders_tools_natively, template_message, uses_tools
 from hone.errors import HoneError
 
@@ -30,6 +31,11 @@ class TokenizedExample:
     where: str
     truncated: bool = False
     untrained_replies: int = 0  # weight-1 replies the template re-renders once a later one follows
+    images: list = field(default_factory=list)  # the example's pictures (PIL), for the collated pixel inputs
+    token_inputs: dict = field(default_factory=dict)  # other per-token model inputs (token type ids), like labels
+    image_tokens: int = 0  # tokens the images take (image tokens and their wrappers)
+    images_end: int = 0  # index just past the images' last token: truncation may not cut before it
+    pixel_processor: object = None  # the model's processor, which lays a batch's images out as pixel inputs
 
 
 def tokenize_example(
@@ -47,6 +53,8 @@ def tokenize_example(
     if example.messages and reasoning == "drop":
         example = replace(example, messages=[{k: v for k, v in m.items() if k != "reasoning"}
                                              for m in example.messages])
+    if example.images:
+        return tokenize_with_images(example, tokenizer, loss_on=loss_on, max_length=max_length)
     untrained = 0
     if example.text is not None:
         input_ids = tokenizer(example.text, add_special_tokens=False)["input_ids"] + [eos_id(tokenizer)]
@@ -62,6 +70,36 @@ def tokenize_example(
         input_ids, labels = input_ids[:max_length], labels[:max_length]
     return TokenizedExample(input_ids=input_ids, labels=labels, where=example.where, truncated=truncated,
                             untrained_replies=untrained)
+
+
+def tokenize_with_images(example: Example, tokenizer, *, loss_on: str, max_length: int | None) -> TokenizedExample:
+    """A conversation with images: masked as text, expanded by the model's processor (`hone.data.vision`).
+    Truncation may cut the end of the text, never into an image's tokens."""
+    processor = processor_for(tokenizer)
+    if processor is None:
+        raise HoneError("the example holds images, but the model has no vision tower", where=example.where,
+                        hint="use a vision-language model (one whose config has a vision_config), or drop the images")
+    if loss_on == "all":
+        full = render(example.messages or [], tokenizer, where=example.where, tools=example.tools)
+        text_ids = list(tokenizer(full, add_special_tokens=False)["input_ids"])
+        text_labels, untrained = list(text_ids), 0
+    else:
+        text_ids, text_labels, untrained = tokenize_chat(example, tokenizer)
+        full = render(example.messages or [], tokenizer, where=example.where, tools=example.tools)
+    images = example_images(example)
+    ids, token_inputs = expand_images(processor, full, images)
+    labels, image_tokens, images_end = align_labels(text_ids, text_labels, ids, example.where)
+    truncated = max_length is not None and len(ids) > max_length
+    if truncated:
+        if images_end > max_length:
+            raise HoneError(f"the example's images end at token {images_end}, beyond "
+                            f"data.max_length={max_length}; truncating would cut an image", where=example.where,
+                            hint="raise data.max_length, or use fewer or smaller images")
+        ids, labels = ids[:max_length], labels[:max_length]
+        token_inputs = {key: values[:max_length] for key, values in token_inputs.items()}
+    return TokenizedExample(ids, labels, example.where, truncated=truncated, untrained_replies=untrained,
+                            images=images, token_inputs=token_inputs, image_tokens=image_tokens,
+                            images_end=images_end, pixel_processor=processor)
 
 
 def tokenize_chat(example: Example, tokenizer) -> tuple[list[int], list[int], int]:
@@ -258,7 +296,7 @@ def render(messages: list[dict], tokenizer, *, add_generation_prompt: bool = Fal
             return apply(native_messages(messages), tools or None)
         if native is False:
             return apply(hone_rendering(messages, tools), None)
-        return apply([template_message(m, m["content"]) for m in messages], None)
+        return apply([template_message(m, template_content(m)) for m in messages], None)
     except Exception as error:  # jinja raises arbitrary exceptions (e.g. raise_exception in the template)
         raise HoneError(
             f"the chat template failed to render this conversation: {error}",
@@ -267,6 +305,15 @@ def render(messages: list[dict], tokenizer, *, add_generation_prompt: bool = Fal
             + ("; hone renders tool results as 'tool' turns, which this template may not take" if native is False
                else ""),
         ) from error
+
+
+def template_content(message: dict) -> str | list[dict]:
+    """What a template reads as a message's content: its text, or its parts in order where it holds images
+    (`{"type": "image"}` where each image goes, which the template renders as the model's placeholder)."""
+    if "parts" not in message:
+        return message["content"]
+    return [{"type": "image"} if part["type"] == "image" else {"type": "text", "text": part["text"]}
+            for part in message["parts"]]
 
 
 NATIVE_TOOLS: dict[str, bool] = {}  # template text -> whether it renders tools itself

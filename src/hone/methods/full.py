@@ -10,19 +10,19 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from hone.config.base import Section
 from hone.errors import ModelError
 from hone.methods.base import Method
+from hone.methods.vision import VisionParts, freeze_untrained_parts
 from hone.methods.weights import load_into
+from hone.models.vision import is_vision
 
 
-class Config(Section):
+class Config(VisionParts):
     type: Literal["full"] = "full"
 
 
 def apply(model, config: Config):
-    model.requires_grad_(True)
-    return model
+    return freeze_untrained_parts(model, config)
 
 
 def save(model, directory) -> None:
@@ -33,6 +33,8 @@ def load(base, directory):
     files = sorted(Path(directory).glob("*.safetensors"))
     if not files:
         raise ModelError("no .safetensors weights here", where=str(directory))
+    if is_vision(base.config):  # saved under the checkpoint names transformers maps to the module names
+        return type(base).from_pretrained(str(directory), dtype=base.dtype).requires_grad_(False).eval()
     return load_into(base, files)
 
 

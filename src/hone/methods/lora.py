@@ -11,6 +11,7 @@ not against the bare base. The copy costs the adapter's size, never the base's.
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 
 from pydantic import Field, field_validator
@@ -18,10 +19,12 @@ from pydantic import Field, field_validator
 from hone.config.base import Section
 from hone.errors import ConfigError
 from hone.methods.base import Method
+from hone.methods.vision import VisionParts, linear_modules
 from hone.models.artifact import adapter_dir, read_manifest
+from hone.models.vision import is_vision
 
 
-class LoraOptions(Section):
+class LoraOptions(VisionParts):
     rank: int = Field(16, gt=0)
     """Rank r of each low-rank update (its two matrices are d x r and r x k)."""
     alpha: float = Field(32.0, gt=0)
@@ -85,7 +88,12 @@ def peft_config(model, config: LoraOptions, *, dora: bool = False):
     from peft import LoraConfig
 
     targets = config.target_modules
-    if targets == "all-linear" and config.layers_to_transform is not None:
+    if is_vision(model.config):  # the language model's linear layers, and the parts the config adds
+        # one pattern of full names: PEFT saves a long list of names as their last parts, which on
+        # reload would also match the same-named layers of the parts that did not train
+        names = linear_modules(model, config, None if targets == "all-linear" else targets)
+        targets = "|".join(re.escape(name) for name in names)
+    elif targets == "all-linear" and config.layers_to_transform is not None:
         targets = linear_names(model)  # PEFT takes layers_to_transform only with a list of names
     return LoraConfig(
         r=config.rank,
@@ -101,7 +109,7 @@ def peft_config(model, config: LoraOptions, *, dora: bool = False):
 
 def check_layers(model, config: LoraOptions) -> None:
     """Block indices beyond the model's depth are an error, not a silently empty adapter."""
-    depth = model.config.num_hidden_layers
+    depth = model.config.get_text_config().num_hidden_layers
     if config.layers_to_transform and max(config.layers_to_transform) >= depth:
         raise ConfigError(f"block index {max(config.layers_to_transform)} does not exist; the model has {depth} "
                           "blocks", where="method.layers_to_transform", hint=f"use indices 0..{depth - 1}")

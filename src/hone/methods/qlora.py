@@ -24,6 +24,7 @@ from hone.errors import ConfigError
 from hone.methods.base import Method
 from hone.methods.lora import LoraOptions, check_layers, peft_config
 from hone.models.storage import is_nf4, stored_bytes
+from hone.models.vision import module_part
 
 BLOCK = 64  # NF4 block size: weights quantized together under one scale
 
@@ -70,15 +71,15 @@ def model_bytes(model) -> int:
 
 
 def quantize(model, config: Config) -> dict:
-    """Quantize every nn.Linear except the output head to NF4, in place (bitsandbytes' `Linear4bit`, or
+    """Quantize every nn.Linear except the output head (of a vision-language model: of its language model) to NF4, in place (bitsandbytes' `Linear4bit`, or
     torchao's `NF4Tensor` as the weight of the same nn.Linear); returns the model's parameter bytes
     before and after."""
     import torch
 
     before = model_bytes(model)
     head = model.get_output_embeddings()
-    targets = [(name, module) for name, module in model.named_modules()
-               if isinstance(module, torch.nn.Linear) and module is not head]
+    targets = [(name, module) for name, module in model.named_modules()  # a VLM's language model only
+               if isinstance(module, torch.nn.Linear) and module is not head and module_part(name) == "language_model"]
     library = quantizer(config)
     by_rows = library == "torchao"  # blocks within rows, so that FSDP2 can shard by whole rows
     for name, linear in targets:

@@ -15,6 +15,7 @@ from pathlib import Path
 from hone.data.templates import CHAT_TEMPLATES
 from hone.errors import ModelError
 from hone.models.tiny import bpe_tokenizer
+from hone.models.vision_families import vision_family_rows
 
 GGUF_ARCHITECTURES = ("llama", "qwen2")  # model types hone's GGUF export writes (export/gguf.py)
 
@@ -176,6 +177,20 @@ def family_rows() -> list[dict]:
     } for f in FAMILIES.values()]
 
 
+def vision_family_lines() -> list[str]:
+    """The vision-language families' rows of docs/families.md (tests/vision/ checks each)."""
+    rows = vision_family_rows()
+    columns = list(rows[0])
+    return ["", "## Vision-language families", "",
+            "These load through `AutoModelForImageTextToText` and the model's own processor; tests/vision/ "
+            "trains a tiny random model of each with SFT and DPO on generated pictures: the loss falls on "
+            "assistant text only, never on an image token; each example with images has a row of its own; "
+            "LoRA (optionally on the projector and vision tower), full and QLoRA artifacts reload and "
+            "generate with images. See docs/vision.md.", "",
+            "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns),
+            *("| " + " | ".join(row[c].replace("|", "\\|") for c in columns) + " |" for row in rows)]
+
+
 def family_table() -> str:
     """docs/families.md: the family table, generated from this registry (`hone models --markdown`)."""
     rows = family_rows()
@@ -194,5 +209,5 @@ def family_table() -> str:
               "`<think>` blocks, gpt-oss ends only the last with `<|return|>`) train the last reply of each "
               "conversation; the earlier ones stay context, and the data report says how many. The smollm3 and gpt-oss templates leave out "
               "the current date their published versions print, so a prompt renders the same on every day.",
-              "", HOW_TO_POINT, ""]
+              *vision_family_lines(), "", HOW_TO_POINT, ""]
     return "\n".join(lines)

@@ -3,6 +3,10 @@
 hone owns its decoding loop (rather than `model.generate`) so it can reuse one KV cache for the
 prefix that every prompt shares (a long system prompt or few-shot examples are prefilled once,
 not once per prompt), and so serving can later batch requests the same way.
+
+Conversations with images (a vision-language model) are the exception: each is prefilled with its
+pixels and decoded from the KV cache by transformers' own `generate`, one at a time, because each
+family places its image features and positions (Qwen's 3-D rotary positions) its own way.
 """
 
 from __future__ import annotations
@@ -13,7 +17,11 @@ from functools import lru_cache
 
 import torch
 
-from hone.data.template import prompt_ids
+from hone.data.images import FileResolver, ImageLimits, load_image
+from hone.data.template import prompt_ids, render
+from hone.data.vision import processor_for
+from hone.data.record_errors import RecordError
+from hone.errors import DataError, HoneError
 
 
 @lru_cache(maxsize=1)
@@ -36,10 +44,64 @@ def generate_batch(model, tokenizer, conversations: list[list[dict]], *, max_new
     """Complete each conversation's next assistant turn; prompts are rendered with the tokenizer's chat
     template (the artifact's, for a tuned model), with `tools[i]` offered to conversation i when given,
     and batched by length."""
+    if any(conversation_image_parts(messages) for messages in conversations):
+        return generate_with_images(model, tokenizer, conversations, max_new_tokens=max_new_tokens,
+                                    temperature=temperature, top_p=top_p, seed=seed, progress=progress)
     offered = tools or [None] * len(conversations)
     encoded = [prompt_ids(messages, tokenizer, tools=listed) for messages, listed in zip(conversations, offered)]
     return generate_from_ids(model, tokenizer, encoded, max_new_tokens=max_new_tokens, temperature=temperature,
                              top_p=top_p, seed=seed, batch_size=batch_size, progress=progress)
+
+
+def conversation_image_parts(messages: list[dict]) -> list[dict]:
+    """The image parts of a conversation of parsed messages (`hone.data.formats.parse_message`), in order."""
+    return [part for m in messages for part in m.get("parts", []) if part["type"] == "image"]
+
+
+def conversation_images(messages: list[dict], *, files: FileResolver | None = None, base_dir=None,
+                        limits: ImageLimits = ImageLimits()) -> list:
+    """A conversation's pictures, read and checked (`hone.data.images.load_image`); a bad one is a DataError
+    naming the field, which the service answers with a 400."""
+    try:
+        return [load_image(p["url"], field=p["field"], base_dir=base_dir, files=files, limits=limits)
+                for p in conversation_image_parts(messages)]
+    except RecordError as error:
+        raise DataError(error.message, where=error.field) from None
+
+
+@torch.no_grad()
+def generate_with_images(model, tokenizer, conversations: list[list[dict]], *, max_new_tokens: int = 256,
+                         temperature: float = 0.0, top_p: float = 1.0, seed: int | None = None,
+                         files: FileResolver | None = None, base_dir=None, limits: ImageLimits = ImageLimits(),
+                         progress=None) -> list[str]:
+    """Complete each conversation (parsed messages whose user turns may hold images) with a
+    vision-language model: the prompt rendered by the tokenizer's chat template, expanded with the
+    pictures by the model's processor, then decoded greedily or by sampling. Image urls are read as in
+    training data (`hone.data.images.load_image`: data: URLs, paths under `base_dir`, ids via `files`)."""
+    processor = processor_for(tokenizer)
+    if processor is None:
+        raise HoneError("the conversation holds images, but the model has no vision tower", where="messages",
+                        hint="use a vision-language model, or send text only")
+    if seed is not None:
+        torch.manual_seed(seed)
+    model.eval()
+    device = next(model.parameters()).device
+    stop = sorted(stop_token_ids(model, tokenizer))
+    outputs = []
+    for messages in conversations:
+        images = conversation_images(messages, files=files, base_dir=base_dir, limits=limits)
+        text = render(messages, tokenizer, add_generation_prompt=True)
+        inputs = processor(text=[text], images=[images] if images else None, add_special_tokens=False,
+                           return_tensors="pt").to(device)
+        sampling = dict(do_sample=True, temperature=temperature, top_p=top_p) if temperature > 0 else \
+            dict(do_sample=False, temperature=None, top_p=None, top_k=None)
+        out = model.generate(**inputs, max_new_tokens=max_new_tokens, eos_token_id=stop,
+                             pad_token_id=tokenizer.pad_token_id, **sampling)
+        new = out[0, inputs["input_ids"].shape[1]:].tolist()
+        outputs.append(tokenizer.decode(_until_stop(new, set(stop)), skip_special_tokens=True).strip())
+        if progress is not None:
+            progress(1)
+    return outputs
 
 
 def generate_from_ids(model, tokenizer, encoded: list[list[int]], *, max_new_tokens: int = 256,

@@ -16,8 +16,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from hone.data.vision import attach_processor
 from hone.errors import ModelError
 from hone.models.registry import SHIPPED_MODELS, ShippedModel
+from hone.models.vision import is_vision, load_processor, model_class
 from hone.paths import hone_home
 
 
@@ -67,11 +69,17 @@ def context_length(source: ModelSource) -> int | None:
 
 
 def load_tokenizer(spec: str | ModelSource):
-    from transformers import AutoTokenizer
+    """The model's tokenizer; a vision-language model's carries its processor (`hone.data.vision`)."""
+    from transformers import AutoConfig, AutoTokenizer
 
     source = spec if isinstance(spec, ModelSource) else resolve_model(spec)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(source.path)
+        if is_vision(AutoConfig.from_pretrained(source.path)):
+            processor = load_processor(source.path)
+            tokenizer = attach_processor(processor.tokenizer, processor)
+            tokenizer.chat_template = tokenizer.chat_template or processor.chat_template
+        else:
+            tokenizer = AutoTokenizer.from_pretrained(source.path)
     except OSError as exc:
         raise ModelError(f"cannot load the tokenizer: {exc}", where=source.id) from exc
     if source.kind in ("shipped", "gguf"):  # also mends a cache converted before align_special_tokens
@@ -86,11 +94,12 @@ def load_tokenizer(spec: str | ModelSource):
 def load_model(spec: str | ModelSource, *, dtype: str = "float32"):
     """Load (model, tokenizer, source); the model is in eval mode with its weights frozen."""
     import torch
-    from transformers import AutoModelForCausalLM
+    from transformers import AutoConfig
 
     source = spec if isinstance(spec, ModelSource) else resolve_model(spec)
     try:
-        model = AutoModelForCausalLM.from_pretrained(source.path, dtype=getattr(torch, dtype))
+        auto = model_class(AutoConfig.from_pretrained(source.path))
+        model = auto.from_pretrained(source.path, dtype=getattr(torch, dtype))
     except (OSError, ValueError) as exc:
         raise ModelError(f"cannot load the model: {exc}", where=source.id) from exc
     model.requires_grad_(False)

@@ -10,8 +10,9 @@ from pydantic import Field
 from hone.config.base import Section
 from hone.data.batching import Batching
 from hone.data.prepare import SFT_FORMATS as FORMATS
-from hone.data.pack import collate, pack_rows
+from hone.data.pack import collate, images_alone, pack_rows
 from hone.data.prepare import prepare_data
+from hone.models.vision import multimodal_body
 from hone.objectives.base import Objective, ObjectiveKind
 from hone.objectives.losses import linear_cross_entropy_and_hits
 
@@ -35,6 +36,9 @@ def hidden_states(model, batch):
     custom = getattr(model, "hone_hidden_states", None)
     if custom is not None:
         return custom(batch)
+    if "model_inputs" in batch:  # images: the vision tower, the projector and the language model together
+        return multimodal_body(model)(input_ids=batch["input_ids"], use_cache=False,
+                                      **batch["model_inputs"]).last_hidden_state
     if batch["attention_mask"] is None:
         attention = {"hone_segments": batch["segments"]}
     else:
@@ -52,7 +56,7 @@ def collate_packed(examples, batching: Batching) -> dict:
     if batching.packing:
         capacity = None if batching.segmented else batching.max_length
         lengths = [len(e.input_ids) for e in examples]
-        rows = pack_rows(lengths, capacity) if capacity else [list(range(len(examples)))]
+        rows = images_alone(examples, pack_rows(lengths, capacity) if capacity else [list(range(len(examples)))])
     return collate(examples, rows, batching.pad_id, mask=not batching.segmented)
 
 
@@ -62,7 +66,7 @@ def validation_rows(examples, batching: Batching, rows_per_batch: int = 8) -> li
         return []
     capacity = batching.max_length if batching.packing else None
     lengths = [len(e.input_ids) for e in examples]
-    rows = pack_rows(lengths, capacity) if capacity else [[i] for i in range(len(examples))]
+    rows = images_alone(examples, pack_rows(lengths, capacity) if capacity else [[i] for i in range(len(examples))])
     batches = []
     for start in range(0, len(rows), rows_per_batch):
         chunk = rows[start:start + rows_per_batch]

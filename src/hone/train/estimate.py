@@ -34,6 +34,7 @@ from hone.methods import METHODS, method_for
 from hone.models.attention import use_segment_attention
 from hone.models.load import load_model, resolve_model
 from hone.models.storage import stored_bytes
+from hone.models.vision import model_class
 from hone.objectives import build_objective
 from hone.train.distributed import start_runtime
 from hone.train.optim import build_optimizer, build_scheduler
@@ -409,14 +410,14 @@ def _meta_model(source, method_name: str | None, method_config):
     allows it; a method that declares `needs_weights` (e.g. one that quantizes the base),
     or whose `apply` fails on meta tensors, gets the real model instead."""
     import torch
-    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers import AutoConfig
 
     method = method_for(method_name) if method_name is not None else None
     if method is None or not method.needs_weights:
         model_config = AutoConfig.from_pretrained(source.path)
         try:
             with torch.device("meta"):
-                model = AutoModelForCausalLM.from_config(model_config, dtype=torch.float32)
+                model = model_class(model_config).from_config(model_config, dtype=torch.float32)
                 model.requires_grad_(False)
                 segmented = use_segment_attention(model)
                 if method is not None:
