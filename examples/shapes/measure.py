@@ -35,6 +35,9 @@ def main() -> None:
     parser.add_argument("--eval-every", type=int, default=25)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--vision-training", choices=("full", "lora"), default="full",
+                        help="full: every weight of the vision tower and projector trains; lora: LoRA on their "
+                        "linear layers (hone's method.train_projector / train_vision_tower with method lora)")
     parser.add_argument("--patch-size", type=int, default=16, help="16: one patch per grid cell; 8: 2 x 2")
     parser.add_argument("--scale-factor", type=int, default=1, help="pixel shuffle (2 with 8 px patches)")
     parser.add_argument("--out", help="write the curve as JSON here")
@@ -45,7 +48,7 @@ def main() -> None:
     text_dir = resolve_model("smollm2-135m-instruct").path if args.language_model == "smollm2" else None
     model, processor = demo_vlm(text_dir, seed=args.seed, vision={"patch_size": args.patch_size},
                                 scale_factor=args.scale_factor)
-    trainable = _trainable(model, lora=text_dir is not None)
+    trainable = _trainable(model, lora=text_dir is not None, vision=args.vision_training)
     print(f"{args.language_model}: {sum(p.numel() for p in trainable):,} trainable of "
           f"{sum(p.numel() for p in model.parameters()):,} parameters", flush=True)
 
@@ -89,14 +92,15 @@ def _answer_loss(model, batch):
     return torch.nn.functional.cross_entropy(model.lm_head(hidden[keep]).float(), labels[keep])
 
 
-def _trainable(model, *, lora: bool) -> list:
-    """LoRA on the text model plus the full vision tower and projector, or every weight."""
+def _trainable(model, *, lora: bool, vision: str) -> list:
+    """LoRA on the text model plus the vision tower and projector (full or LoRA), or every weight."""
     if lora:
         from peft import LoraConfig, inject_adapter_in_model
 
-        inject_adapter_in_model(LoraConfig(r=16, lora_alpha=32, target_modules=r".*text_model.*_proj"), model)
+        targets = r".*text_model.*_proj" if vision == "full" else r".*(text_model.*_proj|vision_model.*(fc\d|_proj)|connector.*proj)"
+        inject_adapter_in_model(LoraConfig(r=16, lora_alpha=32, target_modules=targets), model)
         for name, param in model.named_parameters():
-            param.requires_grad = "lora_" in name or ".vision_model." in name or ".connector." in name
+            param.requires_grad = "lora_" in name or vision == "full" and (".vision_model." in name or ".connector." in name)
     return [p for p in model.parameters() if p.requires_grad]
 
 

@@ -22,6 +22,8 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
+from hone.data.images import load_image
+
 SIZE = 48
 GRID = 3  # cells per side; one shape per cell at most
 KINDS = ("circle", "square", "triangle")
@@ -93,6 +95,27 @@ def png_data_url(image: Image.Image) -> str:
     image.quantize(colors=8, method=Image.Quantize.FASTOCTREE, dither=Image.Dither.NONE).save(
         buffer, format="PNG", optimize=True)
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def letter_picture(url: str, cell: int = 3) -> str:
+    """A picture as lines of letters, one per `cell` x `cell` pixels: the initial of the shape colour
+    (R, G, B, Y) most of the block's shape pixels are nearest to, or `.` where the block is background
+    (lighter than every shape colour)."""
+    image = load_image(url, field="image")
+    palette = {name[0].upper(): rgb for name, rgb in COLOURS.items()} | {".": (245, 245, 245)}
+
+    def nearest(pixel) -> str:
+        return min(palette, key=lambda k: sum((a - b) ** 2 for a, b in zip(palette[k], pixel)))
+
+    rows = []
+    for top in range(0, image.height - cell + 1, cell):
+        row = ""
+        for left in range(0, image.width - cell + 1, cell):
+            letters = [nearest(image.getpixel((left + x, top + y))) for y in range(cell) for x in range(cell)]
+            shape = [letter for letter in letters if letter != "."]
+            row += max(set(shape), key=shape.count) if shape else "."
+        rows.append(row)
+    return "\n".join(rows)
 
 
 def to_chat(item: dict) -> dict:
