@@ -84,17 +84,19 @@ def _samples(items, prompted: list[str], tuned: list[str], count: int = 2) -> li
 
 
 def run_shapes_demo(output_dir: str = "runs", overrides: list[str] | None = None, *, language_model: str | None = None,
-                    progress: bool = True) -> dict:
+                    pictures: tuple[int, int] = (400, 100), progress: bool = True) -> dict:
     """Count shapes in pictures, before and after: data and model written into the run, then train and score.
 
     `language_model` (a transformers directory) puts a pretrained text model behind the new vision
-    tower; by default every weight of the demo model is random and trains here.
+    tower; by default every weight of the demo model is random and trains here. `pictures`: how many
+    training and held-out pictures to generate.
     """
     started = time.perf_counter()
     config = load_config(None, [f"output_dir={output_dir}", *(overrides or [])], preset="shapes-demo")
     run_dir = Path(config.output_dir) / config.name
     shutil.rmtree(run_dir, ignore_errors=True)  # the demo is reproducible: start afresh each time
-    train_path, heldout_path = shapes.write_dataset(run_dir / "data", seed=config.train.seed)
+    train_path, heldout_path = shapes.write_dataset(run_dir / "data", train=pictures[0], heldout=pictures[1],
+                                                    seed=config.train.seed)
     print(f"[1/4] building the demo model in {run_dir / 'model'}", flush=True)
     text_dir = resolve_model(language_model).path if language_model else None
     model_dir = shapes.build_demo_vlm(run_dir / "model", text_dir, seed=config.train.seed)

@@ -100,3 +100,21 @@ def test_shipped_files_are_what_make_data_writes(tmp_path):
 def test_unknown_question_kind_is_refused():
     with pytest.raises(ValueError, match="question kinds"):
         generate_pictures(3, seed=0, questions=("size",))
+
+
+def test_shapes_demo_trains_and_scores_both_contenders(tmp_path, capsys):
+    from hone.demo import run_shapes_demo
+
+    summary = run_shapes_demo(str(tmp_path), ["train.max_steps=2", "train.threads=1", "train.eval_every=2",
+                                              "eval.max_new_tokens=2", "data.validation_fraction=0"],
+                              pictures=(16, 6), progress=False)
+    assert summary["status"] == "succeeded" and list(summary["rows"]) == ["base", "tuned"]
+    assert all(0.0 <= row["grader_score"] <= 1.0 for row in summary["rows"].values())
+    model = tmp_path / "shapes" / "model"
+    assert json.loads((model / "config.json").read_text())["model_type"] == "idefics3"
+    sample = summary["samples"][0]
+    assert sample["question"] == COUNT_QUESTION and sample["expected"] in {"1", "2", "3", "4"}
+    assert len(sample["picture"].splitlines()) == SIZE // 3 and set(sample["picture"]) <= set("RGBY.\n")
+    assert (tmp_path / "shapes" / "report" / "index.html").is_file()
+    out = capsys.readouterr().out
+    assert "| tuned |" in out and "expected: " in out
