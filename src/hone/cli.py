@@ -251,7 +251,7 @@ def _model_args(parser) -> None:
 
 def _data_check(args) -> int:
     from hone.config.load import load_config
-    from hone.data.images import ImageLimits
+    from hone.data.images import FolderFiles, ImageLimits
     from hone.data.report import check_file
 
     config = load_config(args.config) if args.config else load_config(None)  # the defaults without --config
@@ -263,7 +263,8 @@ def _data_check(args) -> int:
         tokenizer = load_tokenizer(args.model or config.model)
     report = check_file(args.file, tokenizer, max_length=args.max_length or config.data.max_length,
                         loss_on=args.loss_on or config.data.loss_on, objective=objective, formats=formats,
-                        limits=ImageLimits(max_images=config.data.max_images))
+                        limits=ImageLimits(max_images=config.data.max_images),
+                        files=FolderFiles(config.data.image_files) if config.data.image_files else None)
     print(json.dumps(report.to_dict(), indent=2) if args.json else report.render())
     problems = []
     if tokenizer is not None and tokenizer.chat_template:

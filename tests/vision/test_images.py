@@ -166,3 +166,30 @@ def test_data_check_reports_each_bad_image_by_file_and_line(tmp_path):
     assert report.valid == 3 and not report.ok
     rendered = report.render()
     assert f"{tmp_path / 'train.jsonl'}:4: messages[0].content[1].image_url.url: is an unsupported format" in rendered
+
+
+def test_a_text_tokenizer_leaves_image_examples_untokenized_without_calling_them_invalid(tmp_path, tiny_tokenizer):
+    records = [image_record(image_data_url(picture())),
+               {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}]
+    report = check_file(write(tmp_path, records), tiny_tokenizer)
+    assert report.ok and report.images_untokenized == 1 and report.token_stats["count"] == 1
+    assert "examples with images not tokenized: 1" in report.render()
+
+
+def test_uploaded_image_ids_in_training_files_read_from_the_image_files_folder(tmp_path):
+    from hone.data.config import DataConfig
+    from hone.data.prepare import read_split
+    from hone.errors import DataError
+
+    uploads = tmp_path / "uploads"
+    uploads.mkdir()
+    (uploads / "file-abc123.png").write_bytes(encoded(picture(), "PNG"))
+    path = write(tmp_path, [image_record("file-abc123")] * 2)
+    config = DataConfig(train=str(path), validation_fraction=0, image_files=str(uploads))
+    train, _ = read_split(config, seed=0, formats=("chat",), objective="sft", notes=[])
+    url = train[0].images[0]
+    assert url.startswith("data:image/png;base64,") and load_image(url, field="f").size == (32, 32)
+    assert example_image_parts(train[0])[0]["url"] == url
+    write(tmp_path, [image_record("file-gone")])
+    with pytest.raises(DataError, match="file-gone does not exist"):
+        read_split(config, seed=0, formats=("chat",), objective="sft", notes=[])

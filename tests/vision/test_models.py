@@ -53,12 +53,15 @@ def test_the_loss_mask_keeps_assistant_text_and_no_image_token(loaded, family):
 @pytest.mark.parametrize("family", FAMILIES)
 def test_a_batch_gives_the_loss_of_its_examples_one_by_one(loaded, family):
     model, tokenizer, _ = loaded(family)
+    text_only = parse_record({"messages": [{"role": "user", "content": "What colour is the sky?"},
+                                           {"role": "assistant", "content": "blue"}]})
     examples = [tokenize_example(example("red", 1, "red"), tokenizer),
-                tokenize_example(example("blue", 2, "a blue square, in the corner", images=2), tokenizer)]
+                tokenize_example(example("blue", 2, "a blue square, in the corner", images=2), tokenizer),
+                tokenize_example(text_only, tokenizer), tokenize_example(text_only, tokenizer)]
     sft = SFT(1024)
     packing = Batching(tokenizer.pad_token_id, 512, packing=True)
     batch = sft.collate(examples, packing)
-    assert batch["input_ids"].shape[0] == 2  # each example with images has a row of its own
+    assert batch["input_ids"].shape[0] == 4  # beside images, every example has a row of its own
     assert "pixel_values" in batch["model_inputs"]
     with torch.no_grad():
         together, _ = sft.loss(model, batch)
@@ -108,3 +111,17 @@ def test_data_check_counts_image_tokens_and_truncation(loaded, tmp_path):
     assert [(issue.line, "would have to cut an image" in issue.message) for issue in report.issues] == [(3, True)]
     rendered = report.render()
     assert f"image tokens per example: min {per_image}, mean {1.5 * per_image:.1f}, max {2 * per_image}" in rendered
+
+
+def test_prompts_with_images_are_checked_and_never_prompted_as_ids_alone(loaded, tmp_path):
+    from hone.data.report import check_file
+    from hone.data.template import prompt_ids
+    from tests.vision.conftest import write_records
+
+    _, tokenizer, _ = loaded("qwen2.5-vl")
+    record = {"messages": [colour_question("red", 0)], "answer": "red"}  # an eval task's prompt
+    report = check_file(write_records(tmp_path / "eval.jsonl", [record]), tokenizer)
+    assert report.ok and report.formats == {"graded_prompt": 1} and report.target_tokens == 0
+    assert report.image_token_stats["max"] == VISION_FAMILIES["qwen2.5-vl"].tokens_per_image
+    with pytest.raises(HoneError, match="holds images"):
+        prompt_ids(parse_record(record).messages, tokenizer)

@@ -10,6 +10,8 @@ from safetensors.torch import load_file
 from hone.api import generate, train
 from hone.data.formats import parse_message
 from hone.errors import ConfigError
+from hone.export.merge import merge_artifact
+from hone.models.load import load_model
 from hone.methods.tuned import load_tuned
 from hone.models.generate import generate_batch
 from hone.models.vision import module_part
@@ -45,7 +47,10 @@ def test_sft_lora_trains_the_language_model_only_and_reloads(tmp_path, vlm_dirs,
     assert adapted_parts(result.adapter_dir) == {"language_model"}
     model, tokenizer, manifest = load_tuned(result.adapter_dir)
     assert isinstance(model, PeftModel) and manifest["method"]["type"] == "lora"
-    assert isinstance(ask(model, tokenizer), str)
+    answer = ask(model, tokenizer)
+    merge_artifact(result.run_dir, tmp_path / "merged")  # a standalone model directory, processor included
+    merged, merged_tokenizer, _ = load_model(str(tmp_path / "merged"))
+    assert ask(merged, merged_tokenizer) == answer
 
 
 def test_lora_on_the_projector_and_vision_tower_too(tmp_path, vlm_dirs, colour_files):
@@ -54,6 +59,13 @@ def test_lora_on_the_projector_and_vision_tower_too(tmp_path, vlm_dirs, colour_f
     assert adapted_parts(result.adapter_dir) == {"language_model", "projector", "vision_tower"}
     trace = losses(result)
     assert trace[-1] < trace[0] - 0.1, trace
+
+
+def test_lora_on_some_blocks_of_the_language_model(tmp_path, vlm_dirs, colour_files):
+    result = run(tmp_path, vlm_dirs("qwen2.5-vl"), colour_files[0], "method.layers_to_transform=[1]",
+                 "method.target_modules=[q_proj,v_proj]", "train.max_steps=1")
+    names = set(load_file(result.adapter_dir / "adapter_model.safetensors"))
+    assert names and all(".layers.1.self_attn." in n and module_part(n) == "language_model" for n in names)
 
 
 def test_a_projector_without_linear_layers_is_refused_for_lora(tmp_path, vlm_dirs, colour_files):
@@ -90,3 +102,15 @@ def test_dpo_on_picture_pairs(tmp_path, vlm_dirs, colour_files, family):
     trace = losses(result)
     assert trace[0] == pytest.approx(0.6931, abs=1e-3)  # policy == reference at the start
     assert all(b < a for a, b in zip(trace, trace[1:])) and trace[-1] < trace[0] - 0.01, trace
+
+
+def test_training_refuses_more_images_than_data_max_images(tmp_path, vlm_dirs, colour_files):
+    from hone.errors import DataError
+
+    with pytest.raises(DataError, match="hold more than data.max_images=1 images") as error:
+        two = colour_question("red", 0)
+        two["content"] = two["content"][:1] * 2 + two["content"][1:]
+        data = tmp_path / "two.jsonl"
+        data.write_text(json.dumps({"messages": [two, {"role": "assistant", "content": "red"}]}) + "\n")
+        run(tmp_path, vlm_dirs("smolvlm"), data, "data.max_images=1")
+    assert error.value.issues[0].line == 1

@@ -36,6 +36,9 @@ class DataConfig(Section):
     max_images: int = Field(10, ge=1, description=(
         "The most images one example may hold (OpenAI `image_url` content parts); `hone data check` and "
         "training refuse an example with more."))
+    image_files: str | None = Field(None, description=(
+        "A folder of uploaded images named by file id (`file-abc123.png`): image urls that are uploaded file "
+        "ids read from it. The service's jobs set it; elsewhere give images as data: URLs or paths."))
     packing: bool = True
     """Pack several examples per row (no attention across examples, positions restart)."""
     strict: bool = True

@@ -47,6 +47,20 @@ class FileResolver(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class FolderFiles:
+    """Uploaded files kept in one folder, each named by its id (with any extension): `file-abc.png`."""
+
+    folder: str | Path
+
+    def image_bytes(self, file_id: str) -> bytes:
+        matches = sorted(Path(self.folder).glob(f"{file_id}.*")) + [Path(self.folder) / file_id]
+        for path in matches:
+            if path.is_file():
+                return path.read_bytes()
+        raise KeyError(file_id)
+
+
 def load_image(url: str, *, field: str, base_dir: str | Path | None = None, files: FileResolver | None = None,
                limits: ImageLimits = ImageLimits()) -> Image.Image:
     """The image at `url` decoded and checked, as RGB; a RecordError at `field` says what is wrong."""
@@ -149,4 +163,14 @@ def image_data_url(image: Image.Image, format: str = "PNG") -> str:
     """An image as a base64 `data:` URL (how tests, demos and clients embed pictures in records)."""
     buffer = io.BytesIO()
     image.save(buffer, format=format)
-    return f"data:image/{format.lower()};base64,{base64.b64encode(buffer.getvalue()).decode('ascii')}"
+    return bytes_data_url(buffer.getvalue(), f"image/{format.lower()}")
+
+
+def bytes_data_url(data: bytes, mime: str | None = None) -> str:
+    """Encoded image bytes as a base64 `data:` URL (of the type Pillow reads in their header when not given)."""
+    if mime is None:
+        try:
+            mime = f"image/{(Image.open(io.BytesIO(data)).format or 'unknown').lower()}"
+        except (OSError, ValueError):
+            mime = "image/unknown"  # decoding reports what is wrong with it
+    return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"

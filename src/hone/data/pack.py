@@ -93,8 +93,8 @@ def collate(examples: list[TokenizedExample], rows: list[list[int]] | None, pad_
 
     if rows is None:
         rows = [[i] for i in range(len(examples))]
-    if any(len(row) > 1 and any(examples[i].images for i in row) for row in rows):
-        raise HoneError("an example with images shares a row with another example", where="collate",
+    if any(examples[i].processor for row in rows for i in row) and any(len(row) > 1 for row in rows):
+        raise HoneError("a vision-language model's batch packs examples into shared rows", where="collate",
                         hint="lay rows out with `images_alone` first")
     width = max((sum(len(examples[i].input_ids) for i in row) for row in rows), default=0)
     shape = (len(rows), width)
@@ -125,32 +125,31 @@ def collate(examples: list[TokenizedExample], rows: list[list[int]] | None, pad_
         "n_tokens": (segment_ids > 0).sum(),
         "n_targets": (targets != IGNORE).sum(),
     }
-    if any(examples[row[0]].images for row in rows if row):
+    if any(examples[i].processor for row in rows for i in row):
         batch["model_inputs"] = image_model_inputs(examples, rows, segment_ids)
     return batch
 
 
 def images_alone(examples: Sequence[TokenizedExample], rows: list[list[int]]) -> list[list[int]]:
-    """`rows` with every example that holds images moved to a row of its own: packing never lets one
-    example's image tokens meet another example's text (a vision model's attention over a row is its own)."""
-    out = []
-    for row in rows:
-        alone = [[i] for i in row if examples[i].images]
-        rest = [i for i in row if not examples[i].images]
-        out += alone + ([rest] if rest else [])
-    return out
+    """`rows` as they are, or one example per row for a vision-language model: packing never lets one
+    example's image tokens meet another example's text, and such a model's forward attends over a
+    whole row (a padding mask, positions of its own), so its text-only examples get rows of their own too."""
+    if not any(examples[i].processor for row in rows for i in row):
+        return rows
+    return [[i] for row in rows for i in row]
 
 
 def image_model_inputs(examples, rows, segment_ids) -> dict:
     """What a vision-language model's forward takes beside the ids of a batch of one example per row:
     the padding mask, the pixel inputs of each row's images (laid out by the model's image processor)
-    and per-token inputs such as token type ids, padded with 0."""
+    and per-token inputs such as token type ids, padded with 0 (0 throughout a text-only row)."""
     import torch
 
-    first = next(examples[row[0]] for row in rows if row and examples[row[0]].images)
-    inputs = pixel_inputs(first.pixel_processor, [examples[row[0]].images if row else [] for row in rows])
+    first = next(examples[row[0]] for row in rows if row and examples[row[0]].processor)
+    inputs = pixel_inputs(first.processor, [examples[row[0]].images if row else [] for row in rows])
     inputs["attention_mask"] = (segment_ids > 0).long()
-    for key in first.token_inputs:
+    keys = {key for row in rows if row for key in examples[row[0]].token_inputs}
+    for key in sorted(keys):
         values = torch.zeros(segment_ids.shape, dtype=torch.long)
         for r, row in enumerate(rows):
             given = examples[row[0]].token_inputs.get(key, []) if row else []

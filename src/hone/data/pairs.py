@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from hone.data.batching import Batching
 from hone.data.collate import collate_sequences
 from hone.data.formats import Example
-from hone.data.prepare import PreparedData, read_split
+from hone.data.prepare import PreparedData, note_vision_packing, read_split
 from hone.data.template import IGNORE, TokenizedExample, tokenize_example
 from hone.errors import DataError
 
@@ -54,6 +54,7 @@ def prepare_pairs(data_config, tokenizer, *, seed: int, objective: str) -> Prepa
         return kept
 
     train_pairs, validation_pairs = tokenize(train), tokenize(validation)
+    note_vision_packing(data_config, tokenizer, notes)
     if not train_pairs:
         raise DataError("no usable training pairs", where=data_config.train)
     tokens = sum(len(p.chosen.input_ids) + len(p.rejected.input_ids) for p in train_pairs)

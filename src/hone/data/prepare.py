@@ -11,10 +11,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from hone.data.formats import FORMAT_SHAPES, Example
+from hone.data.images import FolderFiles
 from hone.data.pack import split_validation
 from hone.data.read import Issue, read_examples
 from hone.data.replay import replay_examples
 from hone.data.template import tokenize_example
+from hone.data.vision import inline_uploaded_images, processor_for
 from hone.errors import DataError
 
 SFT_FORMATS = ("chat", "prompt_completion", "alpaca", "text")
@@ -55,7 +57,27 @@ def read_split(data_config, *, seed: int, formats: tuple[str, ...], objective: s
                      f"(validation_fraction={data_config.validation_fraction})")
     else:
         validation = []
+    check_image_counts([*train, *validation], data_config.max_images)
+    if data_config.image_files:
+        inline_uploaded_images([*train, *validation], FolderFiles(data_config.image_files))
     return train, validation
+
+
+def note_vision_packing(data_config, tokenizer, notes: list[str]) -> None:
+    """Say that a vision-language model's examples do not pack, when packing was asked for."""
+    if data_config.packing and processor_for(tokenizer) is not None:
+        notes.append("data.packing: a vision-language model trains one example per row, so no example's image "
+                     "tokens meet another's text")
+
+
+def check_image_counts(examples: list[Example], max_images: int) -> None:
+    """Refuse examples holding more than `data.max_images` images, naming their lines."""
+    over = [(e, *e.where.rsplit(":", 1)) for e in examples if len(e.images) > max_images]
+    if over:
+        issues = [Issue(path, int(line), "", f"holds {len(e.images)} images; at most {max_images} are allowed")
+                  for e, path, line in over[:20]]
+        raise DataError(f"{len(over)} examples hold more than data.max_images={max_images} images",
+                        where=over[0][1], issues=issues, hint="raise data.max_images")
 
 
 def prepare_data(data_config, tokenizer, *, seed: int) -> PreparedData:
@@ -85,6 +107,7 @@ def prepare_data(data_config, tokenizer, *, seed: int) -> PreparedData:
         return kept
 
     prepared = PreparedData(tokenize(train), tokenize(validation), notes)
+    note_vision_packing(data_config, tokenizer, notes)
     if not prepared.train:
         raise DataError("no usable training examples", where=data_config.train)
     return prepared

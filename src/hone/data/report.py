@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 from pathlib import Path
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 from hone.data.formats import Example, example_image_parts, example_key
 from hone.data.images import FileResolver, ImageLimits, load_image
@@ -14,6 +14,7 @@ from hone.data.prepare import expected_shapes, wrong_format_issue
 from hone.data.read import Issue, iter_records
 from hone.data.record_errors import RecordError
 from hone.data.template import IGNORE, TokenizedExample, prompt_ids, tokenize_example
+from hone.data.vision import processor_for
 from hone.errors import DataError, HoneError
 
 
@@ -34,6 +35,7 @@ class DataReport:
     truncated: list[tuple[int, int]] = field(default_factory=list)  # (line, full length in tokens)
     untrainable: list[int] = field(default_factory=list)  # lines with no target left after truncation
     image_token_stats: dict[str, float] | None = None  # per example with images: count, min, mean, ..., max
+    images_untokenized: int = 0  # examples with images not tokenized: the tokenizer's model has no vision tower
     objective: str | None = None  # when given, records of formats it does not train on are issues
     expects: str | None = None  # the shapes that objective takes
     misfits: list[int] = field(default_factory=list)  # lines of a format the objective does not take
@@ -72,6 +74,9 @@ class DataReport:
             s = self.image_token_stats
             out.append(f"  image tokens per example: min {s['min']:.0f}, mean {s['mean']:.1f}, max {s['max']:.0f} "
                        f"over {s['count']:.0f} examples with images")
+        if self.images_untokenized:
+            out.append(f"  examples with images not tokenized: {self.images_untokenized} (the model has no vision "
+                       "tower; pass --model a vision-language model for their token counts)")
         if self.truncated:
             shown = ", ".join(f"line {line} ({length} tokens)" for line, length in self.truncated[:5])
             more = f", and {len(self.truncated) - 5} more" if len(self.truncated) > 5 else ""
@@ -124,7 +129,9 @@ def check_file(path, tokenizer=None, *, max_length: int = 512, loss_on: str = "a
             if image_issue is not None:
                 report.issues.append(Issue(str(path), line, image_issue.field, image_issue.message))
                 continue
-            if tokenizer is not None:
+            if tokenizer is not None and result.images and processor_for(tokenizer) is None:
+                report.images_untokenized += 1
+            elif tokenizer is not None:
                 try:
                     tokens = tokenize_for_report(result, tokenizer, loss_on)
                 except HoneError as error:
@@ -181,6 +188,9 @@ def check_images(example: Example, base_dir: Path, limits: ImageLimits,
 def tokenize_for_report(example, tokenizer, loss_on: str):
     """The example as training sees it; a preference pair by its longer side (prompt + reply), a graded
     prompt as the tokens generation starts from (no targets: GRPO samples its replies)."""
+    if example.format == "graded_prompt" and example.images:  # an eval prompt with pictures: no targets
+        tokens = tokenize_example(Example(format="chat", messages=example.messages, where=example.where), tokenizer)
+        return replace(tokens, labels=[IGNORE] * len(tokens.labels))
     if example.format == "graded_prompt":
         ids = prompt_ids(example.messages, tokenizer)
         return TokenizedExample(ids, [IGNORE] * len(ids), example.where)

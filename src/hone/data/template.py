@@ -15,8 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 
 from hone.data.formats import Example
-from hone.data.vision import align_labels, example_images, expand_images, processor_for
 from hone.data.tools import hone_rendering, native_messages, renders_tools_natively, template_message, uses_tools
+from hone.data.vision import align_labels, example_images, expand_images, processor_for
 from hone.errors import HoneError
 
 IGNORE = -100  # label of a token that is not a training target (the Hugging Face convention)
@@ -35,7 +35,7 @@ class TokenizedExample:
     token_inputs: dict = field(default_factory=dict)  # other per-token model inputs (token type ids), like labels
     image_tokens: int = 0  # tokens the images take (image tokens and their wrappers)
     images_end: int = 0  # index just past the images' last token: truncation may not cut before it
-    pixel_processor: object = None  # the model's processor, which lays a batch's images out as pixel inputs
+    processor: object = None  # a vision-language model's processor (lays out a batch's pixels; rows of one example)
 
 
 def tokenize_example(
@@ -69,7 +69,7 @@ def tokenize_example(
     if truncated:
         input_ids, labels = input_ids[:max_length], labels[:max_length]
     return TokenizedExample(input_ids=input_ids, labels=labels, where=example.where, truncated=truncated,
-                            untrained_replies=untrained)
+                            untrained_replies=untrained, processor=processor_for(tokenizer))
 
 
 def tokenize_with_images(example: Example, tokenizer, *, loss_on: str, max_length: int | None) -> TokenizedExample:
@@ -99,7 +99,7 @@ def tokenize_with_images(example: Example, tokenizer, *, loss_on: str, max_lengt
         token_inputs = {key: values[:max_length] for key, values in token_inputs.items()}
     return TokenizedExample(ids, labels, example.where, truncated=truncated, untrained_replies=untrained,
                             images=images, token_inputs=token_inputs, image_tokens=image_tokens,
-                            images_end=images_end, pixel_processor=processor)
+                            images_end=images_end, processor=processor)
 
 
 def tokenize_chat(example: Example, tokenizer) -> tuple[list[int], list[int], int]:
@@ -251,7 +251,12 @@ def prompt_ids(messages: list[dict], tokenizer, *, chat_template: str | None = N
                tools: list[dict] | None = None) -> list[int]:
     """Token ids a generation request starts from: the conversation (and `tools`) plus the assistant
     generation prompt (rendered with `chat_template` when given, e.g. an adapter's recorded one, else the
-    tokenizer's)."""
+    tokenizer's). Conversations with images are prompted with their pixels
+    (`hone.models.generate.generate_with_images`), never as ids alone."""
+    if any(m.get("images") for m in messages):
+        raise HoneError("this path prompts with token ids alone, and the conversation holds images",
+                        where="messages", hint="objectives that sample replies (grpo, distill) take text prompts "
+                        "only; train on images with sft, dpo or kto")
     text = render(messages, tokenizer, add_generation_prompt=True, chat_template=chat_template, tools=tools)
     return list(tokenizer(text, add_special_tokens=False)["input_ids"])
 

@@ -17,7 +17,7 @@ from difflib import SequenceMatcher
 from pathlib import Path
 
 from hone.data.formats import Example, example_image_parts
-from hone.data.images import FileResolver, ImageLimits, load_image
+from hone.data.images import FILE_ID, FileResolver, ImageLimits, bytes_data_url, load_image
 from hone.data.record_errors import RecordError
 from hone.errors import DataError, HoneError
 
@@ -46,16 +46,30 @@ def data_dir(where: str) -> Path | None:
 
 def example_images(example: Example, *, limits: ImageLimits = ImageLimits(),
                    files: FileResolver | None = None) -> list:
-    """Every image of an example, read and checked, in order (a DataError at the example's line if one is bad)."""
+    """Every image of an example, read and checked, in order (a DataError at the example's line if one is
+    bad); how many an example may hold is checked when the data is read (`data.max_images`)."""
     parts = example_image_parts(example)
-    if len(parts) > limits.max_images:
-        raise DataError(f"{parts[limits.max_images]['field']}: the example holds {len(parts)} images; at most "
-                        f"{limits.max_images} are allowed", where=example.where, hint="raise data.max_images")
     try:
         return [load_image(p["url"], field=p["field"], base_dir=data_dir(example.where), files=files, limits=limits)
                 for p in parts]
     except RecordError as error:
         raise DataError(str(error), where=example.where, hint="run `hone data check` on the file") from None
+
+
+def inline_uploaded_images(examples: list[Example], files: FileResolver) -> None:
+    """Replace each uploaded-file id (`file-...`) among the examples' image urls by a data: URL of its
+    bytes, so training reads the pictures without the service's file store; an unknown id is a DataError."""
+    for example in examples:
+        for message in example.messages or []:
+            for part in message.get("parts", []):
+                if part["type"] == "image" and FILE_ID.fullmatch(part["url"]):
+                    try:
+                        part["url"] = bytes_data_url(files.image_bytes(part["url"]))
+                    except KeyError:
+                        raise DataError(f"{part['field']}: the uploaded file {part['url']} does not exist",
+                                        where=example.where, hint="upload the image first") from None
+            if "parts" in message:
+                message["images"] = [part["url"] for part in message["parts"] if part["type"] == "image"]
 
 
 def expand_images(processor, text: str, images: list) -> tuple[list[int], dict[str, list[int]]]:
@@ -93,8 +107,5 @@ def pixel_inputs(processor, images_per_row: list[list]) -> dict:
     of each row in order, as the model's own image processor lays them out."""
     if not any(images_per_row):
         return {}
-    if any(not row for row in images_per_row):
-        raise HoneError("a batch mixes examples with and without images", where="collate",
-                        hint="give every example of a vision run at least one image, or batch_size=1")
     out = processor.image_processor(images=images_per_row, return_tensors="pt")
     return {key: value for key, value in out.items() if key in PIXEL_KEYS}

@@ -17,6 +17,7 @@ from hone.errors import ConfigError
 from hone.methods import method_for
 from hone.methods.tuned import load_tuned
 from hone.models.artifact import adapter_dir, read_manifest
+from hone.models.vision import save_tokenizer
 
 MERGE_NOTE = "hone-merge.json"
 
@@ -54,7 +55,7 @@ def merge_artifact(run, out) -> MergeReport:
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     merged.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
+    save_tokenizer(tokenizer, tmp)
     params = sum(p.numel() for p in merged.parameters())
     (tmp / MERGE_NOTE).write_text(json.dumps({
         "source": str(directory), "base_model": manifest["base_model"], "method": manifest["method"],

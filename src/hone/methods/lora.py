@@ -16,7 +16,6 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from hone.config.base import Section
 from hone.errors import ConfigError
 from hone.methods.base import Method
 from hone.methods.vision import VisionParts, linear_modules
@@ -87,20 +86,20 @@ def linear_names(model) -> list[str]:
 def peft_config(model, config: LoraOptions, *, dora: bool = False):
     from peft import LoraConfig
 
-    targets = config.target_modules
+    targets, layers = config.target_modules, config.layers_to_transform
     if is_vision(model.config):  # the language model's linear layers, and the parts the config adds
         # one pattern of full names: PEFT saves a long list of names as their last parts, which on
         # reload would also match the same-named layers of the parts that did not train
-        names = linear_modules(model, config, None if targets == "all-linear" else targets)
-        targets = "|".join(re.escape(name) for name in names)
-    elif targets == "all-linear" and config.layers_to_transform is not None:
+        names = linear_modules(model, config, None if targets == "all-linear" else targets, layers)
+        targets, layers = "|".join(re.escape(name) for name in names), None
+    elif targets == "all-linear" and layers is not None:
         targets = linear_names(model)  # PEFT takes layers_to_transform only with a list of names
     return LoraConfig(
         r=config.rank,
         lora_alpha=config.alpha,
         lora_dropout=config.dropout,
         target_modules=targets,
-        layers_to_transform=config.layers_to_transform,
+        layers_to_transform=layers,
         use_rslora=config.rslora,
         use_dora=dora,
         task_type="CAUSAL_LM",
@@ -118,7 +117,9 @@ def check_layers(model, config: LoraOptions) -> None:
 def apply(model, config: Config):
     from peft import get_peft_model
 
-    from hone.methods.fused_lora import fuse  # it subclasses peft's LoRA layer: importing it imports peft
+    from hone.methods.fused_lora import (
+        fuse,  # it subclasses peft's LoRA layer: importing it imports peft
+    )
 
     if config.init_from:
         model = continue_from(model, config.init_from)

@@ -71,14 +71,14 @@ def model_bytes(model) -> int:
 
 
 def quantize(model, config: Config) -> dict:
-    """Quantize every nn.Linear except the output head (of a vision-language model: of its language model) to NF4, in place (bitsandbytes' `Linear4bit`, or
+    """Quantize every nn.Linear except the output head to NF4, in place (bitsandbytes' `Linear4bit`, or
     torchao's `NF4Tensor` as the weight of the same nn.Linear); returns the model's parameter bytes
-    before and after."""
+    before and after. Of a vision-language model, only the language model's are quantized."""
     import torch
 
     before = model_bytes(model)
     head = model.get_output_embeddings()
-    targets = [(name, module) for name, module in model.named_modules()  # a VLM's language model only
+    targets = [(name, module) for name, module in model.named_modules()
                if isinstance(module, torch.nn.Linear) and module is not head and module_part(name) == "language_model"]
     library = quantizer(config)
     by_rows = library == "torchao"  # blocks within rows, so that FSDP2 can shard by whole rows

@@ -4,6 +4,8 @@ have only a language model, so these options change nothing there."""
 
 from __future__ import annotations
 
+import re
+
 from pydantic import Field
 
 from hone.config.base import Section
@@ -26,16 +28,19 @@ def trained_parts(config: VisionParts) -> set[str]:
         | ({"vision_tower"} if config.train_vision_tower else set())
 
 
-def linear_modules(model, config: VisionParts, short_names: list[str] | None = None) -> list[str]:
+def linear_modules(model, config: VisionParts, short_names: list[str] | None = None,
+                   blocks: list[int] | None = None) -> list[str]:
     """Full names of the linear layers of the trained parts (all but the output head; only those whose
-    last name is in `short_names` when given): a vision-language model's LoRA targets."""
+    last name is in `short_names`, and language-model layers only in `blocks`, when given): a
+    vision-language model's LoRA targets."""
     import torch
 
     head = model.get_output_embeddings()
     parts = trained_parts(config)
     names = sorted(name for name, module in model.named_modules()
                    if isinstance(module, torch.nn.Linear) and module is not head and module_part(name) in parts
-                   and (short_names is None or name.rpartition(".")[2] in short_names))
+                   and (short_names is None or name.rpartition(".")[2] in short_names)
+                   and (blocks is None or module_part(name) != "language_model" or block_index(name) in blocks))
     for part in parts:
         if not any(module_part(name) == part for name in names):
             option = {"projector": "train_projector", "vision_tower": "train_vision_tower"}.get(part, "target_modules")
@@ -43,6 +48,12 @@ def linear_modules(model, config: VisionParts, short_names: list[str] | None = N
                               "layer a LoRA adapter could go on", where=f"method.{option}",
                               hint="train it with method=full, or leave the option off")
     return names
+
+
+def block_index(name: str) -> int | None:
+    """The transformer block a module name sits in (`...layers.3.self_attn.q_proj` -> 3), if any."""
+    match = re.search(r"\.layers\.(\d+)\.", name)
+    return int(match[1]) if match else None
 
 
 def freeze_untrained_parts(model, config: VisionParts):

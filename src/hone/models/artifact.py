@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 from hone.errors import ModelError
+from hone.models.vision import save_tokenizer
 from hone.version import __version__
 
 MANIFEST = "hone.json"
@@ -30,7 +31,7 @@ def write_artifact(directory: Path, model, method, config, source, tokenizer, me
     shutil.rmtree(tmp, ignore_errors=True)
     method.save(model, tmp)
     if method.whole_model:  # loadable by any transformers code, tokenizer included
-        tokenizer.save_pretrained(tmp)
+        save_tokenizer(tokenizer, tmp)
     objective_state = config.objective.model_dump(mode="json")
     if objective is not None:
         objective.save(model, tmp)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from hone.data.templates import CHAT_TEMPLATES
 from hone.errors import ModelError
-from hone.models.tiny import bpe_tokenizer
+from hone.models.tiny import chat_tokenizer
 from hone.models.vision_families import vision_family_rows
 
 GGUF_ARCHITECTURES = ("llama", "qwen2")  # model types hone's GGUF export writes (export/gguf.py)
@@ -113,11 +113,7 @@ def family(name: str) -> Family:
 
 def tiny_family_tokenizer(fam: Family, vocab_size: int = 400):
     """A byte-level BPE tokenizer with the family's special tokens and chat template."""
-    bos, eos, pad = fam.specials[:3]
-    fast = bpe_tokenizer(_CORPUS * 4, list(dict.fromkeys(fam.specials)), vocab_size, bos_token=bos, eos_token=eos,
-                         pad_token=pad)
-    fast.chat_template = CHAT_TEMPLATES[fam.template]
-    return fast
+    return chat_tokenizer(_CORPUS, fam.specials, CHAT_TEMPLATES[fam.template], vocab_size)
 
 
 def tiny_family_model(fam: Family, tokenizer, *, layers: int = 2, hidden: int = 32, seed: int = 0):

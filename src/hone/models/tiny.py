@@ -44,6 +44,16 @@ def bpe_tokenizer(corpus: list[str], specials: list[str], vocab_size: int, **spe
     return PreTrainedTokenizerFast(tokenizer_object=tok, **special_tokens)
 
 
+def chat_tokenizer(corpus: list[str], specials: tuple[str, ...], template: str, vocab_size: int, **extra):
+    """A byte-level BPE tokenizer trained on `corpus`, whose first three `specials` are its bos, eos and pad
+    tokens, rendering the chat `template` (`extra`: more tokenizer arguments)."""
+    bos, eos, pad = specials[:3]
+    fast = bpe_tokenizer(corpus * 4, list(dict.fromkeys(specials)), vocab_size, bos_token=bos, eos_token=eos,
+                         pad_token=pad, **extra)
+    fast.chat_template = template
+    return fast
+
+
 def tiny_model(tokenizer, *, layers: int = 2, hidden: int = 64, seed: int = 0):
     """A seeded random Llama with the tokenizer's vocabulary (2 layers, hidden 64 by default)."""
     import torch

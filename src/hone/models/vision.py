@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from hone.data.vision import processor_for
 from hone.errors import ModelError
 
 # Module-name patterns of the three parts of the vision-language models transformers ships (the names
@@ -80,6 +81,15 @@ def load_processor(path: str | Path):
                              hint="the model directory needs its processor files (preprocessor_config.json "
                              "or processor_config.json) beside the tokenizer") from error
         return image_only(getattr(transformers, name)).from_pretrained(str(path))
+
+
+def save_tokenizer(tokenizer, directory) -> None:
+    """Write the tokenizer into a model directory; a vision-language model's processor (its image
+    processor's settings) too, so the directory loads on its own. The tokenizer's chat template is written last."""
+    processor = processor_for(tokenizer)
+    if processor is not None:
+        processor.save_pretrained(str(directory))
+    tokenizer.save_pretrained(str(directory))
 
 
 def image_token_id(model_config) -> int:

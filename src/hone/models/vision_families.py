@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hone.errors import ModelError
-from hone.models.tiny import bpe_tokenizer
+from hone.models.tiny import chat_tokenizer
 from hone.models.vision import image_only
 
 IMAGE_SIZE = 32  # pixels a side: 16 patches of 8 pixels, a handful of image tokens per image
@@ -99,11 +99,8 @@ def vision_family(name: str) -> VisionFamily:
 
 
 def tiny_vlm_tokenizer(fam: VisionFamily, vocab_size: int = 300):
-    bos, eos, pad = fam.specials[:3]
-    tokenizer = bpe_tokenizer(_CORPUS * 4, list(dict.fromkeys(fam.specials)), vocab_size, bos_token=bos,
-                              eos_token=eos, pad_token=pad, extra_special_tokens=fam.extra_tokens or None)
-    tokenizer.chat_template = fam.template
-    return tokenizer
+    return chat_tokenizer(_CORPUS, fam.specials, fam.template, vocab_size,
+                          extra_special_tokens=fam.extra_tokens or None)
 
 
 def text_config(tokenizer, eos: list[int], **extra) -> dict:
