@@ -23,6 +23,7 @@ from pathlib import Path
 from PIL import Image, ImageDraw
 
 from hone.data.images import load_image
+from hone.models.load import resolve_model
 
 SIZE = 48
 GRID = 3  # cells per side; one shape per cell at most
@@ -187,8 +188,6 @@ def demo_vlm(language_model: str | None, *, seed: int = 0, tiny_text: dict | Non
     from transformers import (AutoConfig, AutoModelForCausalLM, AutoTokenizer, Idefics3Config,
                               Idefics3ForConditionalGeneration, Idefics3ImageProcessorPil, Idefics3Processor,
                               LlamaConfig)
-
-    from hone.models.load import resolve_model
 
     text_dir = language_model or resolve_model("smollm2-135m-instruct").path
     tokenizer = AutoTokenizer.from_pretrained(text_dir)
