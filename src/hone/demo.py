@@ -48,11 +48,8 @@ def run_demo(output_dir: str = "runs", overrides: list[str] | None = None, *, pr
 
     rows = {ROW_NAMES[name]: r["metrics"] for name, r in comparison.results.items()}
     results = comparison.results
-    summary = {"rows": rows, "run_dir": str(run_dir), "train": result.metrics, "status": result.status,
-               "report": str(report), "minutes": (time.perf_counter() - started) / 60,
-               "samples": _samples(comparison.items, results["prompted"]["predictions"],
-                                   results["tuned"]["predictions"])}
-    (run_dir / "demo.json").write_text(json.dumps(summary, indent=2))
+    summary = write_summary(run_dir, rows, result, report, started,
+                            _samples(comparison.items, results["prompted"]["predictions"], results["tuned"]["predictions"]))
     print()
     print(render_table(rows))
     for sample in summary["samples"]:
@@ -60,6 +57,14 @@ def run_demo(output_dir: str = "runs", overrides: list[str] | None = None, *, pr
               f"prompted:  {sample['prompted_base']}\ntuned:     {sample['tuned']}")
     print(f"\nadapter: {result.adapter_dir}   report: {report}   run {result.status}   "
           f"total time: {summary['minutes']:.1f} min")
+    return summary
+
+
+def write_summary(run_dir: Path, rows: dict, result, report: Path, started: float, samples: list[dict]) -> dict:
+    """The demo's figures, run and samples, also written to RUN/demo.json."""
+    summary = {"rows": rows, "run_dir": str(run_dir), "train": result.metrics, "status": result.status,
+               "report": str(report), "minutes": (time.perf_counter() - started) / 60, "samples": samples}
+    (run_dir / "demo.json").write_text(json.dumps(summary, indent=2))
     return summary
 
 
@@ -112,10 +117,8 @@ def run_shapes_demo(output_dir: str = "runs", overrides: list[str] | None = None
     print("[4/4] writing the report", flush=True)
     report = write_report(run_dir, comparison=comparison, progress=progress)
 
-    summary = {"rows": {name: r["metrics"] for name, r in comparison.results.items()}, "run_dir": str(run_dir), "train": result.metrics, "status": result.status,
-               "report": str(report), "minutes": (time.perf_counter() - started) / 60,
-               "samples": _shape_samples(comparison)}
-    (run_dir / "demo.json").write_text(json.dumps(summary, indent=2))
+    rows = {name: r["metrics"] for name, r in comparison.results.items()}
+    summary = write_summary(run_dir, rows, result, report, started, _shape_samples(comparison))
     print()
     print(comparison.table())
     for sample in summary["samples"]:
