@@ -3,6 +3,8 @@
 import base64
 import io
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -118,3 +120,10 @@ def test_shapes_demo_trains_and_scores_both_contenders(tmp_path, capsys):
     assert (tmp_path / "shapes" / "report" / "index.html").is_file()
     out = capsys.readouterr().out
     assert "| tuned |" in out and "expected: " in out
+
+
+def test_demo_language_model_is_refused_for_the_pizza_task():
+    out = subprocess.run([sys.executable, "-m", "hone", "demo", "--language-model", "smollm2-135m-instruct"],
+                         capture_output=True, text=True)
+    assert out.returncode != 0 and "--language-model is for --task shapes" in out.stdout + out.stderr
+    assert "Traceback" not in out.stdout + out.stderr
