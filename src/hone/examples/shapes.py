@@ -174,36 +174,28 @@ VISION_CHATML_TEMPLATE = (
 )
 
 
-def demo_vlm(language_model: str | None, *, seed: int = 0, tiny_text: dict | None = None,
-             vision: dict | None = None, scale_factor: int = SCALE_FACTOR):
+def demo_vlm(language_model: str | None, *, seed: int = 0, vision: dict | None = None,
+             scale_factor: int = SCALE_FACTOR):
     """(model, processor): an Idefics3 (SmolVLM's architecture) whose text model is `language_model`.
 
     `language_model` is a transformers directory of a Llama-family causal LM (the default model's
-    converted directory); its weights and tokenizer are kept. The vision tower (`VISION_SETTINGS`, 48 px
-    pictures in 8 px patches) and the projector are randomly initialised from `seed`: nothing
-    pretrained sees the pictures. `language_model=None` builds a randomly initialised small text model
-    instead (`tiny_text` overrides its settings) on the default model's tokenizer, for comparison.
+    converted directory); its weights and tokenizer are kept. The vision tower (`VISION_SETTINGS`
+    updated by `vision`) and the projector are randomly initialised from `seed`: nothing pretrained
+    sees the pictures. `language_model=None` builds a randomly initialised small text model instead,
+    on the default model's tokenizer.
     """
     import torch
     from transformers import (AutoConfig, AutoModelForCausalLM, AutoTokenizer, Idefics3Config,
-                              Idefics3ForConditionalGeneration, Idefics3ImageProcessorPil, Idefics3Processor,
-                              LlamaConfig)
+                              Idefics3ForConditionalGeneration, Idefics3ImageProcessorPil, Idefics3Processor)
 
-    text_dir = language_model or resolve_model("smollm2-135m-instruct").path
-    tokenizer = AutoTokenizer.from_pretrained(text_dir)
+    tokenizer = AutoTokenizer.from_pretrained(language_model or resolve_model("smollm2-135m-instruct").path)
     tokenizer.add_special_tokens({"additional_special_tokens": list(IMAGE_SPECIAL_TOKENS)})
-    if language_model:
-        text_config = AutoConfig.from_pretrained(language_model)
-    else:
-        text_config = LlamaConfig(**({"hidden_size": 128, "intermediate_size": 256, "num_hidden_layers": 2,
-                                      "num_attention_heads": 4, "num_key_value_heads": 2,
-                                      "max_position_embeddings": 2048, "tie_word_embeddings": True,
-                                      "bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id}
-                                     | (tiny_text or {})))  # fmt: skip
+    text_config = AutoConfig.from_pretrained(language_model) if language_model else _small_text_config(tokenizer)
     text_config.vocab_size = len(tokenizer)
     vision_config = VISION_SETTINGS | (vision or {})
     config = Idefics3Config(vision_config=vision_config, text_config=text_config.to_dict(), scale_factor=scale_factor,
-                            image_token_id=tokenizer.convert_tokens_to_ids("<image>"), pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=text_config.tie_word_embeddings)
+                            image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
+                            pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=text_config.tie_word_embeddings)
     torch.manual_seed(seed)
     model = Idefics3ForConditionalGeneration(config)
     if language_model:
@@ -214,12 +206,21 @@ def demo_vlm(language_model: str | None, *, seed: int = 0, tiny_text: dict | Non
         if config.tie_word_embeddings:
             model.tie_weights()
     image_processor = Idefics3ImageProcessorPil(do_image_splitting=False, size={"longest_edge": SIZE},
-                                             max_image_size={"longest_edge": SIZE})
+                                                max_image_size={"longest_edge": SIZE})
     tokens = ((SIZE // vision_config["patch_size"]) // scale_factor) ** 2
     processor = Idefics3Processor(image_processor, tokenizer, image_seq_len=tokens,
                                   chat_template=VISION_CHATML_TEMPLATE)
     tokenizer.chat_template = VISION_CHATML_TEMPLATE
     return model, processor
+
+
+def _small_text_config(tokenizer):
+    """A 2-layer Llama of width 128 on the tokenizer's vocabulary, embeddings tied to the output head."""
+    from transformers import LlamaConfig
+
+    return LlamaConfig(hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4,
+                       num_key_value_heads=2, max_position_embeddings=2048, tie_word_embeddings=True,
+                       bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
 
 
 def build_demo_vlm(path: str | Path, language_model: str | None, *, seed: int = 0) -> Path:
