@@ -21,6 +21,7 @@ from hone.api import train
 from hone.config.load import load_config
 from hone.evaluate.compare import EvalSettings, FewShotPrompt, compare, compare_contenders
 from hone.evaluate.report import write_report
+from hone.errors import ConfigError
 from hone.examples import pizza, shapes
 from hone.models.load import resolve_model
 
@@ -92,19 +93,30 @@ def run_shapes_demo(output_dir: str = "runs", overrides: list[str] | None = None
                     pictures: tuple[int, int] = (400, 100), progress: bool = True) -> dict:
     """Count shapes in pictures, before and after: data and model written into the run, then train and score.
 
-    `language_model` (a transformers directory) puts a pretrained text model behind the new vision
-    tower; by default every weight of the demo model is random and trains here. `pictures`: how many
-    training and held-out pictures to generate.
+    The demo model is `hone.examples.shapes.build_demo_vlm`'s: `language_model` (a model spec: shipped
+    name or directory) puts a pretrained text model behind the new vision tower; by default every weight
+    is random and trains here. A `model=DIR` override runs the demo on that vision-language model
+    instead (then set the method too, e.g. `method.type=lora`). `pictures`: how many training and
+    held-out pictures to generate.
     """
     started = time.perf_counter()
     config = load_config(None, [f"output_dir={output_dir}", *(overrides or [])], preset="shapes-demo")
+    given_model = any(setting.partition("=")[0].strip() == "model" for setting in overrides or [])
+    if given_model and language_model:
+        raise ConfigError("give --language-model or model=, not both", where="--language-model",
+                          hint="--language-model builds the demo model around a text model; model= names a whole "
+                               "vision-language model")
     run_dir = Path(config.output_dir) / config.name
     shutil.rmtree(run_dir, ignore_errors=True)  # the demo is reproducible: start afresh each time
     train_path, heldout_path = shapes.write_dataset(run_dir / "data", train=pictures[0], heldout=pictures[1],
                                                     seed=config.train.seed)
-    print(f"[1/4] building the demo model in {run_dir / 'model'}", flush=True)
-    text_dir = resolve_model(language_model).path if language_model else None
-    model_dir = shapes.build_demo_vlm(run_dir / "model", text_dir, seed=config.train.seed)
+    if given_model:
+        model_dir = Path(config.model)
+        print(f"[1/4] using the model {model_dir}", flush=True)
+    else:
+        print(f"[1/4] building the demo model in {run_dir / 'model'}", flush=True)
+        text_dir = resolve_model(language_model).path if language_model else None
+        model_dir = shapes.build_demo_vlm(run_dir / "model", text_dir, seed=config.train.seed)
     config = load_config(config, {"model": str(model_dir), "data.train": str(train_path), "eval.file": str(heldout_path)})
 
     print(f"[2/4] training on {train_path}, then scoring the tuned model", flush=True)

@@ -127,3 +127,25 @@ def test_demo_language_model_is_refused_for_the_pizza_task():
                          capture_output=True, text=True)
     assert out.returncode != 0 and "--language-model is for --task shapes" in out.stdout + out.stderr
     assert "Traceback" not in out.stdout + out.stderr
+
+
+def test_shapes_demo_runs_on_a_given_vision_language_model(tmp_path):
+    from hone.demo import run_shapes_demo
+    from hone.models.vision_families import save_tiny_vlm
+
+    model = save_tiny_vlm("smolvlm", tmp_path / "smolvlm")
+    summary = run_shapes_demo(str(tmp_path), [f"model={model}", "method.type=lora", "train.max_steps=1",
+                                              "train.threads=1", "eval.max_new_tokens=2", "data.validation_fraction=0"],
+                              pictures=(8, 4), progress=False)
+    assert summary["status"] == "succeeded" and summary["rows"]["tuned"]["n"] == 4
+    assert not (tmp_path / "shapes" / "model").exists()  # nothing built
+    assert json.loads((tmp_path / "shapes" / "adapter" / "hone.json").read_text())["base_model"]["id"] == str(model)
+
+
+def test_shapes_demo_takes_a_language_model_or_a_model_not_both(tmp_path):
+    from hone.demo import run_shapes_demo
+    from hone.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="not both"):
+        run_shapes_demo(str(tmp_path), ["model=/nowhere"], language_model="smollm2-135m-instruct", progress=False)
+    assert not (tmp_path / "shapes").exists()
