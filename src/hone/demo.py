@@ -121,7 +121,7 @@ def run_shapes_demo(output_dir: str = "runs", overrides: list[str] | None = None
 
     print(f"[2/4] training on {train_path}, then scoring the tuned model", flush=True)
     result = train(config, progress=progress)
-    print("[3/4] scoring the untrained model", flush=True)
+    print("[3/4] scoring the base model, before training", flush=True)
     comparison = compare_contenders(heldout_path, adapter=result.adapter_dir, metric=config.eval.metric,
                                     contenders=("base", "tuned"), max_new_tokens=config.eval.max_new_tokens,
                                     batch_size=config.eval.batch_size, perplexity=config.eval.perplexity,
@@ -135,7 +135,7 @@ def run_shapes_demo(output_dir: str = "runs", overrides: list[str] | None = None
     print(comparison.table())
     for sample in summary["samples"]:
         print(f"\n{sample['picture']}\n{sample['question']}  expected: {sample['expected']}   "
-              f"untrained: {sample['base']!r}   tuned: {sample['tuned']!r}")
+              f"base: {sample['base']!r}   tuned: {sample['tuned']!r}")
     print(f"\nmodel: {model_dir}   tuned: {result.adapter_dir}   report: {report}   run {result.status}   "
           f"total time: {summary['minutes']:.1f} min")
     return summary
