@@ -227,7 +227,14 @@ def _parser() -> argparse.ArgumentParser:
     sc.add_argument("--batch-size", type=int, default=16)
     sc.set_defaults(run=_score)
 
-    demo = commands.add_parser("demo", help="the main job: pizza orders to JSON, before and after LoRA")
+    demo = commands.add_parser("demo", help="the main job: pizza orders to JSON, before and after LoRA "
+                                            "(--task shapes: count shapes in pictures with a small vision model)")
+    demo.add_argument("--task", choices=("pizza", "shapes"), default="pizza",
+                      help="pizza: free-text orders to JSON on the default model; shapes: a small vision-language "
+                           "model trained here to count shapes in generated pictures")
+    demo.add_argument("--language-model", metavar="MODEL",
+                      help="shapes only: a text model (shipped name or directory) to put behind the new vision "
+                           "tower instead of a random one")
     demo.add_argument("--output-dir", default="runs")
     demo.add_argument("overrides", nargs="*", help="key=value settings for the demo's training run")
     demo.set_defaults(run=_demo)
@@ -568,9 +575,15 @@ def _score(args) -> int:
 
 
 def _demo(args) -> int:
-    from hone.demo import run_demo
+    from hone.demo import run_demo, run_shapes_demo
 
-    run_demo(args.output_dir, args.overrides)
+    if args.task == "shapes":
+        run_shapes_demo(args.output_dir, args.overrides, language_model=args.language_model)
+    elif args.language_model:
+        raise ConfigError("--language-model is for --task shapes", where="--language-model",
+                          hint="the pizza demo's model is set with model=NAME")
+    else:
+        run_demo(args.output_dir, args.overrides)
     return 0
 
 
