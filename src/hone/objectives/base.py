@@ -59,6 +59,10 @@ class Objective:
         """Runs once with the start model on its device, before a checkpoint is restored or any step
         taken; `method` is the run's `hone.methods.base.Method`."""
 
+    def accumulate(self, micro_batches: int) -> None:
+        """Told before training how many micro-batches make one optimizer step (`train.grad_accum`);
+        `loss` is then called that many times per step, in the same order each step."""
+
     def attach(self, model, data):
         return model
 

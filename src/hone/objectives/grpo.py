@@ -29,14 +29,20 @@ metrics per step: reward (mean), reward_std (mean within-group std), zero_std_fr
 zero advantage), entropy (of the tempered policy over completion tokens), kl, clip_fraction, and
 dropped_groups / overlong_penalty where those are on.
 Where hone departs from the papers:
-- One policy update per sampled batch (the paper allows several, mu). pi_old is then the policy
-  itself, so old log-probs are the policy's own, detached (as TRL does with one iteration): the ratio
-  is exactly 1, nothing is clipped and the gradient is the group-baselined policy gradient plus the
-  KL term. (Log-probs recorded while sampling would differ from the training forward by bf16 and
-  KV-cache numerics and clip at random.) So in training no variant's clip binds (clip-higher,
+- By default one policy update per sampled batch (`iterations: 1`). pi_old is then the policy itself,
+  so old log-probs are the policy's own, detached (as TRL does with one iteration): the ratio is
+  exactly 1, nothing is clipped and the gradient is the group-baselined policy gradient plus the KL
+  term. (Log-probs recorded while sampling would differ from the training forward by bf16 and
+  KV-cache numerics and clip at random.) So at one iteration no variant's clip binds (clip-higher,
   GSPO's range, CISPO's cap): the variants differ there by normalisation, std scaling, dynamic
-  sampling, the overlong penalty and GSPO's sequence-mean gradient; the clips are in the loss
-  functions, checked by hand, for ratios other than 1.
+  sampling, the overlong penalty and GSPO's sequence-mean gradient. `iterations: mu` > 1 trains each
+  sampled batch for mu consecutive optimizer steps, as the papers allow: each micro-batch slot of a
+  step (gradient accumulation) keeps its rollout (completions, rewards, advantages, reference
+  log-probs and pi_old's log-probs, taken detached from the first update's own forward, before any
+  update, so no extra pass) and replays it in the same slot of the next mu - 1 steps; the ratios then
+  leave 1 and the clips bind (`clip_fraction`, `ratio_mean`). The prompts of the batches planned for
+  those replay steps are skipped, so a run sees 1 / mu of its planned prompts; a resumed run starts
+  a fresh rollout.
 - The KL penalty uses the paper's k3 estimator, exp(ref - logp) - (ref - logp) - 1, per token; the
   reference is the starting policy without a copy of its weights. Log-probs (policy and reference)
   are taken under the sampling temperature (logits / T), as TRL does; top_p's truncation of the
@@ -114,6 +120,11 @@ class Config(Section):
     epsilon_high: float = Field(None, gt=0, description=(
         "Upper clip of the policy ratio, 1 + epsilon_high (default per loss: 0.2; dapo 0.28, clip-higher; "
         "gspo 4e-4; cispo 4, the cap of the importance weight)."))
+    iterations: int = Field(1, ge=1, description=(
+        "Optimizer steps each sampled batch is trained on (the papers' mu): the completions, rewards, "
+        "advantages, reference and old log-probs of a micro-batch are kept and replayed for this many "
+        "consecutive steps, so the ratio to the sampling policy moves from 1 and the clips bind. The prompts "
+        "of the batches that arrive while a rollout is replayed are skipped (1: one update per batch, no replay)."))
     beta: float = Field(0.04, ge=0)
     """Weight of the KL penalty to the reference policy (0: no reference pass at all)."""
     scale_rewards: bool = Field(None, description=(
@@ -337,6 +348,9 @@ class GRPO(Objective):
         self.config = config
         self.tokenizer = None
         self.reward = None
+        self.slots = 1  # micro-batches per optimizer step (`accumulate`): each slot replays its own rollout
+        self.calls = 0  # training micro-batches seen, which place the next one in its slot and turn
+        self.rollouts: dict[int, dict] = {}
 
     def prepare(self, data_config, tokenizer, seed: int):
         self.tokenizer = tokenizer
@@ -376,47 +390,65 @@ class GRPO(Objective):
     def texts(self, completions) -> list[str]:
         return [self.tokenizer.decode(ids, skip_special_tokens=True).strip() for ids in completions]
 
+    def accumulate(self, micro_batches: int) -> None:
+        self.slots = micro_batches
+
     def loss(self, model, batch):
         if batch["validation"]:
             return self.validate(model, batch)
-        c, prompts = self.config, batch["prompts"]
-        completions = self.sample(model, prompts, c.group_size, c.temperature)
-        owners = [u for u in prompts for _ in range(c.group_size)]
-        scores, failures = self.reward(self.texts(completions), owners)
-        rewards = torch.tensor(scores, dtype=torch.float32).view(len(prompts), c.group_size)
-
-        ids = [u.ids for u in prompts]
+        c = self.config
+        slot, turn = self.calls % self.slots, (self.calls // self.slots) % c.iterations
+        self.calls += 1
+        if turn == 0:  # a fresh rollout for this micro-batch slot, replayed by the same slot of the next steps
+            self.rollouts[slot] = self.rollout(model, batch["prompts"])
+        rollout = self.rollouts[slot]
+        ids, completions = rollout["ids"], rollout["completions"]
         batch["n_tokens"] = sum(map(len, ids)) + sum(map(len, completions))  # what the step processed, for tokens/s
         logprobs, mask, entropy = self.log_probs(model, ids, completions, entropy=True)
-        if c.beta > 0:
-            with torch.no_grad(), reference_policy(model):
-                ref, _ = self.log_probs(model, ids, completions)
-        else:
-            ref = logprobs.detach()
-        penalty = overlong_penalty([len(t) for t in completions], c.max_new_tokens, c.overlong_buffer,
-                                   c.overlong_penalty)
-        shaped = rewards + penalty.view_as(rewards)
-        advantages = group_advantages(shaped, c.scale_rewards).view(-1)
-        kept = varied_groups(shaped) if c.dynamic_sampling else torch.ones(len(prompts), dtype=torch.bool)
-        rows = kept.repeat_interleave(c.group_size)
-        # One update per sampled batch: the policy that sampled is this one, so pi_old is its own log-probs
-        # (detached), from the same forward: the ratio is exactly 1 and the gradient the policy gradient.
+        if turn == 0:
+            # The policy that sampled is this one, before any update on the rollout: pi_old is its own
+            # log-probs (detached), from the same forward, so the first update's ratio is exactly 1.
+            rollout["old"] = logprobs.detach()
+            if c.beta > 0:
+                with torch.no_grad(), reference_policy(model):
+                    rollout["ref"], _ = self.log_probs(model, ids, completions)
+        old = rollout["old"]
+        ref = rollout["ref"] if c.beta > 0 else logprobs.detach()
+        rows = rollout["kept"].repeat_interleave(c.group_size)
         # Dropped groups (dynamic sampling) leave the loss; the kept ones stand for the whole batch.
         if rows.any():
             loss, kl, clipped = POLICY_LOSSES[c.loss](
-                logprobs[rows], logprobs[rows].detach(), ref[rows], advantages[rows].to(logprobs.dtype), mask[rows],
+                logprobs[rows], old[rows], ref[rows], rollout["advantages"][rows].to(logprobs.dtype), mask[rows],
                 c.epsilon_low, c.beta, normalization=c.loss_normalization, max_tokens=c.max_new_tokens,
                 clip_high=c.epsilon_high)
         else:
             loss, kl, clipped = logprobs.sum() * 0.0, torch.zeros(1), torch.zeros(1, dtype=torch.bool)
-        loss_sum = loss * len(completions)
-        stds = shaped.std(dim=1)
-        return loss_sum, {"loss_sum": loss_sum.item(), "completions": len(completions), "reward_sum": sum(scores),
-                          "reward_std_sum": stds.sum().item(), "groups": len(prompts),
-                          "zero_std_groups": int((~varied_groups(shaped)).sum()), "kl_sum": kl.sum().item(),
-                          "dropped_groups": int((~kept).sum()), "penalty_sum": penalty.sum().item(),
-                          "entropy_sum": (entropy * mask).sum().item(), "trained_tokens": int(mask[rows].sum()),
-                          "clipped": int(clipped.sum()), "tokens": int(mask.sum()), "failures": failures}
+        ratio = torch.exp(logprobs.detach() - old)[rows] * mask[rows]
+        loss_sum = loss * self.units(batch)  # the slot weighs what the step planned for it
+        shaped, kept, penalty = rollout["shaped"], rollout["kept"], rollout["penalty"]
+        return loss_sum, {"loss_sum": loss_sum.item(), "completions": len(completions),
+                          "reward_sum": sum(rollout["scores"]), "reward_std_sum": shaped.std(dim=1).sum().item(),
+                          "groups": len(ids), "zero_std_groups": int((~varied_groups(shaped)).sum()),
+                          "kl_sum": kl.sum().item(), "dropped_groups": int((~kept).sum()),
+                          "penalty_sum": penalty.sum().item(), "entropy_sum": (entropy * mask).sum().item(),
+                          "trained_tokens": int(mask[rows].sum()), "clipped": int(clipped.sum()),
+                          "ratio_sum": ratio.sum().item(), "tokens": int(mask.sum()),
+                          "failures": rollout["failures"] if turn == 0 else []}
+
+    def rollout(self, model, prompts) -> dict:
+        """Sample the group of each prompt, score it and turn the scores into advantages."""
+        c = self.config
+        completions = self.sample(model, prompts, c.group_size, c.temperature)
+        owners = [u for u in prompts for _ in range(c.group_size)]
+        scores, failures = self.reward(self.texts(completions), owners)
+        rewards = torch.tensor(scores, dtype=torch.float32).view(len(prompts), c.group_size)
+        penalty = overlong_penalty([len(t) for t in completions], c.max_new_tokens, c.overlong_buffer,
+                                   c.overlong_penalty)
+        shaped = rewards + penalty.view_as(rewards)
+        kept = varied_groups(shaped) if c.dynamic_sampling else torch.ones(len(prompts), dtype=torch.bool)
+        return {"ids": [u.ids for u in prompts], "completions": completions, "scores": scores, "failures": failures,
+                "penalty": penalty, "shaped": shaped, "kept": kept,
+                "advantages": group_advantages(shaped, c.scale_rewards).view(-1)}
 
     def validate(self, model, batch):
         """Greedy completions of the validation prompts and their mean reward (loss = -reward)."""
@@ -450,6 +482,8 @@ class GRPO(Objective):
                "entropy": sum(p["entropy_sum"] for p in parts) / tokens,
                "kl": sum(p["kl_sum"] for p in parts) / trained,
                "clip_fraction": sum(p["clipped"] for p in parts) / trained}
+        if self.config.iterations > 1:
+            out["ratio_mean"] = sum(p["ratio_sum"] for p in parts) / trained
         if self.config.dynamic_sampling:
             out["dropped_groups"] = sum(p["dropped_groups"] for p in parts) / groups
         if self.config.overlong_buffer:

@@ -275,6 +275,7 @@ def calibrate(config, source, examples, method_name: str, method_config=None, *,
     optimizer = build_optimizer(model.parameters(), config.train)
     scheduler = build_scheduler(optimizer, config.train, plan.total_steps)
     objective = runtime.wrap(model, objective)
+    objective.accumulate(config.train.grad_accum)
     with runtime.autocast():  # as in the loop (DPO without an adapter scores its reference here)
         objective.begin(model, PreparedData(examples, []), batching, method)
     model.train()

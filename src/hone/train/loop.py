@@ -115,6 +115,7 @@ def _train(config: RunConfig, run_dir: Path, runtime: Runtime, source, objective
     scheduler = build_scheduler(optimizer, config.train, plan.total_steps)
     tracker = open_tracker(config.train.tracking, run_dir, config.name or run_dir.name) if runtime.main else None
     metrics = MetricsLog(run_dir / "metrics.jsonl", enabled=runtime.main, tracker=tracker)
+    objective.accumulate(config.train.grad_accum)
     with runtime.autocast():  # the objective sees the start model, on its device, before a checkpoint is restored
         objective.begin(model, data, batching, method)
     step = 0
