@@ -4,7 +4,8 @@ slot replaying its own rollout, so the ratios leave 1 and the clips bind."""
 import pytest
 import torch
 
-from hone.objectives.grpo import GRPO, grpo_loss
+from hone.methods import reference_policy
+from hone.objectives.grpo import GRPO, group_advantages, grpo_loss
 
 GRADER = '{"type": "string_check", "operation": "contains", "reference": "{{item.letter}}"}'
 
@@ -82,9 +83,6 @@ def test_one_iteration_is_the_one_update_loss(sharp_model_dir):
         completions = objective.sample(model, prompts[:2], c.group_size, c.temperature)
         ids = [u.ids for u in prompts[:2]]
         scores, _ = objective.reward(objective.texts(completions), [u for u in prompts[:2] for _ in range(4)])
-        from hone.methods import reference_policy
-        from hone.objectives.grpo import group_advantages
-
         logprobs, mask = objective.log_probs(model, ids, completions)
         with torch.no_grad(), reference_policy(model):
             ref, _ = objective.log_probs(model, ids, completions)
@@ -140,3 +138,27 @@ def test_gspo_and_grpo_part_only_when_the_ratio_leaves_one(sharp_model_dir):
     for name in first[0]:
         torch.testing.assert_close(first[0][name], first[1][name], atol=1e-6, rtol=1e-4)
     assert max((second[0][n] - second[1][n]).abs().max().item() for n in second[0]) > 1e-4
+
+
+def test_the_loop_replays_with_accumulation_and_reports_the_ratio(tmp_path, sharp_model_dir):
+    """Through `hone train`: the loop tells the objective its grad_accum; the first step of each rollout
+    has ratio 1, the replaying step does not."""
+    import json
+
+    from hone.api import train
+
+    (tmp_path / "train.jsonl").write_text("".join(
+        json.dumps({"messages": [{"role": "user", "content": f"Say {w}"}], "letter": "e"}) + "\n"
+        for w in ("pizza", "fox", "dog", "cheese", "order", "Paris", "quick", "lazy")))
+    result = train(None, [f"model={sharp_model_dir}", f"data.train={tmp_path / 'train.jsonl'}",
+                          "data.validation_fraction=0", f"output_dir={tmp_path}", "name=mu2", "objective=grpo",
+                          f"objective.grader={GRADER}", "objective.group_size=8", "objective.max_new_tokens=5",
+                          "objective.iterations=2", "train.batch_size=2",
+                          "train.grad_accum=2", "train.lr=0.3", "train.schedule=constant", "train.max_steps=4",
+                          "train.threads=1"], progress=False, log=lambda *a: None)
+    steps = [json.loads(line) for line in (result.run_dir / "metrics.jsonl").read_text().splitlines()]
+    steps = [r for r in steps if "ratio_mean" in r]
+    assert len(steps) == 4
+    assert all(r["ratio_mean"] == pytest.approx(1.0, abs=1e-6) and r["clip_fraction"] == 0 for r in steps[::2])
+    assert all(first["reward"] == replay["reward"] for first, replay in zip(steps[::2], steps[1::2]))
+    assert any(r["ratio_mean"] != pytest.approx(1.0, abs=1e-4) and r["clip_fraction"] > 0 for r in steps[1::2])
