@@ -130,3 +130,12 @@ def test_a_projector_without_linear_layers_trains_whole_under_lora(vlm_dirs):
     base, _, _ = load_model(str(vlm_dirs("gemma3-vl")))
     model = method_for("lora").apply(base, method_config("lora", "method.train_projector=full"))
     assert any(module_part(n) == "projector" for n, p in model.named_parameters() if p.requires_grad)
+
+
+def test_a_projector_inside_a_tower_trained_whole_trains_with_it(vlm_dirs):
+    base, _, _ = load_model(str(vlm_dirs("qwen2.5-vl")))  # its projector (visual.merger) sits in the tower
+    config = method_config("lora", "method.train_vision_tower=full", "method.train_projector=lora")
+    model = method_for("lora").apply(base, config)
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad and module_part(n) != "language_model"]
+    assert any(module_part(n.replace(".modules_to_save.default", "")) == "projector" for n in trainable)
+    assert all(".modules_to_save.default." in n and "lora_" not in n for n in trainable)

@@ -81,17 +81,16 @@ def linear_modules(model, config: VisionParts, short_names: list[str] | None = N
     whole = part_roots(model, whole_parts(config))
     names = sorted(name for name, module in model.named_modules()
                    if isinstance(module, torch.nn.Linear) and module is not head and module_part(name) in parts
-                   and not any(name.startswith(root + ".") for root in whole)
                    and (short_names is None or name.rpartition(".")[2] in short_names)
                    and (blocks is None or module_part(name) != "language_model" or block_index(name) in blocks))
     for part in parts:
-        if not any(module_part(name) == part for name in names) and not any(module_part(r) == part for r in whole):
+        if not any(module_part(name) == part for name in names):
             option = OPTIONS.get(part, "target_modules")
             raise ConfigError(f"the {part.replace('_', ' ')} of this {model.config.model_type} model has no linear "
                               "layer a LoRA adapter could go on", where=f"method.{option}",
                               hint=f"train it whole with method.{option}=full, or leave the option off"
                               if part in OPTIONS else "name linear layers of the language model")
-    return names
+    return [name for name in names if not any(name.startswith(root + ".") for root in whole)]
 
 
 def block_index(name: str) -> int | None:
