@@ -381,8 +381,8 @@ def read_adapter(name: str, path: str | Path, source) -> AdapterInfo:
     manifest = read_manifest(directory)
     method, settings = serving_method(manifest, directory)
     if not method.side_by_side(settings):
-        raise ModelError(f"method {method.name} cannot be served side by side with other adapters ({why_alone(settings)})",
-                         where=str(directory), hint=method.serving_hint())
+        raise ModelError(f"method {method.name} cannot be served side by side with other adapters "
+                         f"({why_alone(settings)})", where=str(directory), hint=method.serving_hint())
     base = manifest.get("base_model", {})
     if base.get("sha256") and source.sha256 and base["sha256"] != source.sha256:
         raise ModelError(f"adapter {name!r} was trained on {base.get('id')!r}, not on the served base {source.id!r}",
