@@ -14,6 +14,7 @@ from hone.export.merge import merge_artifact
 from hone.infer.engine import Engine
 from hone.methods import method_for
 from hone.methods.tuned import load_tuned
+from hone.methods.vision import whole_parts
 from hone.models.load import load_model
 from hone.models.vision import load_processor, module_part
 from tests.vision.conftest import shape_picture
@@ -124,6 +125,11 @@ def test_true_means_the_methods_own_way_and_full_refuses_lora():
     assert method_config("full", "method.train_vision_tower=true").train_vision_tower == "full"
     with pytest.raises(ConfigError):
         method_config("full", "method.train_projector=lora")
+
+
+def test_the_shapes_demo_under_lora_trains_its_new_tower_and_projector_whole():
+    config = load_config(None, ["method.type=lora"], preset="shapes-demo").method
+    assert whole_parts(config) == {"projector", "vision_tower"}
 
 
 def test_a_projector_without_linear_layers_trains_whole_under_lora(vlm_dirs):
