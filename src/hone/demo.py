@@ -51,14 +51,20 @@ def run_demo(output_dir: str = "runs", overrides: list[str] | None = None, *, pr
     results = comparison.results
     summary = write_summary(run_dir, rows, result, report, started,
                             _samples(comparison.items, results["prompted"]["predictions"], results["tuned"]["predictions"]))
-    print()
-    print(render_table(rows))
-    for sample in summary["samples"]:
-        print(f"\norder:     {sample['order']}\nexpected:  {sample['expected']}\n"
-              f"prompted:  {sample['prompted_base']}\ntuned:     {sample['tuned']}")
-    print(f"\nadapter: {result.adapter_dir}   report: {report}   run {result.status}   "
-          f"total time: {summary['minutes']:.1f} min")
+    print_outcome(render_table(rows), [f"order:     {s['order']}\nexpected:  {s['expected']}\n"
+                                       f"prompted:  {s['prompted_base']}\ntuned:     {s['tuned']}"
+                                       for s in summary["samples"]],
+                  f"adapter: {result.adapter_dir}   report: {report}", result.status, summary["minutes"])
     return summary
+
+
+def print_outcome(table: str, samples: list[str], files: str, status: str, minutes: float) -> None:
+    """A demo's closing lines: its table, its samples, where its files are, and how long it took."""
+    print()
+    print(table)
+    for sample in samples:
+        print(f"\n{sample}")
+    print(f"\n{files}   run {status}   total time: {minutes:.1f} min")
 
 
 def write_summary(run_dir: Path, rows: dict, result, report: Path, started: float, samples: list[dict]) -> dict:
@@ -131,13 +137,10 @@ def run_shapes_demo(output_dir: str = "runs", overrides: list[str] | None = None
 
     rows = {name: r["metrics"] for name, r in comparison.results.items()}
     summary = write_summary(run_dir, rows, result, report, started, _shape_samples(comparison))
-    print()
-    print(comparison.table())
-    for sample in summary["samples"]:
-        print(f"\n{sample['picture']}\n{sample['question']}  expected: {sample['expected']}   "
-              f"base: {sample['base']!r}   tuned: {sample['tuned']!r}")
-    print(f"\nmodel: {model_dir}   tuned: {result.adapter_dir}   report: {report}   run {result.status}   "
-          f"total time: {summary['minutes']:.1f} min")
+    print_outcome(comparison.table(), [f"{s['picture']}\n{s['question']}  expected: {s['expected']}   "
+                                       f"base: {s['base']!r}   tuned: {s['tuned']!r}" for s in summary["samples"]],
+                  f"model: {model_dir}   tuned: {result.adapter_dir}   report: {report}", result.status,
+                  summary["minutes"])
     return summary
 
 

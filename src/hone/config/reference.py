@@ -8,6 +8,7 @@ written. Regenerate with `python -m hone.config.reference`; a test fails when th
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import types
 import typing
@@ -85,7 +86,7 @@ def _section(title: str, level: str, model: type[BaseModel], *, skip_sections: b
 
 
 def _row(name: str, field) -> str:
-    allowed = [f"`{value}`" for value in _literals(field.annotation)]
+    allowed = [f"`{json.dumps(value) if isinstance(value, bool) else value}`" for value in _literals(field.annotation)]
     allowed += [text.format(bound) for bound in field.metadata for kind, text in BOUNDS if isinstance(bound, kind)]
     cells = [f"`{name}`", _type_name(field.annotation), _default(field), ", ".join(allowed),
              _one_line(field.description or "")]

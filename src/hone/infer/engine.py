@@ -31,6 +31,8 @@ from hone.infer.multilora import MultiLora
 from hone.infer.registry import AdapterInfo, AdapterRegistry, check_name
 from hone.methods import METHODS
 from hone.methods.base import Method
+from hone.methods.lora import LoraOptions
+from hone.methods.vision import whole_parts
 from hone.models.artifact import adapter_dir, read_manifest
 from hone.models.generate import decode, expand_cache, pick_next, prefill, shared_prefix_length, stop_token_ids
 from hone.models.load import load_model
@@ -379,14 +381,23 @@ def read_adapter(name: str, path: str | Path, source) -> AdapterInfo:
     manifest = read_manifest(directory)
     method, settings = serving_method(manifest, directory)
     if not method.side_by_side(settings):
-        raise ModelError(f"method {method.name} cannot be served side by side with other adapters (only plain "
-                         "LoRA weights share a batch)", where=str(directory), hint=method.serving_hint())
+        raise ModelError(f"method {method.name} cannot be served side by side with other adapters "
+                         f"({why_alone(settings)})", where=str(directory), hint=method.serving_hint())
     base = manifest.get("base_model", {})
     if base.get("sha256") and source.sha256 and base["sha256"] != source.sha256:
         raise ModelError(f"adapter {name!r} was trained on {base.get('id')!r}, not on the served base {source.id!r}",
                          where=str(directory), hint="serve it with --model set to the base it was trained on")
     return AdapterInfo(name=name, path=directory, chat_template=manifest.get("chat_template"),
                        manifest=manifest, created=directory.stat().st_mtime)
+
+
+def why_alone(settings) -> str:
+    """Why an artifact's method settings keep it from sharing a batch with other adapters."""
+    whole = whole_parts(settings) if isinstance(settings, LoraOptions) else set()
+    if whole:
+        parts = " and ".join(sorted(part.replace("_", " ") for part in whole))
+        return f"it trains the {parts} whole, which replaces the shared base's own"
+    return "only plain LoRA weights share a batch"
 
 
 def serving_method(manifest: dict, directory: Path) -> tuple[Method, object]:

@@ -8,7 +8,9 @@ Memory is weights + gradients + optimizer state for every parameter (AdamW: two 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
+
+from pydantic import field_validator
 
 from hone.errors import ModelError
 from hone.methods.base import Method
@@ -18,7 +20,16 @@ from hone.models.vision import is_vision
 
 
 class Config(VisionParts):
+    TRUE_MEANS: ClassVar[str] = "full"
+
     type: Literal["full"] = "full"
+
+    @field_validator("train_projector", "train_vision_tower")
+    @classmethod
+    def _no_lora(cls, value):
+        if value == "lora":
+            raise ValueError("full fine-tuning trains a part whole: use full (or true), or a LoRA method for lora")
+        return value
 
 
 def apply(model, config: Config):

@@ -18,7 +18,7 @@ from pydantic import Field, field_validator
 
 from hone.errors import ConfigError
 from hone.methods.base import Method
-from hone.methods.vision import VisionParts, linear_modules
+from hone.methods.vision import VisionParts, linear_modules, part_roots, whole_parts
 from hone.models.artifact import adapter_dir, read_manifest
 from hone.models.vision import is_vision
 
@@ -86,12 +86,13 @@ def linear_names(model) -> list[str]:
 def peft_config(model, config: LoraOptions, *, dora: bool = False):
     from peft import LoraConfig
 
-    targets, layers = config.target_modules, config.layers_to_transform
+    targets, layers, whole = config.target_modules, config.layers_to_transform, None
     if is_vision(model.config):  # the language model's linear layers, and the parts the config adds
         # one pattern of full names: PEFT saves a long list of names as their last parts, which on
         # reload would also match the same-named layers of the parts that did not train
         names = linear_modules(model, config, None if targets == "all-linear" else targets, layers)
         targets, layers = "|".join(re.escape(name) for name in names), None
+        whole = part_roots(model, whole_parts(config)) or None  # trained whole, saved inside the adapter
     elif targets == "all-linear" and layers is not None:
         targets = linear_names(model)  # PEFT takes layers_to_transform only with a list of names
     return LoraConfig(
@@ -102,6 +103,7 @@ def peft_config(model, config: LoraOptions, *, dora: bool = False):
         layers_to_transform=layers,
         use_rslora=config.rslora,
         use_dora=dora,
+        modules_to_save=whole,
         task_type="CAUSAL_LM",
     )
 
@@ -166,8 +168,9 @@ def merge(model):
 
 
 def side_by_side(config: Config) -> bool:
-    """Plain LoRA shares a batch with other adapters; DoRA's magnitudes need the layer's whole weight."""
-    return not config.dora
+    """Plain LoRA shares a batch with other adapters; DoRA's magnitudes need the layer's whole weight,
+    and a part trained whole replaces the base's own."""
+    return not config.dora and not whole_parts(config)
 
 
 METHOD = Method("lora", Config, apply, save, load, adapter=True, merge=merge, side_by_side=side_by_side)

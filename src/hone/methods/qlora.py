@@ -23,6 +23,7 @@ from pydantic import model_validator
 from hone.errors import ConfigError
 from hone.methods.base import Method
 from hone.methods.lora import LoraOptions, check_layers, peft_config
+from hone.methods.vision import whole_parts
 from hone.models.storage import is_nf4, stored_bytes
 from hone.models.vision import module_part
 
@@ -163,11 +164,17 @@ def load(base, directory):
 
 
 def merge(model):
-    """A plain fp32 model: each NF4 weight de-quantized to fp32, plus its LoRA update."""
+    """A plain fp32 model: each NF4 weight de-quantized to fp32, plus its LoRA update; parts trained whole
+    as trained."""
     import torch
     from peft.tuners.lora import LoraLayer
+    from peft.utils import ModulesToSaveWrapper
 
     root = model.get_base_model()
+    for name, module in [(n, m) for n, m in root.named_modules() if isinstance(m, ModulesToSaveWrapper)]:
+        parent, _, child = name.rpartition(".")  # a part trained whole: its trained copy replaces the base's
+        setattr(root.get_submodule(parent) if parent else root, child,
+                module.modules_to_save[model.active_adapter])
     wrappers = [(n, m) for n, m in root.named_modules() if isinstance(m, LoraLayer)]
     plain = [(n, m) for n, m in root.named_modules() if _is_4bit(m) and not isinstance(m, LoraLayer)
              and not any(n.startswith(w + ".") for w, _ in wrappers)]
@@ -201,8 +208,9 @@ def _dequantized(weight):
 
 
 def side_by_side(config: Config) -> bool:
-    """Its files are PEFT LoRA weights: the server applies them to its own (unquantized) base."""
-    return True
+    """Its files are PEFT LoRA weights: the server applies them to its own (unquantized) base; unless a
+    part trained whole, which replaces the base's own."""
+    return not whole_parts(config)
 
 
 METHOD = Method("qlora", Config, apply, save, load, adapter=True, merge=merge,

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from hone.data.templates import CHAT_TEMPLATES
 from hone.errors import ModelError
-from hone.models.tiny import chat_tokenizer
+from hone.models.tiny import chat_tokenizer, family_named
 from hone.models.vision_families import vision_family_rows
 
 GGUF_ARCHITECTURES = ("llama", "qwen2")  # model types hone's GGUF export writes (export/gguf.py)
@@ -104,11 +104,7 @@ _CORPUS = [
 
 
 def family(name: str) -> Family:
-    try:
-        return FAMILIES[name]
-    except KeyError:
-        raise ModelError(f"unknown model family {name!r}", where="family",
-                         hint=f"one of {', '.join(FAMILIES)}") from None
+    return family_named(FAMILIES, name, "model family")
 
 
 def tiny_family_tokenizer(fam: Family, vocab_size: int = 400):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from hone.errors import ModelError
+
 # The same template as the default model (SmolLM2-Instruct), so tests exercise the real masking path.
 CHATML_TEMPLATE = (
     "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"
@@ -52,6 +54,15 @@ def chat_tokenizer(corpus: list[str], specials: tuple[str, ...], template: str, 
                          pad_token=pad, **extra)
     fast.chat_template = template
     return fast
+
+
+def family_named(families: dict, name: str, kind: str):
+    """The entry `name` of a table of model families (`kind`: "model family", "vision family"); an
+    unknown name is a ModelError listing the known ones."""
+    try:
+        return families[name]
+    except KeyError:
+        raise ModelError(f"unknown {kind} {name!r}", where="family", hint=f"one of {', '.join(families)}") from None
 
 
 def tiny_model(tokenizer, *, layers: int = 2, hidden: int = 64, seed: int = 0):

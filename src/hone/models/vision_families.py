@@ -12,8 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from hone.errors import ModelError
-from hone.models.tiny import chat_tokenizer
+from hone.models.tiny import chat_tokenizer, family_named
 from hone.models.vision import image_only
 
 IMAGE_SIZE = 32  # pixels a side: 16 patches of 8 pixels, a handful of image tokens per image
@@ -91,11 +90,7 @@ _CORPUS = [
 
 
 def vision_family(name: str) -> VisionFamily:
-    try:
-        return VISION_FAMILIES[name]
-    except KeyError:
-        raise ModelError(f"unknown vision family {name!r}", where="family",
-                         hint=f"one of {', '.join(VISION_FAMILIES)}") from None
+    return family_named(VISION_FAMILIES, name, "vision family")
 
 
 def tiny_vlm_tokenizer(fam: VisionFamily, vocab_size: int = 300):
