@@ -35,8 +35,9 @@ Where hone departs from the papers:
   KL term. (Log-probs recorded while sampling would differ from the training forward by bf16 and
   KV-cache numerics and clip at random.) So in training no variant's clip binds (clip-higher,
   GSPO's range, CISPO's cap): the variants differ there by normalisation, std scaling, dynamic
-  sampling, the overlong penalty and GSPO's sequence-mean gradient; the clips are in the loss
-  functions, checked by hand, for ratios other than 1.
+  sampling and the overlong penalty. At ratio 1 GSPO's gradient is GRPO's with `sequence`
+  normalisation and CISPO's the token-mean one (gspo repeats grpo exactly on the pizza example); the
+  clips are in the loss functions, checked by hand, for ratios other than 1.
 - The KL penalty uses the paper's k3 estimator, exp(ref - logp) - (ref - logp) - 1, per token; the
   reference is the starting policy without a copy of its weights. Log-probs (policy and reference)
   are taken under the sampling temperature (logits / T), as TRL does; top_p's truncation of the
