@@ -350,6 +350,22 @@ def test_gspo_gradient_is_the_sequence_mean_at_ratio_one():
     torch.testing.assert_close(logp.grad, torch.tensor([[-1 / 4, -1 / 4], [1.0, 0.0]]))
 
 
+def test_at_ratio_one_gspo_and_cispo_give_grpo_gradients():
+    """One update per sampled batch (ratio 1): gspo's gradient is grpo's with `sequence` normalisation,
+    cispo's grpo's with `token` (the pizza comparison's gspo run repeats its grpo run exactly)."""
+    from hone.objectives.grpo import cispo_loss, gspo_loss
+
+    def gradient(loss, normalization, old=None):
+        logp = LOGP.clone().requires_grad_()
+        loss(logp, logp.detach() if old is None else old, REF, ADV, MASK, 0.2, 0.1,
+             normalization=normalization)[0].backward()
+        return logp.grad
+
+    torch.testing.assert_close(gradient(gspo_loss, "sequence"), gradient(grpo_loss, "sequence"))
+    torch.testing.assert_close(gradient(cispo_loss, "token"), gradient(grpo_loss, "token"))
+    assert not torch.allclose(gradient(gspo_loss, "sequence", OLD), gradient(grpo_loss, "sequence", OLD))
+
+
 def test_cispo_loss_by_hand_keeps_the_gradient_of_clipped_tokens():
     from hone.objectives.grpo import cispo_loss
 

@@ -35,7 +35,9 @@ Where hone departs from the papers:
   term. (Log-probs recorded while sampling would differ from the training forward by bf16 and
   KV-cache numerics and clip at random.) So at one iteration no variant's clip binds (clip-higher,
   GSPO's range, CISPO's cap): the variants differ there by normalisation, std scaling, dynamic
-  sampling, the overlong penalty and GSPO's sequence-mean gradient. `iterations: mu` > 1 trains each
+  sampling and the overlong penalty; at ratio 1 GSPO's gradient is GRPO's with `sequence`
+  normalisation and CISPO's the token-mean one (gspo repeats grpo exactly on the pizza example).
+  `iterations: mu` > 1 trains each
   sampled batch for mu consecutive optimizer steps, as the papers allow: each micro-batch slot of a
   step (gradient accumulation) keeps its rollout (completions, rewards, advantages, reference
   log-probs and pi_old's log-probs, taken detached from the first update's own forward, before any
