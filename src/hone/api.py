@@ -128,12 +128,12 @@ def estimate(config: RunConfig | str | Path | dict | None = None, overrides: lis
     """
     config = load_config(config, overrides, preset=preset)
     set_threads(config.train.threads)
-    examples = None
-    if config.data.train:
+    objective, data = None, None
+    if config.data.train:  # prepared as training prepares it (the objective keeps what it decides there)
         objective = build_objective(config.objective)
-        examples = objective.prepare(config.data, load_tokenizer(config.model), seed=config.train.seed).train
+        data = objective.prepare(config.data, load_tokenizer(config.model), seed=config.train.seed)
     names = list(METHODS) if all_methods else methods
-    return estimate_run(config, methods=names, calibration_steps=calibration_steps, examples=examples,
+    return estimate_run(config, methods=names, calibration_steps=calibration_steps, data=data, objective=objective,
                         processes=processes, log=log)
 
 

@@ -16,7 +16,7 @@ from hone.config.load import load_config
 from hone.errors import ResourceError
 from hone.methods import METHODS, method_for
 from hone.models.load import load_model, load_tokenizer, resolve_model
-from hone.objectives import build_objective
+from hone.objectives import OBJECTIVES, build_objective
 from hone.train.estimate import GIB, analytical, check_fits, workload_for
 
 
@@ -167,3 +167,35 @@ def test_measured_peak_memory_of_a_short_run_is_within_25_percent(tmp_path):
     expected = estimate.methods[0].memory
     assert expected > 200 * 2**20  # activations dominate: the formula is what is tested
     assert abs(used - expected) / expected < 0.25, (used / 2**20, expected / 2**20)
+
+
+def objective_runs(tiny_model_dir, pizza_files, tmp_path) -> dict:
+    """Each registered objective's overrides on data it trains on (the tiny model is its own teacher)."""
+    from hone.examples import preferences
+
+    pairs = preferences.write_jsonl(tmp_path / "pairs.jsonl", preferences.concise_pairs(8, 0))
+    labels = preferences.write_jsonl(tmp_path / "labels.jsonl", preferences.delivery_labels(8, 0))
+    chats = f"data.train={pizza_files[0]}"
+    return {"sft": [chats], "dpo": [f"data.train={pairs}", "objective=dpo"],
+            "kto": [f"data.train={pairs}", "objective=kto"], "orpo": [f"data.train={pairs}", "objective=orpo"],
+            "simpo": [f"data.train={pairs}", "objective=simpo"], "reward": [f"data.train={pairs}", "objective=reward"],
+            "classify": [f"data.train={labels}", "task=classify"],
+            "grpo": [chats, "objective=grpo", "objective.group_size=2", "objective.max_new_tokens=4",
+                     'objective.grader={"type": "string_check", "operation": "contains", "reference": "a"}'],
+            "distill": [chats, "objective=distill", f"objective.teacher={tiny_model_dir}", "objective.max_new_tokens=4"]}
+
+
+@pytest.mark.parametrize("objective", list(OBJECTIVES))
+def test_estimate_runs_for_every_objective(objective, tiny_model_dir, pizza_files, tmp_path):
+    """`hone estimate` prepares and attaches the objective as training does (distillation's mode, GRPO's
+    tokenizer and reward, a reward model's head) before it times steps; the steps of sampling objectives
+    say that sampling is in their time. Without data only sft is timed (on random rows); the others say so."""
+    base = [f"model={tiny_model_dir}", "data.validation_fraction=0", "train.batch_size=2", "train.threads=1",
+            "data.max_length=128"]
+    overrides = objective_runs(tiny_model_dir, pizza_files, tmp_path)[objective]
+    (row,) = hone.estimate(None, base + overrides, calibration_steps=1, log=lambda *a: None).methods
+    assert row.memory > row.weights > 0 and row.seconds_per_step > 0 and row.tokens_per_s > 0, row
+    assert (objective in ("grpo", "distill")) == any("samples from the model" in n for n in row.notes), row.notes
+    (bare,) = hone.estimate(None, base + overrides[1:], calibration_steps=1, log=lambda *a: None).methods
+    assert bare.memory > 0 and (bare.seconds_per_step is None) == (objective != "sft"), bare
+    assert (objective != "sft") == any("not timed" in n for n in bare.notes), bare.notes

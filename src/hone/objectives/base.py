@@ -33,6 +33,9 @@ class Objective:
     """
 
     name: str
+    # Whether `loss` samples from the model it trains (generation is then part of each step's time, which
+    # varies with how long the samples are).
+    samples: bool = False
 
     def prepare(self, data_config, tokenizer, seed: int):
         raise NotImplementedError

@@ -172,6 +172,10 @@ class Distill(Objective):
                             "objective.max_new_tokens")
         return [tokenize_example(e, tokenizer, max_length=data_config.max_length) for e in examples]
 
+    @property
+    def samples(self) -> bool:
+        return self.mode == "on_policy"
+
     def length(self, unit) -> int:
         return len(unit.ids) + self.config.max_new_tokens if self.mode == "on_policy" else len(unit.input_ids)
 

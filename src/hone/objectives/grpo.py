@@ -345,6 +345,7 @@ class GRPO(Objective):
     """Prompts in; sample, score, and the clipped policy-gradient loss out. The unit is a completion."""
 
     name = "grpo"
+    samples = True
 
     def __init__(self, config: Config) -> None:
         self.config = config
@@ -393,7 +394,8 @@ class GRPO(Objective):
         return [self.tokenizer.decode(ids, skip_special_tokens=True).strip() for ids in completions]
 
     def accumulate(self, micro_batches: int) -> None:
-        self.slots = micro_batches
+        """A new run of steps: `micro_batches` slots, each sampling a fresh rollout on its first call."""
+        self.slots, self.calls, self.rollouts = micro_batches, 0, {}
 
     def loss(self, model, batch):
         if batch["validation"]:

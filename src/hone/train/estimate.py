@@ -258,26 +258,32 @@ def activation_bytes(model, workload: Workload, precision: str, segmented: bool,
     return max(trained, 0) * per_layer + transient
 
 
-def calibrate(config, source, examples, method_name: str, method_config=None, *, steps: int = 3) -> dict:
-    """Time `steps` real optimizer steps (after one warm-up step) of the real loop pieces."""
+def calibrate(config, source, data: PreparedData | None, method_name: str, method_config=None, *,
+              objective=None, steps: int = 3) -> dict:
+    """Time `steps` real optimizer steps (after one warm-up step) of the real loop pieces: `objective` as
+    `prepare` left it over `data`, attached to the model as the loop attaches it. Without data, random
+    full-length rows stand in (a fresh SFT objective). A sampling objective's steps sample as in training;
+    their mean is its time."""
     import torch
 
     model, tokenizer, _ = load_model(source)
     batching = Batching.for_run(config.data, tokenizer.pad_token_id, use_segment_attention(model))
     torch.manual_seed(config.train.seed)
     method = method_for(method_name)
-    model = method.apply(model, method_config or config.method)
+    if data is None:
+        data = PreparedData(_synthetic_examples(config, tokenizer, steps + 1), [])
+        objective = build_objective(config.objective)
+    model = objective.attach(method.apply(model, method_config or config.method), data)
     runtime = start_runtime(config.train)
     prepare_for_precision(model, runtime.precision)
-    examples = examples or _synthetic_examples(config, tokenizer, steps + 1)
-    objective = build_objective(config.objective)
-    plan = StepPlan(examples, objective, config, batching)
+    plan = StepPlan(data.train, objective, config, batching)
     optimizer = build_optimizer(model.parameters(), config.train)
     scheduler = build_scheduler(optimizer, config.train, plan.total_steps)
+    samples = objective.samples
     objective = runtime.wrap(model, objective)
     objective.accumulate(config.train.grad_accum)
     with runtime.autocast():  # as in the loop (DPO without an adapter scores its reference here)
-        objective.begin(model, PreparedData(examples, []), batching, method)
+        objective.begin(model, data, batching, method)
     model.train()
     seconds, tokens = [], []
     for step in range(steps + 1):
@@ -288,22 +294,25 @@ def calibrate(config, source, examples, method_name: str, method_config=None, *,
         if step:  # the first step pays for allocations and kernel selection
             seconds.append(time.perf_counter() - started)
             tokens.append(record["tokens"])
-    median = statistics.median(seconds)
-    return {"seconds_per_step": median, "tokens_per_s": sum(tokens) / sum(seconds)}
+    typical = statistics.mean(seconds) if samples else statistics.median(seconds)
+    return {"seconds_per_step": typical, "tokens_per_s": sum(tokens) / sum(seconds), "samples": samples}
 
 
 def estimate_run(config, *, methods: list[str] | None = None, calibration_steps: int = 3,
-                 examples=None, processes: int = 1, log=None) -> Estimate:
+                 data: PreparedData | None = None, objective=None, processes: int = 1, log=None) -> Estimate:
     """The estimate table for `config`: its own method, or each of `methods` with default options;
     memory per process of `processes` (`train.distributed` says how they share the model). The time
-    is measured on this one process."""
+    is measured on this one process, with `objective` as `prepare` left it over `data` (without data,
+    only an SFT run is timed, on random rows)."""
     source = resolve_model(config.model)
     names = methods or [config.method.type]
     unknown = [n for n in names if n not in METHODS]
     if unknown:
         raise HoneError(f"unknown method {unknown[0]!r}", where="estimate", hint=f"one of {', '.join(METHODS)}")
+    examples = data.train if data is not None else None
     _, segmented = _meta_model(source, None, None)
     workload = workload_for(config, examples, segmented=segmented, processes=processes)
+    timed = calibration_steps and (data is not None or config.objective.type == "sft")
     rows = []
     for name in names:
         method_config = config.method if name == config.method.type else METHODS[name].Config()
@@ -312,12 +321,19 @@ def estimate_run(config, *, methods: list[str] | None = None, calibration_steps:
                               name, method_config, processes=processes)
         if note:
             estimate.notes.append(note)
-        if calibration_steps:
+        if calibration_steps and not timed:
+            estimate.notes.append(f"not timed: objective {config.objective.type} needs data.train to time its steps "
+                                  "(random rows stand in only for sft)")
+        if timed:
             if log:
                 log(f"estimate: calibrating {name} ({calibration_steps} steps) ...")
-            measured = calibrate(run, source, examples, name, method_config, steps=calibration_steps)
+            measured = calibrate(run, source, data, name, method_config, objective=objective, steps=calibration_steps)
             estimate.seconds_per_step = measured["seconds_per_step"]
             estimate.tokens_per_s = measured["tokens_per_s"]
+            if measured["samples"]:
+                estimate.notes.append(f"each step samples from the model as in training ({config.objective.type}): "
+                                      "the time is the mean of the calibration steps, with samples of the start "
+                                      "model, and changes as training changes how long the samples are")
         rows.append(estimate)
     device = device_type(config.train)
     return Estimate(source.id, resolve_precision(config.train.precision, device), workload, rows,
