@@ -259,7 +259,12 @@ def image_part(part: dict, where: str) -> dict:
 
 def example_image_parts(example: Example) -> list[dict]:
     """Every image part of an example's messages, in order (replies never hold images)."""
-    return [part for m in example.messages or [] for part in m.get("parts", []) if part["type"] == "image"]
+    return conversation_image_parts(example.messages or [])
+
+
+def conversation_image_parts(messages: list[dict]) -> list[dict]:
+    """The image parts of a conversation of parsed messages (`parse_message`), in order."""
+    return [part for m in messages for part in m.get("parts", []) if part["type"] == "image"]
 
 
 def check_conversation(messages: list[dict]) -> None:

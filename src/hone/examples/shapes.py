@@ -14,7 +14,6 @@ the shape of OpenAI's vision fine-tuning files.
 
 from __future__ import annotations
 
-import base64
 import io
 import json
 import random
@@ -22,7 +21,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
-from hone.data.images import load_image
+from hone.data.images import bytes_data_url, load_image
 from hone.models.load import resolve_model
 
 SIZE = 48
@@ -95,7 +94,7 @@ def png_data_url(image: Image.Image) -> str:
     buffer = io.BytesIO()
     image.quantize(colors=8, method=Image.Quantize.FASTOCTREE, dither=Image.Dither.NONE).save(
         buffer, format="PNG", optimize=True)
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+    return bytes_data_url(buffer.getvalue(), "image/png")
 
 
 def letter_picture(url: str, cell: int = 3) -> str:

@@ -17,6 +17,7 @@ from functools import lru_cache
 
 import torch
 
+from hone.data.formats import conversation_image_parts
 from hone.data.images import FileResolver, ImageLimits, load_image
 from hone.data.template import prompt_ids, render
 from hone.data.vision import processor_for
@@ -51,11 +52,6 @@ def generate_batch(model, tokenizer, conversations: list[list[dict]], *, max_new
     encoded = [prompt_ids(messages, tokenizer, tools=listed) for messages, listed in zip(conversations, offered)]
     return generate_from_ids(model, tokenizer, encoded, max_new_tokens=max_new_tokens, temperature=temperature,
                              top_p=top_p, seed=seed, batch_size=batch_size, progress=progress)
-
-
-def conversation_image_parts(messages: list[dict]) -> list[dict]:
-    """The image parts of a conversation of parsed messages (`hone.data.formats.parse_message`), in order."""
-    return [part for m in messages for part in m.get("parts", []) if part["type"] == "image"]
 
 
 def conversation_images(messages: list[dict], *, files: FileResolver | None = None, base_dir=None,

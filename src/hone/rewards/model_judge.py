@@ -19,6 +19,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from hone.config.base import Section
+from hone.data.formats import conversation_image_parts
 from hone.data.vision import processor_for
 from hone.rewards.grade import Grade, Grader, GraderBase, TemplateError, check_template, failed, render
 
@@ -71,7 +72,7 @@ def parse_score(text: str, low: float, high: float) -> Grade:
 def item_image_parts(item: dict) -> list[dict]:
     """The image parts of an item's conversation (a held-out vision example), in order."""
     messages = item.get("messages") if isinstance(item.get("messages"), list) else []
-    return [part for m in messages if isinstance(m, dict) for part in m.get("parts", []) if part["type"] == "image"]
+    return conversation_image_parts([m for m in messages if isinstance(m, dict)])
 
 
 def rubric_messages(config: Config, sample: dict, item: dict, *, sees_images: bool = False) -> list[dict]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 
-from hone.data.formats import content_parts
+from hone.data.formats import content_parts, conversation_image_parts
 from hone.data.images import FileResolver, ImageLimits, load_image
 from hone.data.record_errors import RecordError
 from hone.data.template import render
@@ -54,11 +54,6 @@ def with_image_parts(raw_messages: list, messages: list[dict]) -> list[dict]:
     return messages
 
 
-def image_parts(messages: list[dict]) -> list[dict]:
-    """Every image part of a conversation, in order."""
-    return [part for m in messages for part in m.get("parts", []) if part["type"] == "image"]
-
-
 def openai_messages(messages: list[dict]) -> list[dict]:
     """Messages with images back in OpenAI's shape (content parts), as feedback keeps them for training."""
     return [{**{k: v for k, v in m.items() if k not in ("parts", "images")},
@@ -71,7 +66,7 @@ def image_prompt(engine, adapter: str | None, model: str, messages: list[dict], 
                  tools: list[dict] | None = None, files: FileResolver | None = None) -> tuple[list[int], dict]:
     """(prompt ids with the image tokens, pixel inputs) of a conversation with images, for `adapter` on
     `engine` (rendered with the adapter's recorded chat template)."""
-    parts = image_parts(messages)
+    parts = conversation_image_parts(messages)
     processor = processor_for(engine.tokenizer)
     if processor is None:
         raise ApiError(400, f"model {model} has no vision tower, so it cannot read images (its base "

@@ -6,9 +6,10 @@ import asyncio
 
 from fastapi import APIRouter, Request
 
+from hone.data.formats import conversation_image_parts
 from hone.data.template import prompt_ids, text_prompt_ids
 from hone.serve import protocol
-from hone.serve.images import image_parts, image_prompt, openai_messages, with_image_parts
+from hone.serve.images import image_prompt, openai_messages, with_image_parts
 from hone.serve.state import state_of
 from hone.serve.generation import prepare, respond
 
@@ -23,7 +24,7 @@ async def chat_completions(body: protocol.ChatCompletionRequest, request: Reques
     messages = with_image_parts(body.messages, body.plain_messages())
     tools = body.offered_tools()
     pixels = None
-    if image_parts(messages):
+    if conversation_image_parts(messages):
         ids, pixels = await asyncio.to_thread(image_prompt, engine, adapter, body.model, messages,
                                               limits=state.image_limits(), tools=tools, files=state.files_for(request))
     else:
